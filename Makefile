@@ -1,0 +1,52 @@
+# cryptinit build and test entry points. The README names two of them:
+#   make demo   builds the images and boots a node that unlocks its disks
+#   make test   installs what is missing, then runs every test (unit + VM)
+SHELL := /bin/bash
+GO ?= go
+OUT ?= $(CURDIR)/out
+export CGO_ENABLED ?= 1
+
+.PHONY: all setup build test test-unit test-vm fuzz bench image demo clean
+
+all: build
+
+setup:
+	bash images/setup.sh
+
+build:
+	mkdir -p $(OUT)/bin
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(OUT)/bin/ ./cmd/...
+
+# test is the project's one test command (.ci/run calls it).
+test: setup
+	$(MAKE) test-unit fuzz test-vm
+
+test-unit:
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 30m ./...
+
+# fuzz runs every fuzz target for a short, bounded time.
+FUZZTIME ?= 10s
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$f"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+# test-vm boots the images under QEMU (TCG) with OVMF and swtpm.
+test-vm: image
+	CRYPTINIT_VM=1 CRYPTINIT_OUT=$(OUT) $(GO) test -count=1 -timeout 60m -v -run 'TestVM' ./images/...
+
+bench: setup
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
+
+image:
+	bash images/build.sh $(OUT)
+
+demo: setup image
+	CRYPTINIT_OUT=$(OUT) $(GO) run ./images/cmd/demo
+
+clean:
+	rm -rf $(OUT)
