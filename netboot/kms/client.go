@@ -1,0 +1,157 @@
+package kms
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Defaults for Options fields left zero.
+const (
+	DefaultAttemptTimeout = 10 * time.Second
+	DefaultAttempts       = 5
+	DefaultBackoff        = 500 * time.Millisecond
+	DefaultMaxBackoff     = 5 * time.Second
+)
+
+// Options configures a Client. The CA bundle and client certificate come
+// from the caller: from the image or a path on the kernel command line,
+// never from STATE (STATE is what the KMS key opens).
+type Options struct {
+	// RootCAs verifies TLS endpoints. Nil means the system pool, which an
+	// initramfs usually does not have: pass the bundle explicitly.
+	RootCAs *x509.CertPool
+	// Certificates are presented to a server that asks for a client
+	// certificate (mTLS).
+	Certificates []tls.Certificate
+	// AttemptTimeout bounds one call, connection included.
+	AttemptTimeout time.Duration
+	// Attempts is how many calls are made before giving up.
+	Attempts int
+	// Backoff is the wait after the first failed attempt; it doubles up to
+	// MaxBackoff, with up to 20% jitter so that a rack of nodes spreads out.
+	Backoff, MaxBackoff time.Duration
+	// Logf, if set, is told about every failed attempt.
+	Logf func(format string, args ...any)
+}
+
+// Client calls a sidero.kms.KMSService over gRPC. It satisfies the KMS
+// interface of unlock/keys. It is safe for concurrent use.
+type Client struct {
+	opts      Options
+	transport *http.Transport
+}
+
+// New returns a Client with opts, defaults filled in.
+func New(opts Options) *Client {
+	if opts.AttemptTimeout <= 0 {
+		opts.AttemptTimeout = DefaultAttemptTimeout
+	}
+	if opts.Attempts <= 0 {
+		opts.Attempts = DefaultAttempts
+	}
+	if opts.Backoff <= 0 {
+		opts.Backoff = DefaultBackoff
+	}
+	if opts.MaxBackoff < opts.Backoff {
+		opts.MaxBackoff = max(DefaultMaxBackoff, opts.Backoff)
+	}
+	protocols := new(http.Protocols)
+	protocols.SetHTTP2(true)
+	protocols.SetUnencryptedHTTP2(true)
+	t := &http.Transport{
+		Protocols: protocols,
+		DialContext: (&net.Dialer{
+			Timeout:   opts.AttemptTimeout,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		TLSClientConfig: &tls.Config{
+			RootCAs:      opts.RootCAs,
+			Certificates: opts.Certificates,
+			MinVersion:   tls.VersionTLS12,
+		},
+		TLSHandshakeTimeout:    opts.AttemptTimeout,
+		ForceAttemptHTTP2:      true,
+		MaxResponseHeaderBytes: 64 << 10,
+	}
+	return &Client{opts: opts, transport: t}
+}
+
+// Close drops idle connections.
+func (c *Client) Close() { c.transport.CloseIdleConnections() }
+
+// Seal asks the KMS at endpoint to seal data for nodeUUID and returns the
+// sealed blob (what Talos stores in the sideroKMS token).
+func (c *Client) Seal(ctx context.Context, endpoint, nodeUUID string, data []byte) ([]byte, error) {
+	return c.call(ctx, "seal", MethodSeal, endpoint, nodeUUID, data)
+}
+
+// Unseal asks the KMS at endpoint to open a blob sealed for nodeUUID. The
+// caller owns the result and should zero it after use.
+func (c *Client) Unseal(ctx context.Context, endpoint, nodeUUID string, sealed []byte) ([]byte, error) {
+	return c.call(ctx, "unseal", MethodUnseal, endpoint, nodeUUID, sealed)
+}
+
+func (c *Client) call(ctx context.Context, op, method, endpoint, nodeUUID string, data []byte) ([]byte, error) {
+	ep, err := ParseEndpoint(endpoint)
+	if err != nil {
+		return nil, err
+	}
+	req := (&Request{NodeUUID: nodeUUID, Data: data}).Marshal()
+	defer clear(req)
+
+	var last error
+	wait := c.opts.Backoff
+	attempt := 0
+	for attempt = 1; attempt <= c.opts.Attempts; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, c.opts.AttemptTimeout)
+		msg, err := c.unary(actx, ep, method, req, c.opts.AttemptTimeout)
+		cancel()
+		if err == nil {
+			var resp Response
+			uerr := resp.Unmarshal(msg)
+			clear(msg)
+			if uerr != nil {
+				return nil, fmt.Errorf("kms %s at %s: %w", op, ep, uerr)
+			}
+			return resp.Data, nil
+		}
+		last = err
+		var st *StatusError
+		if errors.As(err, &st) && !st.Code.retryable() {
+			return nil, fmt.Errorf("kms %s for node %s at %s: %w", op, nodeUUID, ep, err)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		if c.opts.Logf != nil {
+			c.opts.Logf("kms %s at %s: attempt %d/%d failed: %v", op, ep, attempt, c.opts.Attempts, err)
+		}
+		if attempt == c.opts.Attempts {
+			break
+		}
+		// A failed connection may be stuck half-open: start the next
+		// attempt on a fresh one.
+		c.transport.CloseIdleConnections()
+		d := wait + time.Duration(rand.Int64N(int64(wait)/5+1))
+		select {
+		case <-ctx.Done():
+		case <-time.After(d):
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wait = min(2*wait, c.opts.MaxBackoff)
+	}
+	attempt = min(attempt, c.opts.Attempts)
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("kms %s at %s: %w after %d attempt(s): %w (last failure: %v)", op, ep, ErrUnreachable, attempt, ctx.Err(), last)
+	}
+	return nil, fmt.Errorf("kms %s at %s: %w after %d attempt(s), last failure: %w", op, ep, ErrUnreachable, attempt, last)
+}
