@@ -1,0 +1,25 @@
+package tpm
+
+import "errors"
+
+// Sentinel errors callers decide on (wrapped with context where returned).
+var (
+	// ErrNoTPM means no TPM 2.0 device could be opened.
+	ErrNoTPM = errors.New("no TPM 2.0 device found")
+	// ErrNoSHA256Bank means the TPM has no (or an incomplete) SHA-256 PCR bank.
+	ErrNoSHA256Bank = errors.New("TPM has no SHA-256 PCR bank covering the needed PCRs")
+	// ErrPCRUnset means a PCR that firmware or systemd-stub should have
+	// measured into is all zeros or all 0xFF.
+	ErrPCRUnset = errors.New("PCR was never measured into")
+	// ErrDifferentTPM means the SRK recreated on this TPM has another Name
+	// than the one that sealed the secret.
+	ErrDifferentTPM = errors.New("sealed by a different TPM (or the TPM was cleared)")
+	// ErrPCRMismatch means a hash-bound PCR (e.g. PCR 7, the Secure Boot
+	// state) differs from its value at sealing time.
+	ErrPCRMismatch = errors.New("bound PCR values differ from those at sealing time")
+	// ErrNoSignature means no PCR signature matches the current PCR 11 value:
+	// another UKI, a later boot phase (after leave-initrd), or no signature.
+	ErrNoSignature = errors.New("no PCR policy signature matches the current PCR 11 value")
+	// ErrSecureBootOff means Secure Boot is disabled or in setup mode.
+	ErrSecureBootOff = errors.New("secure boot is not enabled")
+)

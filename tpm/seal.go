@@ -1,0 +1,367 @@
+package tpm
+
+import (
+	"bytes"
+	"context"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"slices"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
+)
+
+// EncryptionVersion is written into new Sealed values (Talos's
+// encryption_version): the blob is bound to Sealed.PCRs by hash and to a
+// signed PCR 11 policy.
+const EncryptionVersion = "1"
+
+// maxSecret is the largest keyed-hash sensitive data a TPM accepts
+// (MAX_SYM_DATA).
+const maxSecret = 128
+
+// Sealer seals and unseals secrets with one TPM, compatible with Talos's
+// talos-tpm2 tokens. It implements unlock/keys' TPM interface.
+type Sealer struct {
+	// TPM is the connection: the device (Open), the simulator or swtpm.
+	TPM transport.TPM
+	// Policy supplies the PCR signing key and signatures; StubSource() in
+	// the initrd.
+	Policy PolicySource
+}
+
+// NewSealer returns a Sealer on t that reads the signed policy from src.
+func NewSealer(t transport.TPM, src PolicySource) *Sealer {
+	return &Sealer{TPM: t, Policy: src}
+}
+
+// Seal seals secret to the TPM's SRK. The object's policy is
+// PolicyAuthorize(PCR signing key) then PolicyPCR(pcrs) at their current
+// values, computed offline; pcrs defaults to DefaultPCRs(). Bind LatchPCR
+// (15) too to make the secret unsealable only until LatchVolumeKey runs.
+func (s *Sealer) Seal(ctx context.Context, secret []byte, pcrs []int) (*Sealed, error) {
+	if len(secret) == 0 || len(secret) > maxSecret {
+		return nil, fmt.Errorf("seal: secret is %d bytes, want 1-%d", len(secret), maxSecret)
+	}
+	if len(pcrs) == 0 {
+		pcrs = DefaultPCRs()
+	}
+	pcrs, err := normalizePCRs(pcrs)
+	if err != nil {
+		return nil, fmt.Errorf("seal: %w", err)
+	}
+	key, err := s.Policy.PublicKey()
+	if err != nil {
+		return nil, fmt.Errorf("seal: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := checkSHA256Bank(s.TPM, append(slices.Clone(pcrs), UKIPCR)); err != nil {
+		return nil, fmt.Errorf("seal: %w", err)
+	}
+	values, err := ReadPCRs(s.TPM, pcrs)
+	if err != nil {
+		return nil, fmt.Errorf("seal: %w", err)
+	}
+	for i, p := range pcrs {
+		if err := checkPCRValue(p, values[i]); err != nil {
+			return nil, fmt.Errorf("seal: %w", err)
+		}
+	}
+	policy, err := SealingPolicy(key, pcrs, values)
+	if err != nil {
+		return nil, fmt.Errorf("seal: %w", err)
+	}
+	srk, err := createPrimary(s.TPM, srkTemplate())
+	if err != nil {
+		return nil, fmt.Errorf("seal: %w", err)
+	}
+	defer flush(s.TPM, srk.handle)
+	priv, pub, err := createSealedObject(s.TPM, srk, secret, policy, true)
+	if err != nil {
+		return nil, fmt.Errorf("seal: %w", err)
+	}
+	return &Sealed{
+		Private:           priv,
+		Public:            pub,
+		PCRs:              pcrs,
+		PubKeyPCRs:        []int{UKIPCR},
+		Alg:               "sha256",
+		PolicyHash:        policy,
+		KeyName:           tpm2.Marshal(srk.name),
+		EncryptionVersion: EncryptionVersion,
+	}, nil
+}
+
+// createSealedObject creates a keyed-hash object holding secret under
+// parent with authPolicy policy and no user auth, over a salted session that
+// encrypts the secret on its way in. It returns the marshalled TPM2B_PRIVATE
+// and TPM2B_PUBLIC.
+func createSealedObject(t transport.TPM, parent *primaryKey, secret, policy []byte, noDA bool) (priv, pub []byte, err error) {
+	rsp, err := tpm2.Create{
+		ParentHandle: tpm2.AuthHandle{
+			Handle: parent.handle,
+			Name:   parent.name,
+			Auth:   parent.session(tpm2.AESEncryption(128, tpm2.EncryptIn)),
+		},
+		InSensitive: tpm2.TPM2BSensitiveCreate{Sensitive: &tpm2.TPMSSensitiveCreate{
+			Data: tpm2.NewTPMUSensitiveCreate(&tpm2.TPM2BSensitiveData{Buffer: secret}),
+		}},
+		InPublic: tpm2.New2B(tpm2.TPMTPublic{
+			Type:    tpm2.TPMAlgKeyedHash,
+			NameAlg: tpm2.TPMAlgSHA256,
+			ObjectAttributes: tpm2.TPMAObject{
+				FixedTPM:    true,
+				FixedParent: true,
+				NoDA:        noDA,
+			},
+			AuthPolicy: tpm2.TPM2BDigest{Buffer: policy},
+			Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgKeyedHash, &tpm2.TPMSKeyedHashParms{
+				Scheme: tpm2.TPMTKeyedHashScheme{Scheme: tpm2.TPMAlgNull},
+			}),
+		}),
+	}.Execute(t)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create sealed object: %w", err)
+	}
+	return tpm2.Marshal(rsp.OutPrivate), tpm2.Marshal(rsp.OutPublic), nil
+}
+
+// Unseal recovers the secret of s. It fails with ErrDifferentTPM on another
+// TPM, ErrNoSignature when no signature matches PCR 11 (other UKI, or after
+// leave-initrd), and ErrPCRMismatch when a hash-bound PCR changed (PCR 7:
+// Secure Boot state; PCR 15: already latched).
+func (s *Sealer) Unseal(ctx context.Context, sealed *Sealed) ([]byte, error) {
+	if sealed == nil {
+		return nil, fmt.Errorf("unseal: no sealed data")
+	}
+	if sealed.Alg != "" && sealed.Alg != "sha256" {
+		return nil, fmt.Errorf("unseal: PCR bank %q not supported (want sha256)", sealed.Alg)
+	}
+	pcrs := sealed.PCRs
+	if len(pcrs) == 0 && sealed.EncryptionVersion == "" {
+		pcrs = DefaultPCRs() // legacy tokens were bound to PCR 7 without saying so
+	}
+	pubKeyPCRs := sealed.PubKeyPCRs
+	if len(pubKeyPCRs) == 0 {
+		pubKeyPCRs = []int{UKIPCR}
+	}
+	key, err := s.Policy.PublicKey()
+	if err != nil {
+		return nil, fmt.Errorf("unseal: %w", err)
+	}
+	sigs, err := s.Policy.Signatures()
+	if err != nil {
+		return nil, fmt.Errorf("unseal: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	srk, err := createPrimary(s.TPM, srkTemplate())
+	if err != nil {
+		return nil, fmt.Errorf("unseal: %w", err)
+	}
+	defer flush(s.TPM, srk.handle)
+	wantName, err := tpm2.Unmarshal[tpm2.TPM2BName](sealed.KeyName)
+	if err != nil {
+		return nil, fmt.Errorf("unseal: bad SRK name in token: %w", err)
+	}
+	if !bytes.Equal(wantName.Buffer, srk.name.Buffer) {
+		return nil, fmt.Errorf("unseal: SRK name %x, token wants %x: %w", srk.name.Buffer, wantName.Buffer, ErrDifferentTPM)
+	}
+	priv, pub, err := parseBlob(sealed.Private, sealed.Public)
+	if err != nil {
+		return nil, fmt.Errorf("unseal: %w", err)
+	}
+	secret, err := unsealObject(ctx, s.TPM, unsealRequest{
+		parent: srk, private: priv, public: pub,
+		signingKey: key, sigs: sigs, pubKeyPCRs: pubKeyPCRs, pcrs: pcrs,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("unseal: %w", err)
+	}
+	return secret, nil
+}
+
+func parseBlob(privBytes, pubBytes []byte) (*tpm2.TPM2BPrivate, *tpm2.TPM2BPublic, error) {
+	priv, err := tpm2.Unmarshal[tpm2.TPM2BPrivate](privBytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("bad sealed private blob: %w", err)
+	}
+	pub, err := tpm2.Unmarshal[tpm2.TPM2BPublic](pubBytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("bad sealed public blob: %w", err)
+	}
+	return priv, pub, nil
+}
+
+// unsealRequest describes one sealed object and its policy.
+type unsealRequest struct {
+	parent     *primaryKey
+	private    *tpm2.TPM2BPrivate
+	public     *tpm2.TPM2BPublic
+	signingKey *rsa.PublicKey // nil: PCR-only policy
+	sigs       Signatures
+	pubKeyPCRs []int // PCRs of the signed policy ([11])
+	pcrs       []int // hash-bound PCRs
+}
+
+// unsealObject loads the object, satisfies its policy in a salted policy
+// session — [PolicyPCR(pubKeyPCRs), VerifySignature, PolicyAuthorize] then
+// PolicyPCR(pcrs) — and unseals it with response encryption.
+func unsealObject(ctx context.Context, t transport.TPM, r unsealRequest) ([]byte, error) {
+	pcrs, err := normalizePCRs(r.pcrs)
+	if err != nil {
+		return nil, err
+	}
+	pubKeyPCRs, err := normalizePCRs(r.pubKeyPCRs)
+	if err != nil {
+		return nil, err
+	}
+	need := slices.Clone(pcrs)
+	if r.signingKey != nil {
+		need = append(need, pubKeyPCRs...)
+	}
+	if err := checkSHA256Bank(t, need); err != nil {
+		return nil, err
+	}
+	if r.signingKey != nil {
+		values, err := ReadPCRs(t, pubKeyPCRs)
+		if err != nil {
+			return nil, err
+		}
+		for i, p := range pubKeyPCRs {
+			if err := checkPCRValue(p, values[i]); err != nil {
+				return nil, err
+			}
+		}
+	}
+	values, err := ReadPCRs(t, pcrs)
+	if err != nil {
+		return nil, err
+	}
+	for i, p := range pcrs {
+		if err := checkPCRValue(p, values[i]); err != nil {
+			return nil, err
+		}
+	}
+	objPub, err := r.public.Contents()
+	if err != nil {
+		return nil, fmt.Errorf("bad sealed public blob: %w", err)
+	}
+
+	load, err := tpm2.Load{
+		ParentHandle: tpm2.AuthHandle{Handle: r.parent.handle, Name: r.parent.name, Auth: tpm2.PasswordAuth(nil)},
+		InPrivate:    *r.private,
+		InPublic:     *r.public,
+	}.Execute(t)
+	if err != nil {
+		return nil, fmt.Errorf("load sealed object (corrupt blob or other parent key): %w", err)
+	}
+	defer flush(t, load.ObjectHandle)
+
+	sess, closeSess, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16, tpm2.Salted(r.parent.handle, r.parent.pub))
+	if err != nil {
+		return nil, fmt.Errorf("start policy session: %w", err)
+	}
+	defer func() { _ = closeSess() }()
+
+	if r.signingKey != nil {
+		if err := authorizeSigned(t, sess.Handle(), r.signingKey, r.sigs, pubKeyPCRs); err != nil {
+			return nil, err
+		}
+	}
+	if len(pcrs) > 0 {
+		sel, err := pcrSelection(pcrs)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := (tpm2.PolicyPCR{PolicySession: sess.Handle(), Pcrs: sel}).Execute(t); err != nil {
+			return nil, fmt.Errorf("policy PCR %v: %w", pcrs, err)
+		}
+	}
+	got, err := tpm2.PolicyGetDigest{PolicySession: sess.Handle()}.Execute(t)
+	if err != nil {
+		return nil, fmt.Errorf("get policy digest: %w", err)
+	}
+	if !bytes.Equal(got.PolicyDigest.Buffer, objPub.AuthPolicy.Buffer) {
+		return nil, fmt.Errorf("PCRs %v now give policy %x, the object needs %x: %w",
+			pcrs, got.PolicyDigest.Buffer, objPub.AuthPolicy.Buffer, ErrPCRMismatch)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	rsp, err := tpm2.Unseal{
+		ItemHandle: tpm2.AuthHandle{Handle: load.ObjectHandle, Name: load.Name, Auth: sess},
+	}.Execute(t, r.parent.session(tpm2.AESEncryption(128, tpm2.EncryptOut)))
+	if err != nil {
+		return nil, fmt.Errorf("unseal object: %w", err)
+	}
+	return rsp.OutData.Buffer, nil
+}
+
+// authorizeSigned runs PolicyPCR(pubKeyPCRs) on session, finds the signature
+// of the resulting digest, has the TPM verify it, and PolicyAuthorizes it.
+func authorizeSigned(t transport.TPM, session tpm2.TPMHandle, key *rsa.PublicKey, sigs Signatures, pubKeyPCRs []int) error {
+	ext, err := tpm2.LoadExternal{
+		Hierarchy: tpm2.TPMRHOwner,
+		InPublic:  tpm2.New2B(signingKeyPublic(key)),
+	}.Execute(t)
+	if err != nil {
+		return fmt.Errorf("load PCR signing key: %w", err)
+	}
+	defer flush(t, ext.ObjectHandle)
+
+	sel, err := pcrSelection(pubKeyPCRs)
+	if err != nil {
+		return err
+	}
+	if _, err := (tpm2.PolicyPCR{PolicySession: session, Pcrs: sel}).Execute(t); err != nil {
+		return fmt.Errorf("policy PCR %v: %w", pubKeyPCRs, err)
+	}
+	dig, err := tpm2.PolicyGetDigest{PolicySession: session}.Execute(t)
+	if err != nil {
+		return fmt.Errorf("get policy digest: %w", err)
+	}
+	pol := dig.PolicyDigest.Buffer
+	sig, ok := sigs.find(pol)
+	if !ok {
+		return fmt.Errorf("policy %x for PCRs %v (%d signatures available): %w",
+			pol, pubKeyPCRs, len(sigs["sha256"]), ErrNoSignature)
+	}
+	if fp := Fingerprint(key); sig.PKFP != fp {
+		return fmt.Errorf("signature for policy %x was made with key %s, not the PCR public key %s", pol, sig.PKFP, fp)
+	}
+	raw, err := base64.StdEncoding.DecodeString(sig.Sig)
+	if err != nil {
+		return fmt.Errorf("signature for policy %s: bad base64: %w", hex.EncodeToString(pol), err)
+	}
+	sum := sha256.Sum256(pol)
+	ver, err := tpm2.VerifySignature{
+		KeyHandle: ext.ObjectHandle,
+		Digest:    tpm2.TPM2BDigest{Buffer: sum[:]},
+		Signature: tpm2.TPMTSignature{
+			SigAlg: tpm2.TPMAlgRSASSA,
+			Signature: tpm2.NewTPMUSignature(tpm2.TPMAlgRSASSA, &tpm2.TPMSSignatureRSA{
+				Hash: tpm2.TPMAlgSHA256,
+				Sig:  tpm2.TPM2BPublicKeyRSA{Buffer: raw},
+			}),
+		},
+	}.Execute(t)
+	if err != nil {
+		return fmt.Errorf("TPM rejected the signature of policy %x: %w", pol, err)
+	}
+	if _, err := (tpm2.PolicyAuthorize{
+		PolicySession:  session,
+		ApprovedPolicy: tpm2.TPM2BDigest{Buffer: pol},
+		KeySign:        ext.Name,
+		CheckTicket:    ver.Validation,
+	}).Execute(t); err != nil {
+		return fmt.Errorf("policy authorize: %w", err)
+	}
+	return nil
+}
