@@ -1,0 +1,50 @@
+// Package luks2 reads, unlocks, formats and re-keys LUKS2 volumes in pure Go,
+// so that cryptinit can work inside an initramfs that has no cryptsetup.
+//
+// Every header this package writes is meant to be accepted by cryptsetup 2.6
+// as if cryptsetup had written it: the layout follows cryptsetup's defaults
+// (16 KiB metadata copies at 0 and 16 KiB, keyslot areas from 32 KiB up to the
+// data segment at 16 MiB, 4000 anti-forensic stripes, areas aligned to 4 KiB and
+// placed in the first gap that fits), and the tests cross-check it against the
+// real cryptsetup binary in both directions.
+//
+// # Why not github.com/anatol/luks.go
+//
+// luks.go (pinned in go.mod) can only read and unlock, does not fall back to
+// the secondary header when the primary is damaged, and keeps its parsed
+// metadata private, so every write path (format, add and kill keyslots,
+// tokens, flags) would need a second parser anyway. One parser used for both
+// reading and writing is what lets us refuse to rewrite a header that holds
+// metadata we do not understand (see [ErrUnknownMetadata]), so this package
+// does not use luks.go; its test suite still reads our headers with it as a
+// third, independent reader.
+//
+// # Write order and crash safety
+//
+// A LUKS2 device carries two copies of the metadata (binary header + JSON
+// area). Readers use the valid copy (checksum and JSON both good) with the
+// highest sequence id. Every change here writes a complete new metadata with
+// seqid+1 to both copies, in this order, so that a crash between any two
+// writes leaves a device that opens with every key valid before the change, or
+// with every key valid after it:
+//
+//  1. new key material (AddKeyslot, Format) goes into a keyslot area that no
+//     header references yet; Sync.
+//  2. the secondary copy is written; Sync. From here on readers pick the new
+//     metadata (higher seqid) even if step 3 never happens.
+//  3. the primary copy is written; Sync.
+//  4. only now is key material that the new metadata no longer references
+//     overwritten (KillKeyslot); Sync.
+//
+// A torn copy fails its checksum, so the other copy is used. Format writes the
+// secondary copy before the primary one, so an interrupted format leaves either
+// no LUKS signature at offset 0 or a complete, openable volume. The tests prove
+// this by failing the Nth WriteAt or Sync for every N.
+//
+// # Secrets
+//
+// Passphrases, volume keys and every derived key are []byte and are zeroed by
+// this package as soon as it no longer needs its own copies; callers own (and
+// should zero) the keys returned to them. Nothing secret is logged or put in an
+// error message.
+package luks2
