@@ -19,7 +19,11 @@ type Problem struct {
 
 func (p Problem) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "document %d (%s)", p.Doc, p.Volume)
+	if p.Doc > 0 {
+		fmt.Fprintf(&b, "document %d (%s)", p.Doc, p.Volume)
+	} else {
+		fmt.Fprintf(&b, "volume %s", p.Volume)
+	}
 	if p.Line > 0 {
 		fmt.Fprintf(&b, " line %d", p.Line)
 	}
@@ -112,12 +116,13 @@ func validateEncryption(v *Volume, add func(field string, line int, warning bool
 	for i := range e.Keys {
 		k := &e.Keys[i]
 		field := fmt.Sprintf("encryption.keys[%d]", i)
-		if k.slotLine == 0 {
+		missingSlot := k.line != 0 && k.slotLine == 0 // parsed from YAML without slot:
+		if missingSlot {
 			add(field+".slot", k.line, false, "the key has no slot", "every key needs slot: N (0..31); key order does not pick slots")
 		}
 		if k.Slot < 0 || k.Slot > MaxSlot {
 			add(field+".slot", k.slotLine, false, fmt.Sprintf("slot %d is outside 0..%d", k.Slot, MaxSlot), "LUKS2 has 32 keyslots: use a slot from 0 to 31")
-		} else if prev, dup := slots[k.Slot]; dup && k.slotLine != 0 {
+		} else if prev, dup := slots[k.Slot]; dup && !missingSlot {
 			add(field+".slot", k.slotLine, false, fmt.Sprintf("slot %d is already used by keys[%d]", k.Slot, prev), "give each key its own slot")
 		} else {
 			slots[k.Slot] = i
@@ -154,4 +159,20 @@ func validateEncryption(v *Volume, add func(field string, line int, warning bool
 			}
 		}
 	}
+}
+
+// ValidateEncryption checks an encryption section that did not come from
+// YAML (e.g. STATE's config read from META) with the same rules.
+func ValidateEncryption(volumeID string, e *Encryption) error {
+	v := &Volume{ID: volumeID, Encryption: e}
+	var probs []Problem
+	validateEncryption(v, func(field string, line int, warning bool, msg, fix string) {
+		if !warning {
+			probs = append(probs, Problem{Volume: volumeID, Field: field, Msg: msg, Fix: fix})
+		}
+	})
+	if len(probs) > 0 {
+		return &Error{Problems: probs}
+	}
+	return nil
 }
