@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -18,6 +19,10 @@ import (
 // encryption_version): the blob is bound to Sealed.PCRs by hash and to a
 // signed PCR 11 policy.
 const EncryptionVersion = "1"
+
+// errLoad marks a sealed object the TPM refused to load under the parent:
+// a corrupt blob, or one sealed under another parent key.
+var errLoad = errors.New("load sealed object (corrupt blob or other parent key)")
 
 // maxSecret is the largest keyed-hash sensitive data a TPM accepts
 // (MAX_SYM_DATA).
@@ -260,7 +265,7 @@ func unsealObject(ctx context.Context, t transport.TPM, r unsealRequest) ([]byte
 		InPublic:     *r.public,
 	}.Execute(t)
 	if err != nil {
-		return nil, fmt.Errorf("load sealed object (corrupt blob or other parent key): %w", err)
+		return nil, fmt.Errorf("%w: %w", errLoad, err)
 	}
 	defer flush(t, load.ObjectHandle)
 

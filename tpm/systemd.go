@@ -1,0 +1,236 @@
+package tpm
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
+)
+
+// SystemdToken is a LUKS2 token of type "systemd-tpm2", written by
+// systemd-cryptenroll --tpm2-device. Only the fields needed to unseal are
+// interpreted; PIN-protected and pcrlock tokens are refused.
+type SystemdToken struct {
+	Type       string   `json:"type"`
+	Keyslots   []string `json:"keyslots"`
+	Blob       string   `json:"tpm2-blob"`        // base64(TPM2B_PRIVATE || TPM2B_PUBLIC)
+	PCRs       []int    `json:"tpm2-pcrs"`        // hash-bound PCRs
+	PCRBank    string   `json:"tpm2-pcr-bank"`    // "sha256" (absent on old tokens)
+	PrimaryAlg string   `json:"tpm2-primary-alg"` // "ecc" or "rsa" (absent on old tokens)
+	PolicyHash string   `json:"tpm2-policy-hash"` // hex authPolicy
+	PIN        bool     `json:"tpm2-pin"`
+	PubKey     string   `json:"tpm2_pubkey,omitempty"` // base64 of the PCR signing key PEM
+	PubKeyPCRs []int    `json:"tpm2_pubkey_pcrs,omitempty"`
+	Salt       string   `json:"tpm2_salt,omitempty"`
+	SRK        string   `json:"tpm2_srk,omitempty"` // serialized ESYS_TR of the persistent SRK (systemd ≥ 254)
+	PCRLock    bool     `json:"tpm2_pcrlock,omitempty"`
+}
+
+// ParseSystemdToken decodes the JSON of a systemd-tpm2 token.
+func ParseSystemdToken(data []byte) (*SystemdToken, error) {
+	var t SystemdToken
+	if err := json.Unmarshal(data, &t); err != nil {
+		return nil, fmt.Errorf("parse systemd-tpm2 token: %w", err)
+	}
+	if t.Type != "" && t.Type != "systemd-tpm2" {
+		return nil, fmt.Errorf("parse systemd-tpm2 token: type is %q", t.Type)
+	}
+	if t.Blob == "" {
+		return nil, errors.New("parse systemd-tpm2 token: no tpm2-blob")
+	}
+	return &t, nil
+}
+
+// systemdPersistentSRK is where systemd ≥ 254 keeps its SRK.
+const systemdPersistentSRK tpm2.TPMHandle = 0x81000001
+
+// UnsealSystemd unseals a systemd-tpm2 token and returns the LUKS passphrase:
+// the standard base64 of the sealed secret, as systemd-cryptsetup passes it.
+// The PCR signing key comes from the token (tpm2_pubkey), the signatures from
+// s.Policy (systemd-stub's /.extra file). Zero the result after use.
+func (s *Sealer) UnsealSystemd(ctx context.Context, tok *SystemdToken) ([]byte, error) {
+	secret, err := s.unsealSystemd(ctx, tok)
+	if err != nil {
+		return nil, fmt.Errorf("unseal systemd-tpm2 token (keyslots %v): %w", tok.Keyslots, err)
+	}
+	pass := make([]byte, base64.StdEncoding.EncodedLen(len(secret)))
+	base64.StdEncoding.Encode(pass, secret)
+	clear(secret)
+	return pass, nil
+}
+
+func (s *Sealer) unsealSystemd(ctx context.Context, tok *SystemdToken) ([]byte, error) {
+	switch {
+	case tok.PIN:
+		return nil, errors.New("token needs a TPM PIN, which cryptinit does not support; use another key slot")
+	case tok.PCRLock:
+		return nil, errors.New("token uses a systemd-pcrlock policy, which cryptinit does not support")
+	case tok.PCRBank != "" && tok.PCRBank != "sha256":
+		return nil, fmt.Errorf("token is bound to the %s PCR bank; only sha256 is supported", tok.PCRBank)
+	}
+	blob, err := base64.StdEncoding.DecodeString(tok.Blob)
+	if err != nil {
+		return nil, fmt.Errorf("tpm2-blob: %w", err)
+	}
+	priv, pub, err := splitSystemdBlob(blob)
+	if err != nil {
+		return nil, err
+	}
+	if tok.PolicyHash != "" {
+		want, err := hex.DecodeString(tok.PolicyHash)
+		if err != nil {
+			return nil, fmt.Errorf("tpm2-policy-hash: %w", err)
+		}
+		area, err := pub.Contents()
+		if err != nil {
+			return nil, fmt.Errorf("tpm2-blob public area: %w", err)
+		}
+		if !bytes.Equal(area.AuthPolicy.Buffer, want) {
+			return nil, fmt.Errorf("tpm2-policy-hash %s does not match the blob's policy %x", tok.PolicyHash, area.AuthPolicy.Buffer)
+		}
+	}
+	req := unsealRequest{private: priv, public: pub, pcrs: tok.PCRs, pubKeyPCRs: tok.PubKeyPCRs}
+	if tok.PubKey != "" {
+		pemKey, err := base64.StdEncoding.DecodeString(tok.PubKey)
+		if err != nil {
+			return nil, fmt.Errorf("tpm2_pubkey: %w", err)
+		}
+		if req.signingKey, err = ParsePublicKeyPEM(pemKey); err != nil {
+			return nil, fmt.Errorf("tpm2_pubkey: %w", err)
+		}
+		if len(req.pubKeyPCRs) == 0 {
+			req.pubKeyPCRs = []int{UKIPCR}
+		}
+		if req.sigs, err = s.Policy.Signatures(); err != nil {
+			return nil, err
+		}
+	}
+
+	var errs []error
+	for _, parent := range systemdParents(tok) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		p, release, err := parent.get(s.TPM)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", parent.desc, err))
+			continue
+		}
+		req.parent = p
+		secret, err := unsealObject(ctx, s.TPM, req)
+		release()
+		if errors.Is(err, errLoad) {
+			errs = append(errs, fmt.Errorf("%s: %w", parent.desc, err))
+			continue // sealed under another parent key: try the next
+		}
+		return secret, err
+	}
+	return nil, fmt.Errorf("no parent key of this TPM loads the blob (%w): %w", ErrDifferentTPM, errors.Join(errs...))
+}
+
+// splitSystemdBlob splits tpm2-blob into its TPM2B_PRIVATE and TPM2B_PUBLIC.
+func splitSystemdBlob(blob []byte) (*tpm2.TPM2BPrivate, *tpm2.TPM2BPublic, error) {
+	if len(blob) < 2 {
+		return nil, nil, errors.New("tpm2-blob too short")
+	}
+	n := 2 + int(binary.BigEndian.Uint16(blob))
+	if n > len(blob) {
+		return nil, nil, errors.New("tpm2-blob: private part truncated")
+	}
+	return parseBlob(blob[:n], blob[n:])
+}
+
+// parentCandidate is a way to obtain the parent a systemd blob may be sealed under.
+type parentCandidate struct {
+	desc string
+	get  func(t transport.TPM) (*primaryKey, func(), error)
+}
+
+func transientParent(desc string, template tpm2.TPMTPublic) parentCandidate {
+	return parentCandidate{desc: desc, get: func(t transport.TPM) (*primaryKey, func(), error) {
+		p, err := createPrimary(t, template)
+		if err != nil {
+			return nil, nil, err
+		}
+		return p, func() { flush(t, p.handle) }, nil
+	}}
+}
+
+// systemdParents lists, most likely first, the parent keys a token's blob
+// may be sealed under: systemd ≥ 254 (tpm2_srk set) uses the TCG SRK,
+// persisted at 0x81000001; older systemd (Debian 12's 252) recreates its own
+// primary from a template that lacks noDA and has an empty unique field.
+func systemdParents(tok *SystemdToken) []parentCandidate {
+	if tok.SRK != "" {
+		return []parentCandidate{
+			{desc: "persistent SRK 0x81000001", get: func(t transport.TPM) (*primaryKey, func(), error) {
+				rsp, err := tpm2.ReadPublic{ObjectHandle: systemdPersistentSRK}.Execute(t)
+				if err != nil {
+					return nil, nil, err
+				}
+				pub, err := rsp.OutPublic.Contents()
+				if err != nil {
+					return nil, nil, err
+				}
+				return &primaryKey{handle: systemdPersistentSRK, name: rsp.Name, pub: *pub}, func() {}, nil
+			}},
+			transientParent("TCG ECC SRK", tpm2.ECCSRKTemplate),
+			transientParent("TCG RSA SRK", tpm2.RSASRKTemplate),
+		}
+	}
+	switch tok.PrimaryAlg {
+	case "ecc":
+		return []parentCandidate{transientParent("systemd ECC primary", SystemdLegacyPrimary(tpm2.TPMAlgECC))}
+	case "rsa":
+		return []parentCandidate{transientParent("systemd RSA primary", SystemdLegacyPrimary(tpm2.TPMAlgRSA))}
+	}
+	return []parentCandidate{
+		transientParent("systemd ECC primary", SystemdLegacyPrimary(tpm2.TPMAlgECC)),
+		transientParent("systemd RSA primary", SystemdLegacyPrimary(tpm2.TPMAlgRSA)),
+	}
+}
+
+// SystemdLegacyPrimary is the primary key template of systemd < 254
+// (tpm2_make_primary): restricted decrypt, AES-128-CFB, userWithAuth, no
+// noDA, empty unique; alg is TPMAlgECC (P-256) or TPMAlgRSA (2048).
+func SystemdLegacyPrimary(alg tpm2.TPMAlgID) tpm2.TPMTPublic {
+	attrs := tpm2.TPMAObject{
+		FixedTPM:            true,
+		FixedParent:         true,
+		SensitiveDataOrigin: true,
+		UserWithAuth:        true,
+		Restricted:          true,
+		Decrypt:             true,
+	}
+	sym := tpm2.TPMTSymDefObject{
+		Algorithm: tpm2.TPMAlgAES,
+		KeyBits:   tpm2.NewTPMUSymKeyBits(tpm2.TPMAlgAES, tpm2.TPMKeyBits(128)),
+		Mode:      tpm2.NewTPMUSymMode(tpm2.TPMAlgAES, tpm2.TPMAlgCFB),
+	}
+	if alg == tpm2.TPMAlgRSA {
+		return tpm2.TPMTPublic{
+			Type: tpm2.TPMAlgRSA, NameAlg: tpm2.TPMAlgSHA256, ObjectAttributes: attrs,
+			Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgRSA, &tpm2.TPMSRSAParms{
+				Symmetric: sym, Scheme: tpm2.TPMTRSAScheme{Scheme: tpm2.TPMAlgNull}, KeyBits: 2048,
+			}),
+			Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{}),
+		}
+	}
+	return tpm2.TPMTPublic{
+		Type: tpm2.TPMAlgECC, NameAlg: tpm2.TPMAlgSHA256, ObjectAttributes: attrs,
+		Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
+			Symmetric: sym,
+			Scheme:    tpm2.TPMTECCScheme{Scheme: tpm2.TPMAlgNull},
+			CurveID:   tpm2.TPMECCNistP256,
+			KDF:       tpm2.TPMTKDFScheme{Scheme: tpm2.TPMAlgNull},
+		}),
+		Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{}),
+	}
+}
