@@ -1,0 +1,539 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/cryptinit/cryptinit/cmd/kms-server/internal/keyring"
+	"github.com/cryptinit/cryptinit/cmd/kms-server/internal/tlsgen"
+	"github.com/cryptinit/cryptinit/netboot/kms"
+)
+
+const (
+	nodeA = "8c1d2a10-5f3e-4d2b-9a7c-1e2f3a4b5c6d"
+	nodeB = "0f9e8d7c-6b5a-4c3d-8e2f-1a0b9c8d7e6f"
+)
+
+var secret = []byte("K3y-material-that-must-never-leak-0123456789")
+
+// pki is a lab PKI in a temp dir with client certs for nodeA and nodeB.
+type pki struct{ dir string }
+
+func newPKI(t *testing.T) pki {
+	t.Helper()
+	dir := t.TempDir()
+	if err := tlsgen.Generate(dir, tlsgen.Options{SANs: []string{"localhost", "127.0.0.1"}, Clients: []string{nodeA, nodeB}}); err != nil {
+		t.Fatal(err)
+	}
+	return pki{dir}
+}
+
+func (p pki) path(name string) string { return filepath.Join(p.dir, name) }
+
+func (p pki) client(t *testing.T, identity string, opts kms.Options) *kms.Client {
+	t.Helper()
+	cas, err := kms.LoadCAs(p.path(tlsgen.CACert))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.RootCAs = cas
+	if identity != "" {
+		c, k := tlsgen.ClientFiles(identity)
+		cert, err := kms.LoadClientCert(p.path(c), p.path(k))
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts.Certificates = []tls.Certificate{cert}
+	}
+	if opts.Attempts == 0 {
+		opts.Attempts = 1
+	}
+	cl := kms.New(opts)
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// serve starts a Server on a loopback port; tlsMode is "", "tls", "mtls"
+// (client certs verified if given) or "mtls-required".
+func serve(t *testing.T, cfg Config, p pki, tlsMode string) (*Server, string) {
+	t.Helper()
+	if cfg.Keyring == nil && cfg.KeyringPath == "" {
+		r, err := keyring.Generate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Keyring = r
+	}
+	scheme := "grpc://"
+	if tlsMode != "" {
+		certs, err := NewCertReloader(p.path(tlsgen.ServerCert), p.path(tlsgen.ServerKey))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ca := ""
+		if strings.HasPrefix(tlsMode, "mtls") {
+			ca = p.path(tlsgen.CACert)
+		}
+		if cfg.TLS, err = TLSConfig(certs, ca, tlsMode == "mtls-required"); err != nil {
+			t.Fatal(err)
+		}
+		scheme = "https://"
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(lis) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	host := "localhost"
+	if tlsMode == "" {
+		host = "127.0.0.1"
+	}
+	return s, scheme + host + ":" + lis.Addr().(*net.TCPAddr).AddrPort().String()[len("127.0.0.1:"):]
+}
+
+func wantCode(t *testing.T, err error, want kms.Code) {
+	t.Helper()
+	var st *kms.StatusError
+	if !errors.As(err, &st) || st.Code != want {
+		t.Fatalf("err = %v, want gRPC code %v", err, want)
+	}
+}
+
+func TestSealUnsealTLS(t *testing.T) {
+	p := newPKI(t)
+	_, ep := serve(t, Config{}, p, "tls")
+	cl := p.client(t, "", kms.Options{})
+	ctx := context.Background()
+	blob, err := cl.Seal(ctx, ep, nodeA, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(blob, secret) {
+		t.Fatal("sealed blob contains the secret")
+	}
+	got, err := cl.Unseal(ctx, ep, nodeA, blob)
+	if err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("Unseal = %q, %v", got, err)
+	}
+	// Node binding: A's blob does not open for B, with a clear refusal.
+	_, err = cl.Unseal(ctx, ep, nodeB, blob)
+	wantCode(t, err, kms.PermissionDenied)
+	if !errors.Is(err, kms.ErrRefused) || !strings.Contains(err.Error(), nodeB) {
+		t.Fatalf("wrong-node error %q should be ErrRefused and name the node", err)
+	}
+}
+
+func TestTLSClientRejectsUnknownCA(t *testing.T) {
+	p, other := newPKI(t), newPKI(t)
+	_, ep := serve(t, Config{}, p, "tls")
+	cl := other.client(t, "", kms.Options{Attempts: 1})
+	_, err := cl.Seal(context.Background(), ep, nodeA, secret)
+	if err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("Seal against a server of another CA: %v, want a certificate error", err)
+	}
+}
+
+func TestMTLSBindsNodeToCertificate(t *testing.T) {
+	p := newPKI(t)
+	_, ep := serve(t, Config{BindClientCert: true}, p, "mtls")
+	ctx := context.Background()
+	asA := p.client(t, nodeA, kms.Options{})
+	blob, err := asA.Seal(ctx, ep, nodeA, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := asA.Unseal(ctx, ep, nodeA, blob); err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("A unseals its own blob: %q, %v", got, err)
+	}
+	// B's certificate cannot ask for A's key, nor seal as A.
+	asB := p.client(t, nodeB, kms.Options{})
+	_, err = asB.Unseal(ctx, ep, nodeA, blob)
+	wantCode(t, err, kms.PermissionDenied)
+	_, err = asB.Seal(ctx, ep, nodeA, secret)
+	wantCode(t, err, kms.PermissionDenied)
+	// No certificate at all.
+	_, err = p.client(t, "", kms.Options{}).Unseal(ctx, ep, nodeA, blob)
+	wantCode(t, err, kms.Unauthenticated)
+}
+
+func TestMTLSRequiredRefusesHandshake(t *testing.T) {
+	p := newPKI(t)
+	_, ep := serve(t, Config{}, p, "mtls-required")
+	ctx := context.Background()
+	if _, err := p.client(t, nodeA, kms.Options{}).Seal(ctx, ep, nodeA, secret); err != nil {
+		t.Fatalf("with a client cert: %v", err)
+	}
+	_, err := p.client(t, "", kms.Options{}).Seal(ctx, ep, nodeA, secret)
+	if err == nil || !errors.Is(err, kms.ErrUnreachable) {
+		t.Fatalf("without a client cert: %v, want a failed handshake", err)
+	}
+}
+
+func TestRotation(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keyring.json")
+	r1, _, err := keyring.LoadOrCreate(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, ep := serve(t, Config{KeyringPath: path}, pki{}, "")
+	cl := kms.New(kms.Options{Attempts: 1})
+	ctx := context.Background()
+	old, err := cl.Seal(ctx, ep, nodeA, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := r1.Rotate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := cl.Seal(ctx, ep, nodeA, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Header: magic(4) version(1) key id(4, big-endian).
+	if old[8] != 1 || fresh[8] != 2 {
+		t.Fatalf("key ids in blobs: old %d, new %d; want 1 and 2", old[8], fresh[8])
+	}
+	for _, b := range [][]byte{old, fresh} {
+		if got, err := cl.Unseal(ctx, ep, nodeA, b); err != nil || !bytes.Equal(got, secret) {
+			t.Fatalf("Unseal after rotation: %q, %v", got, err)
+		}
+	}
+	// A blob naming a key the ring lacks fails clearly, not with random bytes.
+	missing := bytes.Clone(fresh)
+	missing[8] = 9
+	_, err = cl.Unseal(ctx, ep, nodeA, missing)
+	wantCode(t, err, kms.FailedPrecondition)
+}
+
+func TestDenyList(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "deny")
+	if err := os.WriteFile(path, []byte("# revoked\n"+nodeB+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, ep := serve(t, Config{DenyListPath: path}, pki{}, "")
+	cl := kms.New(kms.Options{Attempts: 1})
+	ctx := context.Background()
+	blobA, err := cl.Seal(ctx, ep, nodeA, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = cl.Seal(ctx, ep, strings.ToUpper(nodeB), secret)
+	wantCode(t, err, kms.PermissionDenied)
+
+	// Revoke A while the server runs; the watcher picks it up.
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go s.WatchDenyList(wctx, 10*time.Millisecond)
+	if err := os.WriteFile(path, []byte(nodeA+"\n"+nodeB+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err = cl.Unseal(ctx, ep, nodeA, blobA)
+		if err != nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	wantCode(t, err, kms.PermissionDenied)
+	if !strings.Contains(err.Error(), "deny list") {
+		t.Fatalf("revocation error %q should say why", err)
+	}
+	// A broken deny list keeps the old one in force.
+	if err := os.WriteFile(path, []byte("not a uuid with spaces\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(); err == nil {
+		t.Fatal("Reload accepted a broken deny list")
+	}
+	_, err = cl.Unseal(ctx, ep, nodeA, blobA)
+	wantCode(t, err, kms.PermissionDenied)
+}
+
+// rawCodec sends bytes as they are, to put garbage on the wire.
+type rawCodec struct{}
+
+func (rawCodec) Name() string                  { return "proto" }
+func (rawCodec) Marshal(v any) ([]byte, error) { return *v.(*[]byte), nil }
+func (rawCodec) Unmarshal(b []byte, v any) error {
+	*v.(*[]byte) = append([]byte(nil), b...)
+	return nil
+}
+
+func grpcConn(t *testing.T, ep string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient("passthrough:///"+strings.TrimPrefix(ep, "grpc://"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func TestGarbageAndOversized(t *testing.T) {
+	_, ep := serve(t, Config{MaxMessage: 1024, MaxData: 64}, pki{}, "")
+	conn := grpcConn(t, ep)
+	ctx := context.Background()
+	invoke := func(method string, b []byte) error {
+		var out []byte
+		return conn.Invoke(ctx, method, &b, &out, grpc.ForceCodec(rawCodec{}))
+	}
+	tests := []struct {
+		name   string
+		method string
+		body   []byte
+		want   codes.Code
+	}{
+		{"not protobuf", kms.MethodUnseal, []byte{0xff, 0xff, 0xff}, codes.InvalidArgument},
+		{"no node uuid", kms.MethodSeal, (&kms.Request{Data: secret}).Marshal(), codes.InvalidArgument},
+		{"node uuid with newline", kms.MethodSeal, (&kms.Request{NodeUUID: "a\nb", Data: secret}).Marshal(), codes.InvalidArgument},
+		{"nothing to seal", kms.MethodSeal, (&kms.Request{NodeUUID: nodeA}).Marshal(), codes.InvalidArgument},
+		{"random blob", kms.MethodUnseal, (&kms.Request{NodeUUID: nodeA, Data: bytes.Repeat([]byte{7}, 60)}).Marshal(), codes.InvalidArgument},
+		{"secret too large", kms.MethodSeal, (&kms.Request{NodeUUID: nodeA, Data: make([]byte, 65)}).Marshal(), codes.ResourceExhausted},
+		{"message too large", kms.MethodUnseal, (&kms.Request{NodeUUID: nodeA, Data: make([]byte, 2048)}).Marshal(), codes.ResourceExhausted},
+		{"unknown method", "/sidero.kms.KMSService/Erase", nil, codes.Unimplemented},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := invoke(tt.method, tt.body)
+			if status.Code(err) != tt.want {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestGRPCGoClientProto calls the server the way a Talos node does: grpc-go
+// with the standard proto codec, messages built from the sidero.kms
+// descriptor by the real protobuf library (see netboot/kms wire tests).
+func TestGRPCGoClient(t *testing.T) {
+	_, ep := serve(t, Config{}, pki{}, "")
+	conn := grpcConn(t, ep)
+	ctx := context.Background()
+	// Hand-check the response bytes: field 1, bytes.
+	req := (&kms.Request{NodeUUID: nodeA, Data: secret}).Marshal()
+	var sealed []byte
+	if err := conn.Invoke(ctx, kms.MethodSeal, &req, &sealed, grpc.ForceCodec(rawCodec{})); err != nil {
+		t.Fatal(err)
+	}
+	if len(sealed) < 2 || sealed[0] != 0x0a {
+		t.Fatalf("Seal response %x does not start with field 1 (0x0a)", sealed)
+	}
+	var resp kms.Response
+	if err := resp.Unmarshal(sealed); err != nil {
+		t.Fatal(err)
+	}
+	req = (&kms.Request{NodeUUID: nodeA, Data: resp.Data}).Marshal()
+	var opened []byte
+	if err := conn.Invoke(ctx, kms.MethodUnseal, &req, &opened, grpc.ForceCodec(rawCodec{})); err != nil {
+		t.Fatal(err)
+	}
+	if err := resp.Unmarshal(opened); err != nil || !bytes.Equal(resp.Data, secret) {
+		t.Fatalf("Unseal via grpc-go = %q, %v", resp.Data, err)
+	}
+	// Standard gRPC health, with the standard proto codec.
+	h, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: kms.ServiceName})
+	if err != nil || h.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health = %v, %v", h, err)
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1e9, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	_, ep := serve(t, Config{Rate: 1, Burst: 2, Now: clock}, pki{}, "")
+	cl := kms.New(kms.Options{Attempts: 1})
+	ctx := context.Background()
+	for i := range 2 {
+		if _, err := cl.Seal(ctx, ep, nodeA, secret); err != nil {
+			t.Fatalf("call %d within burst: %v", i, err)
+		}
+	}
+	_, err := cl.Seal(ctx, ep, nodeA, secret)
+	wantCode(t, err, kms.ResourceExhausted)
+	mu.Lock()
+	now = now.Add(1100 * time.Millisecond)
+	mu.Unlock()
+	if _, err := cl.Seal(ctx, ep, nodeA, secret); err != nil {
+		t.Fatalf("after a second one token is back: %v", err)
+	}
+	_, err = cl.Seal(ctx, ep, nodeA, secret)
+	wantCode(t, err, kms.ResourceExhausted)
+}
+
+func TestLimiterForgetsIdleClients(t *testing.T) {
+	now := time.Unix(0, 0)
+	l := newLimiter(10, 5, func() time.Time { return now })
+	for i := range 100 {
+		l.allow(strings.Repeat("x", i))
+	}
+	now = now.Add(2 * time.Minute)
+	l.allow("fresh")
+	if len(l.buckets) != 1 {
+		t.Fatalf("limiter keeps %d buckets after idle clients, want 1", len(l.buckets))
+	}
+}
+
+func TestAuditLog(t *testing.T) {
+	var buf syncBuffer
+	_, ep := serve(t, Config{Audit: &buf}, pki{}, "")
+	cl := kms.New(kms.Options{Attempts: 1})
+	ctx := context.Background()
+	blob, err := cl.Seal(ctx, ep, nodeA, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Unseal(ctx, ep, nodeA, blob); err != nil {
+		t.Fatal(err)
+	}
+	cl.Unseal(ctx, ep, nodeB, blob)
+	out := buf.String()
+	for _, leak := range []string{string(secret), base64.StdEncoding.EncodeToString(secret), hex.EncodeToString(secret), base64.StdEncoding.EncodeToString(blob)} {
+		if strings.Contains(out, leak) {
+			t.Fatalf("audit log contains secret material:\n%s", out)
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("audit log has %d lines, want 3:\n%s", len(lines), out)
+	}
+	want := []struct{ op, node, result string }{{"seal", nodeA, "OK"}, {"unseal", nodeA, "OK"}, {"unseal", nodeB, "PermissionDenied"}}
+	for i, line := range lines {
+		var e event
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("line %d is not JSON: %v: %s", i, err, line)
+		}
+		if e.Op != want[i].op || e.NodeUUID != want[i].node || e.Result != want[i].result || e.Peer == "" || e.Time.IsZero() || e.KeyID != 1 {
+			t.Errorf("line %d = %+v, want %+v with peer, time and key id", i, e, want[i])
+		}
+	}
+}
+
+func TestHTTPHealthAndMetrics(t *testing.T) {
+	s, ep := serve(t, Config{}, pki{}, "")
+	if _, err := kms.New(kms.Options{Attempts: 1}).Seal(context.Background(), ep, nodeA, secret); err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(s.HTTPHandler())
+	defer hs.Close()
+	get := func(path string) (int, string) {
+		resp, err := http.Get(hs.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/healthz"); code != 200 || !strings.HasPrefix(body, "ok") {
+		t.Fatalf("/healthz = %d %q", code, body)
+	}
+	_, body := get("/metrics")
+	for _, want := range []string{`kms_requests_total{code="OK",op="seal"} 1`, "kms_keyring_keys 1", "kms_request_duration_seconds_bucket"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	s.Shutdown(ctx)
+	if code, _ := get("/healthz"); code != http.StatusServiceUnavailable {
+		t.Fatalf("/healthz after shutdown = %d, want 503", code)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestClientRetriesUntilServerUp: a node boots before its KMS is back; the
+// client's bounded retries carry it over.
+func TestClientRetriesUntilServerUp(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	r, _ := keyring.Generate()
+	s, err := New(Config{Keyring: r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob := r.Seal(nodeA, secret)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Errorf("re-listen on %s: %v", addr, err)
+			return
+		}
+		s.Serve(l)
+	}()
+	defer s.Shutdown(context.Background())
+	var failures int
+	cl := kms.New(kms.Options{Attempts: 20, Backoff: 50 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
+		Logf: func(string, ...any) { failures++ }})
+	got, err := cl.Unseal(context.Background(), "grpc://"+addr, nodeA, blob)
+	if err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("Unseal = %q, %v", got, err)
+	}
+	if failures == 0 {
+		t.Fatal("expected failed attempts before the server came up")
+	}
+}

@@ -1,0 +1,162 @@
+package kms
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// h2cServer is a tiny gRPC-over-HTTP/2 responder for client-side cases the
+// real server never produces on purpose (the real server is tested against
+// this client in cmd/kms-server/internal/server).
+func h2cServer(t *testing.T, h http.HandlerFunc) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Handler: h, Protocols: p}
+	go srv.Serve(lis)
+	t.Cleanup(func() { srv.Close() })
+	return "grpc://" + lis.Addr().String()
+}
+
+func grpcReply(w http.ResponseWriter, code Code, msg string, body []byte) {
+	w.Header().Set("Content-Type", "application/grpc")
+	w.Header().Set("Trailer", "Grpc-Status, Grpc-Message")
+	w.WriteHeader(http.StatusOK)
+	if body != nil {
+		w.Write(frame(body))
+	}
+	w.Header().Set("Grpc-Status", strconv.Itoa(int(code)))
+	w.Header().Set("Grpc-Message", url.PathEscape(msg))
+}
+
+func fastOptions(attempts int) Options {
+	return Options{Attempts: attempts, AttemptTimeout: 2 * time.Second, Backoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond}
+}
+
+func TestClientRetriesThenSucceeds(t *testing.T) {
+	var calls atomic.Int32
+	ep := h2cServer(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		var req Request
+		if err := req.Unmarshal(b[5:]); err != nil || req.NodeUUID != "n1" || r.URL.Path != MethodUnseal || r.Header.Get("Te") != "trailers" {
+			grpcReply(w, InvalidArgument, "bad request", nil)
+			return
+		}
+		if calls.Add(1) < 3 {
+			grpcReply(w, Unavailable, "warming up", nil)
+			return
+		}
+		grpcReply(w, OK, "", (&Response{Data: append([]byte("key:"), req.Data...)}).Marshal())
+	})
+	var logged int
+	opts := fastOptions(5)
+	opts.Logf = func(string, ...any) { logged++ }
+	got, err := New(opts).Unseal(context.Background(), ep, "n1", []byte("blob"))
+	if err != nil || string(got) != "key:blob" {
+		t.Fatalf("Unseal = %q, %v", got, err)
+	}
+	if calls.Load() != 3 || logged != 2 {
+		t.Fatalf("calls = %d, logged failures = %d; want 3 and 2", calls.Load(), logged)
+	}
+}
+
+func TestClientDoesNotRetryRefusal(t *testing.T) {
+	var calls atomic.Int32
+	ep := h2cServer(t, func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		grpcReply(w, PermissionDenied, "node n1 is on the deny list (revoked)", nil)
+	})
+	_, err := New(fastOptions(5)).Unseal(context.Background(), ep, "n1", []byte("blob"))
+	if !errors.Is(err, ErrRefused) || errors.Is(err, ErrUnreachable) || calls.Load() != 1 {
+		t.Fatalf("err = %v after %d calls; want ErrRefused after 1", err, calls.Load())
+	}
+	if !strings.Contains(err.Error(), "deny list (revoked)") {
+		t.Fatalf("err %q lost the server's message", err)
+	}
+}
+
+func TestClientServerDown(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close() // nothing listens there now
+	var logged int
+	opts := fastOptions(3)
+	opts.Logf = func(string, ...any) { logged++ }
+	start := time.Now()
+	_, err = New(opts).Unseal(context.Background(), addr, "n1", []byte("blob"))
+	if !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("err = %v, want ErrUnreachable", err)
+	}
+	msg := err.Error()
+	for _, want := range []string{addr, "3 attempt", "connection refused"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q does not mention %q", msg, want)
+		}
+	}
+	if logged != 3 {
+		t.Errorf("logged %d failed attempts, want 3", logged)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("3 bounded attempts took %v", d)
+	}
+}
+
+func TestClientHonoursContext(t *testing.T) {
+	ep := h2cServer(t, func(w http.ResponseWriter, r *http.Request) {
+		grpcReply(w, Unavailable, "busy", nil)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	opts := fastOptions(1000)
+	opts.Backoff, opts.MaxBackoff = 30*time.Millisecond, 30*time.Millisecond
+	_, err := New(opts).Seal(ctx, ep, "n1", []byte("k"))
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("err = %v, want ErrUnreachable and DeadlineExceeded", err)
+	}
+}
+
+func TestClientRejectsBadResponses(t *testing.T) {
+	tests := map[string]http.HandlerFunc{
+		"not grpc": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			w.Write([]byte("<html>"))
+		},
+		"no status": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/grpc")
+			w.Write(frame(nil))
+		},
+		"short frame": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/grpc")
+			w.Header().Set("Trailer", "Grpc-Status")
+			w.Write([]byte{0, 0, 0, 0, 9, 1})
+			w.Header().Set("Grpc-Status", "0")
+		},
+		"http 404": func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) },
+	}
+	for name, h := range tests {
+		t.Run(name, func(t *testing.T) {
+			ep := h2cServer(t, h)
+			_, err := New(fastOptions(2)).Unseal(context.Background(), ep, "n1", []byte("blob"))
+			var st *StatusError
+			if !errors.As(err, &st) {
+				t.Fatalf("err = %v, want a StatusError", err)
+			}
+		})
+	}
+}
