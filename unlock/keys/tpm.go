@@ -1,0 +1,126 @@
+package keys
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/cryptinit/cryptinit/tpm"
+)
+
+// TPMKey is a 32-byte random key sealed in the TPM; the sealed object is
+// kept in a talos-tpm2 token and the passphrase is the key in standard base64.
+type TPMKey struct {
+	PCRs            []int // hash-bound PCRs (default [7])
+	CheckSecureBoot bool  // refuse to enroll with Secure Boot off
+	TPM             TPM
+	SecureBoot      SecureBoot
+	Rand            io.Reader
+}
+
+// TPMTokenData is the talos-tpm2 token's UserData (Go []byte = base64).
+type TPMTokenData struct {
+	KeySlots          []int  `json:"keyslots"`
+	SealedBlobPrivate []byte `json:"sealed_blob_private"`
+	SealedBlobPublic  []byte `json:"sealed_blob_public"`
+	PCRs              []int  `json:"pcrs,omitempty"`
+	PubKeyPCRs        []int  `json:"pubkey_pcrs"`
+	Alg               string `json:"alg"`
+	EncryptionVersion string `json:"encryption_version,omitempty"`
+	PolicyHash        []byte `json:"policy_hash"`
+	KeyName           []byte `json:"key_name"`
+}
+
+// Kind implements Key.
+func (*TPMKey) Kind() string { return "tpm" }
+
+// Passphrase implements Key.
+func (k *TPMKey) Passphrase(ctx context.Context, s Slot) ([]byte, error) {
+	var ud TPMTokenData
+	if err := decodeToken(s, TokenTPM, &ud); err != nil {
+		return nil, err
+	}
+	if k.TPM == nil {
+		return nil, fmt.Errorf("%w: no TPM", ErrKeyUnavailable)
+	}
+	sealed := SealedFromToken(ud)
+	key, err := k.TPM.Unseal(ctx, sealed)
+	if err != nil {
+		return nil, fmt.Errorf("%w: tpm unseal: %w", ErrKeyUnavailable, err)
+	}
+	defer Zero(key)
+	return encodeKey(key), nil
+}
+
+// Enroll implements Key.
+func (k *TPMKey) Enroll(ctx context.Context, s Slot) (*Enrollment, error) {
+	if k.TPM == nil {
+		return nil, fmt.Errorf("%w: no TPM", ErrKeyUnavailable)
+	}
+	if k.CheckSecureBoot {
+		if k.SecureBoot == nil {
+			return nil, fmt.Errorf("%w: tpm: cannot check Secure Boot state", ErrSecureBootOff)
+		}
+		on, err := k.SecureBoot.SecureBootEnabled(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%w: tpm: Secure Boot state: %w", ErrSecureBootOff, err)
+		}
+		if !on {
+			return nil, fmt.Errorf("%w: tpm key not enrolled (checkSecurebootStatusOnEnroll)", ErrSecureBootOff)
+		}
+	}
+	key := make([]byte, 32)
+	defer Zero(key)
+	if _, err := io.ReadFull(k.Rand, key); err != nil {
+		return nil, fmt.Errorf("tpm: random key: %w", err)
+	}
+	pcrs := k.PCRs
+	if len(pcrs) == 0 {
+		pcrs = []int{7}
+	}
+	sealed, err := k.TPM.Seal(ctx, key, pcrs)
+	if err != nil {
+		return nil, fmt.Errorf("%w: tpm seal: %w", ErrKeyUnavailable, err)
+	}
+	token, err := encodeToken(TokenTPM, TokenFromSealed(sealed, s.Slot))
+	if err != nil {
+		return nil, err
+	}
+	return &Enrollment{Passphrase: encodeKey(key), Token: token}, nil
+}
+
+// TokenFromSealed is the talos-tpm2 UserData for a sealed object.
+func TokenFromSealed(s *tpm.Sealed, slot int) TPMTokenData {
+	ver := s.EncryptionVersion
+	if ver == "" {
+		ver = "1"
+	}
+	alg := s.Alg
+	if alg == "" {
+		alg = "sha256"
+	}
+	pub := s.PubKeyPCRs
+	if len(pub) == 0 {
+		pub = []int{11}
+	}
+	return TPMTokenData{
+		KeySlots: []int{slot}, SealedBlobPrivate: s.Private, SealedBlobPublic: s.Public,
+		PCRs: s.PCRs, PubKeyPCRs: pub, Alg: alg, EncryptionVersion: ver,
+		PolicyHash: s.PolicyHash, KeyName: s.KeyName,
+	}
+}
+
+// SealedFromToken turns talos-tpm2 UserData back into a tpm.Sealed. Tokens
+// without encryption_version predate it and were also bound to PCR 7.
+func SealedFromToken(ud TPMTokenData) *tpm.Sealed {
+	s := &tpm.Sealed{
+		Private: ud.SealedBlobPrivate, Public: ud.SealedBlobPublic, PCRs: ud.PCRs,
+		PubKeyPCRs: ud.PubKeyPCRs, Alg: ud.Alg, PolicyHash: ud.PolicyHash,
+		KeyName: ud.KeyName, EncryptionVersion: ud.EncryptionVersion,
+	}
+	if s.EncryptionVersion == "" && !slices.Contains(s.PCRs, 7) {
+		s.PCRs = append(slices.Clone(s.PCRs), 7)
+	}
+	return s
+}
