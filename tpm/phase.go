@@ -77,3 +77,18 @@ func LatchVolumeKey(t transport.TPM, volumeID string, volumeKey []byte, log Logg
 	}
 	return nil
 }
+
+// Measurer extends the boot measurements into one TPM and logs each: the
+// object boot/ holds behind its own small interface.
+type Measurer struct {
+	TPM transport.TPM
+	Log Logger // may be nil
+}
+
+// MeasurePhase extends PCR 11 with phase p.
+func (m *Measurer) MeasurePhase(p Phase) error { return MeasurePhase(m.TPM, p, m.Log) }
+
+// LatchVolumeKey extends PCR 15 with the latch of a volume's key.
+func (m *Measurer) LatchVolumeKey(volumeID string, volumeKey []byte) error {
+	return LatchVolumeKey(m.TPM, volumeID, volumeKey, m.Log)
+}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
@@ -294,8 +295,8 @@ func unsealObject(ctx context.Context, t transport.TPM, r unsealRequest) ([]byte
 		return nil, fmt.Errorf("get policy digest: %w", err)
 	}
 	if !bytes.Equal(got.PolicyDigest.Buffer, objPub.AuthPolicy.Buffer) {
-		return nil, fmt.Errorf("PCRs %v now give policy %x, the object needs %x: %w",
-			pcrs, got.PolicyDigest.Buffer, objPub.AuthPolicy.Buffer, ErrPCRMismatch)
+		return nil, fmt.Errorf("PCRs %v differ from sealing time%s (policy %x, object needs %x): %w",
+			pcrs, pcrHints(pcrs), got.PolicyDigest.Buffer, objPub.AuthPolicy.Buffer, ErrPCRMismatch)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -369,4 +370,21 @@ func authorizeSigned(t transport.TPM, session tpm2.TPMHandle, key *rsa.PublicKey
 		return fmt.Errorf("policy authorize: %w", err)
 	}
 	return nil
+}
+
+// pcrHints says what a change of the given bound PCRs usually means.
+func pcrHints(pcrs []int) string {
+	var h []string
+	for _, p := range pcrs {
+		switch p {
+		case SecureBootPCR:
+			h = append(h, "PCR 7: Secure Boot turned off or its keys changed")
+		case LatchPCR:
+			h = append(h, "PCR 15: a volume key was already latched this boot")
+		}
+	}
+	if len(h) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(h, "; ") + ")"
 }

@@ -12,15 +12,22 @@ import (
 	"github.com/google/go-tpm/tpm2/transport/linuxtpm"
 )
 
-// DevicePaths are tried in order by Open: the kernel resource manager first,
-// so that transient handles are flushed for us, then the raw device.
-var DevicePaths = [...]string{"/dev/tpmrm0", "/dev/tpm0"}
+// Device paths tried by Open: the kernel resource manager first, so that
+// transient handles are flushed for us, then the raw device.
+const (
+	DeviceRM  = "/dev/tpmrm0"
+	DeviceRaw = "/dev/tpm0"
+)
 
-// Open opens the first TPM device in DevicePaths. It returns an error
-// wrapping ErrNoTPM when none exists.
-func Open() (transport.TPMCloser, error) {
+// Open opens /dev/tpmrm0, or /dev/tpm0 when there is no resource manager.
+// It returns an error wrapping ErrNoTPM when neither exists.
+func Open() (transport.TPMCloser, error) { return OpenDevice(DeviceRM, DeviceRaw) }
+
+// OpenDevice opens the first of paths that exists. A path that exists but
+// fails to open is an error at once (permissions, busy /dev/tpm0).
+func OpenDevice(paths ...string) (transport.TPMCloser, error) {
 	var errs []error
-	for _, p := range DevicePaths {
+	for _, p := range paths {
 		t, err := linuxtpm.Open(p)
 		if err == nil {
 			return t, nil
