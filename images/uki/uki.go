@@ -1,0 +1,149 @@
+// Package uki assembles a Unified Kernel Image: systemd-stub with the kernel,
+// initramfs, command line and os-release added as PE sections, then signs it for
+// Secure Boot. Debian 12 has no ukify, so the sections are placed with objcopy
+// at addresses computed here, leaving room for .pcrpkey and .pcrsig.
+package uki
+
+import (
+	"debug/pe"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// DefaultStub is systemd-stub as shipped by Debian's systemd-boot-efi.
+const DefaultStub = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
+
+// Spec names the inputs of one UKI. Files are paths; Cmdline is the text itself.
+type Spec struct {
+	Stub    string // systemd-stub; DefaultStub when empty
+	Linux   string // kernel image (bzImage)
+	Initrd  string // initramfs, compressed or not
+	Cmdline string // kernel command line
+	OSRel   string // os-release file
+	PCRKey  string // optional: PEM public key of the PCR 11 policy signer (.pcrpkey)
+	PCRSig  string // optional: signed PCR policy JSON (.pcrsig)
+}
+
+// pageAlign is the section placement granularity (the stub's own alignment is 512 bytes).
+const pageAlign = 4096
+
+// Section is one added section with its virtual address.
+type Section struct {
+	Name string
+	File string
+	VMA  uint64
+	Size int64
+}
+
+// Layout places the sections of spec after the stub's last section, in ukify's
+// order (.osrel .cmdline .pcrpkey .pcrsig .initrd .linux), without overlap.
+// Reserved room is kept for .pcrpkey and .pcrsig even when they are absent so
+// that signing later does not move .initrd and .linux.
+func Layout(spec Spec, cmdlineFile string) ([]Section, error) {
+	stub := spec.Stub
+	if stub == "" {
+		stub = DefaultStub
+	}
+	f, err := pe.Open(stub)
+	if err != nil {
+		return nil, fmt.Errorf("uki: open stub %s: %w", stub, err)
+	}
+	defer f.Close()
+	var end uint64
+	for _, s := range f.Sections {
+		if e := uint64(s.VirtualAddress) + uint64(max(s.VirtualSize, s.Size)); e > end {
+			end = e
+		}
+	}
+	if oh, ok := f.OptionalHeader.(*pe.OptionalHeader64); ok {
+		end += oh.ImageBase
+	}
+	type part struct {
+		name, file string
+		room       int64 // minimum room to reserve, for sections added later
+	}
+	parts := []part{
+		{".osrel", spec.OSRel, 0},
+		{".cmdline", cmdlineFile, 0},
+		{".pcrpkey", spec.PCRKey, 16 << 10},
+		{".pcrsig", spec.PCRSig, 64 << 10},
+		{".initrd", spec.Initrd, 0},
+		{".linux", spec.Linux, 0},
+	}
+	addr := alignUp(end, pageAlign)
+	var out []Section
+	for _, p := range parts {
+		size := int64(0)
+		if p.file != "" {
+			st, err := os.Stat(p.file)
+			if err != nil {
+				return nil, fmt.Errorf("uki: section %s: %w", p.name, err)
+			}
+			size = st.Size()
+			out = append(out, Section{Name: p.name, File: p.file, VMA: addr, Size: size})
+		} else if p.room == 0 {
+			return nil, fmt.Errorf("uki: section %s: no file given", p.name)
+		}
+		addr = alignUp(addr+uint64(max(size, p.room)), pageAlign)
+	}
+	return out, nil
+}
+
+func alignUp(v, a uint64) uint64 { return (v + a - 1) / a * a }
+
+// Assemble writes the unsigned UKI for spec to out.
+func Assemble(spec Spec, out string) error {
+	if spec.Stub == "" {
+		spec.Stub = DefaultStub
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(out), ".uki-")
+	if err != nil {
+		return fmt.Errorf("uki: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	cmdline := filepath.Join(tmp, "cmdline")
+	if err := os.WriteFile(cmdline, []byte(strings.TrimSpace(spec.Cmdline)+"\x00"), 0o644); err != nil {
+		return fmt.Errorf("uki: %w", err)
+	}
+	secs, err := Layout(spec, cmdline)
+	if err != nil {
+		return err
+	}
+	args := []string{}
+	for _, s := range secs {
+		args = append(args,
+			"--add-section", s.Name+"="+s.File,
+			"--change-section-vma", fmt.Sprintf("%s=0x%x", s.Name, s.VMA))
+	}
+	args = append(args, spec.Stub, out)
+	if b, err := exec.Command("objcopy", args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("uki: objcopy: %w: %s", err, b)
+	}
+	return nil
+}
+
+// Sign signs in with the db key and certificate using sbsign, writing out.
+func Sign(in, key, cert, out string) error {
+	cmd := exec.Command("sbsign", "--key", key, "--cert", cert, "--output", out, in)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("uki: sbsign %s: %w: %s", in, err, b)
+	}
+	return nil
+}
+
+// Build assembles spec and signs it with key and cert into out. With an empty
+// key the UKI is left unsigned.
+func Build(spec Spec, key, cert, out string) error {
+	if key == "" {
+		return Assemble(spec, out)
+	}
+	unsigned := out + ".unsigned"
+	if err := Assemble(spec, unsigned); err != nil {
+		return err
+	}
+	defer os.Remove(unsigned)
+	return Sign(unsigned, key, cert, out)
+}
