@@ -93,7 +93,7 @@ var errNoMagic = errors.New("no LUKS2 signature")
 func readCopy(r io.ReaderAt, off int64) (*headerCopy, error) {
 	bin := make([]byte, binHeaderSize)
 	if _, err := r.ReadAt(bin, off); err != nil {
-		return nil, fmt.Errorf("read header at %d: %w", off, err)
+		return nil, fmt.Errorf("read header at %d: %w (device truncated?)", off, err)
 	}
 	magic := magicSecondary
 	if off == 0 {
@@ -129,7 +129,7 @@ func readCopy(r io.ReaderAt, off int64) (*headerCopy, error) {
 	}
 	full := make([]byte, c.hdrSize)
 	if _, err := r.ReadAt(full, off); err != nil {
-		return nil, fmt.Errorf("read header at %d (%d bytes): %w", off, c.hdrSize, err)
+		return nil, fmt.Errorf("read header at %d (%d bytes): %w (device truncated?)", off, c.hdrSize, err)
 	}
 	h := newHash()
 	stored := append([]byte(nil), full[offCsum:offCsum+h.Size()]...)

@@ -30,16 +30,22 @@
 //
 //  1. new key material (AddKeyslot, Format) goes into a keyslot area that no
 //     header references yet; Sync.
-//  2. the secondary copy is written; Sync. From here on readers pick the new
-//     metadata (higher seqid) even if step 3 never happens.
-//  3. the primary copy is written; Sync.
+//  2. the secondary copy is written: its JSON area, Sync, then its binary
+//     header, Sync. From here on readers pick the new metadata (higher
+//     seqid) even if step 3 never happens.
+//  3. the primary copy is written the same way: JSON area, Sync, binary
+//     header, Sync.
 //  4. only now is key material that the new metadata no longer references
 //     overwritten (KillKeyslot); Sync.
 //
-// A torn copy fails its checksum, so the other copy is used. Format writes the
-// secondary copy before the primary one, so an interrupted format leaves either
-// no LUKS signature at offset 0 or a complete, openable volume. The tests prove
-// this by failing the Nth WriteAt or Sync for every N.
+// A torn copy fails its checksum, so the other copy is used. Writing the JSON
+// area before the binary header, whose fields all sit in its first 512-byte
+// sector (written atomically by disks), means a crash never leaves a LUKS
+// signature in front of a half-written copy; so an interrupted Format leaves
+// either no LUKS signature at all or a complete volume that opens (through
+// its secondary copy if the primary was not written yet). The tests prove all
+// of this by failing the Nth WriteAt or Sync for every N, cleanly and with a
+// torn write.
 //
 // # Secrets
 //

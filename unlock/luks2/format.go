@@ -34,10 +34,10 @@ type FormatOptions struct {
 // must hold the 16 MiB header area. Format refuses a device that already
 // carries a LUKS or filesystem signature (ErrHasSignature).
 //
-// Order: the keyslots area is filled with random bytes and the key material
-// written, Sync; then the secondary header, Sync; then the primary, Sync. A
-// crash before the last step leaves no LUKS signature at offset 0 or a
-// complete volume readable through its secondary header.
+// Order: the keyslots area is filled with random bytes (as cryptsetup does)
+// and the key material written, Sync; then the secondary copy, then the
+// primary one, each as JSON area, Sync, binary header, Sync. A crash leaves
+// no LUKS signature at all or a complete volume (see the package doc).
 func Format(dev Device, deviceSize int64, passphrase []byte, opts FormatOptions) (*Header, error) {
 	if err := checkFormatOptions(&opts); err != nil {
 		return nil, fmt.Errorf("format LUKS2: %w", err)

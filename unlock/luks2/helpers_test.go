@@ -141,7 +141,6 @@ func csTestKey(t testing.TB, path string, pass []byte, slot int) error {
 
 func itoa(i int) string { return strconv.Itoa(i) }
 
-
 // csVolumeKey returns the volume key cryptsetup derives from pass.
 func csVolumeKey(t testing.TB, path string, pass []byte) []byte {
 	t.Helper()

@@ -39,7 +39,8 @@ func ReadHeader(r io.ReaderAt) (*Header, error) {
 				secondary, serr = c, nil
 				break
 			}
-			if !errors.Is(err, errNoMagic) {
+			// Nothing readable there (a short device) is not damage.
+			if !errors.Is(err, errNoMagic) && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
 				serr = err
 			}
 		}

@@ -27,10 +27,10 @@ func loadForWrite(dev Device) (*Header, *metadata, error) {
 	return h, h.meta.clone(), nil
 }
 
-// commit writes m as the next metadata generation (seqid+1) to both copies:
-// secondary, Sync, primary, Sync. Until the secondary is on disk the old
-// metadata is the only valid one; afterwards the new one has the higher seqid
-// and wins even if the primary write never happens.
+// commit writes m as the next metadata generation (seqid+1) to both copies,
+// secondary first, then primary (see the package doc). Until the secondary
+// is on disk the old metadata is the only valid one; afterwards the new one
+// has the higher seqid and wins even if the primary write never happens.
 func commit(dev Device, hdrSize, seqid uint64, uuid, label, subsystem string, m *metadata) error {
 	if err := m.validate(); err != nil {
 		return fmt.Errorf("refusing to write invalid metadata: %w", err)
@@ -39,29 +39,41 @@ func commit(dev Device, hdrSize, seqid uint64, uuid, label, subsystem string, m 
 	if err != nil {
 		return err
 	}
-	copies := make([][]byte, 2)
-	for i, off := range []int64{int64(hdrSize), 0} {
+	for _, c := range []struct {
+		name string
+		off  int64
+	}{{"secondary", int64(hdrSize)}, {"primary", 0}} {
 		salt := make([]byte, lenSalt)
 		if _, err := rand.Read(salt); err != nil {
 			return err
 		}
-		if copies[i], err = encodeCopy(off, hdrSize, seqid, label, uuid, subsystem, text, salt); err != nil {
+		b, err := encodeCopy(c.off, hdrSize, seqid, label, uuid, subsystem, text, salt)
+		if err != nil {
 			return err
 		}
-	}
-	if _, err := dev.WriteAt(copies[0], int64(hdrSize)); err != nil {
-		return fmt.Errorf("write secondary LUKS2 header: %w", err)
-	}
-	if err := dev.Sync(); err != nil {
-		return fmt.Errorf("sync secondary LUKS2 header: %w", err)
-	}
-	if _, err := dev.WriteAt(copies[1], 0); err != nil {
-		return fmt.Errorf("write primary LUKS2 header: %w", err)
-	}
-	if err := dev.Sync(); err != nil {
-		return fmt.Errorf("sync primary LUKS2 header: %w", err)
+		if err := writeCopy(dev, b, c.off); err != nil {
+			return fmt.Errorf("write %s LUKS2 header: %w", c.name, err)
+		}
 	}
 	return nil
+}
+
+// writeCopy writes one metadata copy: JSON area, Sync, then the binary
+// header, Sync. Every field of the binary header (magic to checksum) lies in
+// its first 512-byte sector, which a disk writes atomically, so a crash
+// never leaves a signature in front of a half-written copy (which matters
+// for Format, where there is no older valid copy to fall back to).
+func writeCopy(dev Device, b []byte, off int64) error {
+	if _, err := dev.WriteAt(b[binHeaderSize:], off+binHeaderSize); err != nil {
+		return err
+	}
+	if err := dev.Sync(); err != nil {
+		return err
+	}
+	if _, err := dev.WriteAt(b[:binHeaderSize], off); err != nil {
+		return err
+	}
+	return dev.Sync()
 }
 
 // commitNext writes m as the generation after h.

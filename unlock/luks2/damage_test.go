@@ -1,0 +1,196 @@
+package luks2
+
+import (
+	"bytes"
+	"crypto/pbkdf2"
+	"crypto/rand"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/sha512"
+	"errors"
+	"hash"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+func formatPBKDF2(t *testing.T, pass []byte) (string, *Header) {
+	t.Helper()
+	img := newImage(t, imageSize)
+	h, err := Format(openRW(t, img), imageSize, pass, FormatOptions{KDF: kdfPBKDF2, DigestIterations: 1000, KeySize: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img, h
+}
+
+func smash(t *testing.T, path string, off int64, n int) {
+	t.Helper()
+	f := openRW(t, path)
+	junk := bytes.Repeat([]byte{0xA5}, n)
+	if _, err := f.WriteAt(junk, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDamagedHeaders(t *testing.T) {
+	pass := []byte("survivor")
+	cases := []struct {
+		name        string
+		damage      func(t *testing.T, img string)
+		wantErr     error
+		wantSecond  bool
+		wantWarning string
+	}{
+		{"intact", func(*testing.T, string) {}, nil, false, ""},
+		{"primary JSON byte", func(t *testing.T, img string) { smash(t, img, 4096+10, 1) }, nil, true, "primary LUKS2 header damaged"},
+		{"primary magic", func(t *testing.T, img string) { smash(t, img, 0, 6) }, nil, true, "primary LUKS2 header damaged"},
+		{"primary zeroed", func(t *testing.T, img string) {
+			f := openRW(t, img)
+			f.WriteAt(make([]byte, 0x4000), 0)
+		}, nil, true, "primary LUKS2 header damaged"},
+		{"secondary checksum", func(t *testing.T, img string) { smash(t, img, 0x4000+offCsum, 4) }, nil, false, "secondary LUKS2 header damaged"},
+		{"both", func(t *testing.T, img string) { smash(t, img, 200, 4); smash(t, img, 0x4000+5000, 1) }, ErrNoValidHeader, false, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			img, _ := formatPBKDF2(t, pass)
+			c.damage(t, img)
+			f, _ := os.Open(img)
+			defer f.Close()
+			h, err := ReadHeader(f)
+			if !errors.Is(err, c.wantErr) {
+				t.Fatalf("ReadHeader: %v, want %v", err, c.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			if h.FromSecondary != c.wantSecond || (c.wantWarning != "" && !strings.Contains(strings.Join(h.Warnings, "\n"), c.wantWarning)) ||
+				(c.wantWarning == "" && len(h.Warnings) > 0) {
+				t.Errorf("FromSecondary %v warnings %q", h.FromSecondary, h.Warnings)
+			}
+			if _, _, err := h.Unlock(f, pass, AnySlot); err != nil {
+				t.Errorf("unlock: %v", err)
+			}
+			if c.wantSecond {
+				needCryptsetupOrReturn := func() bool { _, err := exec.LookPath("cryptsetup"); return err == nil }
+				if needCryptsetupOrReturn() {
+					if err := csTestKey(t, img, pass, -1); err != nil {
+						t.Errorf("cryptsetup does not open it either: %v", err)
+					}
+				}
+				// A write repairs the primary copy.
+				if err := SetFlags(openRW(t, img), []string{"allow-discards"}); err != nil {
+					t.Fatal(err)
+				}
+				if h := readHeaderFile(t, img); h.FromSecondary || len(h.Warnings) != 0 {
+					t.Errorf("not repaired: %v", h.Warnings)
+				}
+			}
+		})
+	}
+}
+
+func TestNotLUKS(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := dir + "/" + name
+		os.WriteFile(p, b, 0o600)
+		return p
+	}
+	img, _ := formatPBKDF2(t, []byte("x"))
+	full, _ := os.ReadFile(img)
+	random := make([]byte, 1<<20)
+	rand.Read(random)
+	for _, c := range []struct {
+		name string
+		path string
+		want error
+	}{
+		{"empty", write("empty", nil), nil},
+		{"zeros", write("zeros", make([]byte, 1<<20)), ErrNotLUKS},
+		{"random", write("random", random), ErrNotLUKS},
+		{"truncated in binary header", write("t1", full[:1000]), nil},
+		{"truncated in JSON", write("t2", full[:8000]), ErrNoValidHeader},
+	} {
+		f, err := os.Open(c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = ReadHeader(f)
+		f.Close()
+		if err == nil || (c.want != nil && !errors.Is(err, c.want)) {
+			t.Errorf("%s: %v, want an error (%v)", c.name, err, c.want)
+		}
+	}
+}
+
+// A LUKS1 volume made by cryptsetup: listed and unlocked, never written.
+func TestLUKS1(t *testing.T) {
+	needCryptsetup(t)
+	img := newImage(t, imageSize)
+	pass := []byte("legacy")
+	mustCryptsetup(t, nil, "luksFormat", "-q", "--type", "luks1", "--pbkdf-force-iterations", "1000", "--key-file", keyFile(t, pass), img)
+	mustCryptsetup(t, nil, "luksAddKey", "-q", "--key-file", keyFile(t, pass), "--key-slot", "4", "--pbkdf-force-iterations", "1000", img, keyFile(t, []byte("four")))
+	h := readHeaderFile(t, img)
+	if h.Version != 1 || len(h.Keyslots) != 2 || h.Keyslots[4].KDF.Type != "pbkdf2" {
+		t.Fatalf("LUKS1 header: version %d keyslots %v", h.Version, idsOf(h.Keyslots))
+	}
+	key, slot, err := unlockFile(t, img, []byte("four"), AnySlot)
+	if err != nil || slot != 4 {
+		t.Fatalf("LUKS1 unlock: slot %d %v", slot, err)
+	}
+	if want := csVolumeKey(t, img, pass); !bytes.Equal(key, want) {
+		t.Error("LUKS1 volume key differs from cryptsetup's")
+	}
+	f := openRW(t, img)
+	if _, err := AddKeyslot(f, key, []byte("x"), AnySlot, kdfPBKDF2); !errors.Is(err, ErrLUKS1ReadOnly) {
+		t.Errorf("AddKeyslot on LUKS1: %v", err)
+	}
+	if err := KillKeyslot(f, 4); !errors.Is(err, ErrLUKS1ReadOnly) {
+		t.Errorf("KillKeyslot on LUKS1: %v", err)
+	}
+	if _, err := ImportToken(f, 0, []byte(`{"type":"x","keyslots":[]}`), false); !errors.Is(err, ErrLUKS1ReadOnly) {
+		t.Errorf("ImportToken on LUKS1: %v", err)
+	}
+}
+
+// Our PBKDF2 matches the standard library's for every hash and odd lengths.
+func TestPBKDF2MatchesStdlib(t *testing.T) {
+	long := bytes.Repeat([]byte("k"), 200) // longer than a block: hashed first
+	for _, h := range []func() hash.Hash{sha1.New, sha256.New, sha512.New} {
+		for _, pw := range [][]byte{nil, []byte("password"), long} {
+			for _, n := range []int{1, 20, 32, 64, 65, 100} {
+				want, err := pbkdf2.Key(h, string(pw), []byte("salt"), 3, n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := pbkdf2Key(h, pw, []byte("salt"), 3, n); !bytes.Equal(got, want) {
+					t.Errorf("pbkdf2 len %d pw %d: %x != %x", n, len(pw), got, want)
+				}
+			}
+		}
+	}
+}
+
+func TestAFRoundTrip(t *testing.T) {
+	for _, n := range []int{32, 33, 64} {
+		key := make([]byte, n)
+		rand.Read(key)
+		for _, h := range []string{"sha1", "sha256", "sha512"} {
+			split, err := afSplit(h, key, 17)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := afMerge(h, split, n, 17)
+			if err != nil || !bytes.Equal(got, key) {
+				t.Errorf("AF %s %d: round trip failed", h, n)
+			}
+			split[5] ^= 1
+			if got, _ := afMerge(h, split, n, 17); bytes.Equal(got, key) {
+				t.Errorf("AF %s %d: a flipped bit does not change the key", h, n)
+			}
+		}
+	}
+}
