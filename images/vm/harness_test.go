@@ -1,0 +1,193 @@
+package vm
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	diskfs "github.com/diskfs/go-diskfs"
+	"github.com/diskfs/go-diskfs/partition/gpt"
+)
+
+func TestOverlayNewcReadableByCpio(t *testing.T) {
+	if _, err := exec.LookPath("cpio"); err != nil {
+		t.Skip("cpio not installed (images/setup.sh installs it)")
+	}
+	o := Overlay{
+		"/etc/cryptinit/config.yaml": {Data: []byte("kind: VolumeConfig\n"), Mode: 0o600},
+		"init":                       {Data: []byte("#!/bin/sh\n"), Mode: 0o755},
+	}
+	var b bytes.Buffer
+	if err := o.WriteNewc(&b); err != nil {
+		t.Fatal(err)
+	}
+	if b.Len()%4 != 0 {
+		t.Errorf("archive length %d is not a multiple of 4", b.Len())
+	}
+	dir := t.TempDir()
+	cmd := exec.Command("cpio", "-idm", "--quiet")
+	cmd.Dir = dir
+	cmd.Stdin = &b
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("cpio: %v: %s", err, out)
+	}
+	for name, f := range o {
+		p := filepath.Join(dir, name)
+		got, err := os.ReadFile(p)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if !bytes.Equal(got, f.Data) {
+			t.Errorf("%s = %q, want %q", name, got, f.Data)
+		}
+		st, _ := os.Stat(p)
+		if st.Mode().Perm() != f.Mode {
+			t.Errorf("%s mode %v, want %v", name, st.Mode().Perm(), f.Mode)
+		}
+	}
+}
+
+func TestCreateDiskLabelsAndFill(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "disk.img")
+	parts := TalosLayout()
+	parts = append(parts, Partition{Label: "u-data", Size: 8 * MiB, Fill: func(w io.WriterAt, size int64) error {
+		_, err := w.WriteAt([]byte("hello"), size-5)
+		return err
+	}})
+	d, err := CreateDisk(path, parts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk, err := diskfs.Open(path, diskfs.WithOpenMode(diskfs.ReadOnly))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer disk.Close()
+	pt, err := disk.GetPartitionTable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, ok := pt.(*gpt.Table)
+	if !ok {
+		t.Fatalf("partition table is %T, want GPT", pt)
+	}
+	if len(table.Partitions) != len(parts) {
+		t.Fatalf("%d partitions, want %d", len(table.Partitions), len(parts))
+	}
+	for i, p := range table.Partitions {
+		if p.Name != parts[i].Label {
+			t.Errorf("partition %d named %q, want %q", i+1, p.Name, parts[i].Label)
+		}
+		if got := int64(p.End-p.Start+1) * 512; got != parts[i].Size {
+			t.Errorf("%s: %d bytes, want %d", p.Name, got, parts[i].Size)
+		}
+		if off, _ := d.Offset(p.Name); off != int64(p.Start)*512 {
+			t.Errorf("%s: offset %d, table says %d", p.Name, off, p.Start*512)
+		}
+	}
+	got := make([]byte, 5)
+	if err := d.ReadAt("u-data", got, 8*MiB-5); err != nil || string(got) != "hello" {
+		t.Errorf("fill of u-data: %q, %v", got, err)
+	}
+	if err := d.Wipe("u-data", 8*MiB); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.ReadAt("u-data", got, 8*MiB-5); err != nil || !bytes.Equal(got, make([]byte, 5)) {
+		t.Errorf("after wipe: %q, %v", got, err)
+	}
+	if _, err := CreateDisk(path, []Partition{{Label: "X", Size: 1000}}); err == nil {
+		t.Error("a size that is not a multiple of 1 MiB was accepted")
+	}
+}
+
+func TestFillConfinedToPartition(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "disk.img")
+	_, err := CreateDisk(path, []Partition{{Label: "META", Size: MiB, Fill: func(w io.WriterAt, size int64) error {
+		_, err := w.WriteAt([]byte("xx"), size-1)
+		return err
+	}}})
+	if err == nil {
+		t.Error("a write past the end of META was allowed")
+	}
+}
+
+func TestConsoleExpect(t *testing.T) {
+	c := newConsole(io.Discard, nil)
+	c.Write([]byte("\x1b[2Jboot\r\ncryptinit: step one\npartial"))
+	i, line, err := c.Expect(time.Second, `^never$`, `^cryptinit: step`)
+	if err != nil || i != 1 || line != "cryptinit: step one" {
+		t.Fatalf("Expect = %d %q %v", i, line, err)
+	}
+	// A line already consumed does not match again; half a line never matches.
+	if _, _, err := c.Expect(50*time.Millisecond, `step one`); err == nil {
+		t.Error("consumed line matched twice")
+	}
+	if _, _, err := c.Expect(50*time.Millisecond, `partial`); err == nil {
+		t.Error("an unfinished line matched")
+	}
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		c.Write([]byte(" done\n"))
+	}()
+	if _, line, err := c.Expect(time.Second, `partial done`); err != nil || line != "partial done" {
+		t.Errorf("line completed later: %q %v", line, err)
+	}
+	if !strings.HasPrefix(c.Text(), "boot\n") {
+		t.Errorf("Text keeps escape codes: %q", c.Text())
+	}
+	c.close()
+	if _, _, err := c.Expect(time.Second, `x`); !errors.Is(err, ErrConsoleClosed) {
+		t.Errorf("after close: %v, want ErrConsoleClosed", err)
+	}
+}
+
+func TestParseRootReport(t *testing.T) {
+	console := strings.Join([]string{
+		`cryptinit: timeline {"step":"kdf","volume":"STATE","slot":0,"start_ms":10,"duration_ms":1500}`,
+		`CRYPTINIT-ROOT: reached real root, pid 1, kernel 6.1.0-56-amd64`,
+		`CRYPTINIT-ROOT: mount /system/state /dev/mapper/luks2-STATE xfs rw,relatime`,
+		`CRYPTINIT-ROOT: marker /system/state found 2`,
+		`CRYPTINIT-ROOT: marker /system/state wrote 3`,
+		`CRYPTINIT-ROOT: mount /var /dev/dm-1 xfs rw`,
+		`CRYPTINIT-ROOT: marker /var none`,
+		`CRYPTINIT-ROOT: marker /var wrote 1`,
+		`CRYPTINIT-ROOT: dm dm-0 name=luks2-STATE uuid=CRYPT-LUKS2-abc-luks2-STATE sectors=100 slaves=vdc2 `,
+		`CRYPTINIT-ROOT: dm dm-1 name=luks2-EPHEMERAL uuid=CRYPT-LUKS2-def-luks2-EPHEMERAL sectors=100 slaves=vdc3 `,
+		`CRYPTINIT-ROOT: done`,
+	}, "\n")
+	r, err := ParseRootReport(console)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := r.Markers["/system/state"]; m.Found != 2 || m.Wrote != 3 {
+		t.Errorf("STATE marker %+v", m)
+	}
+	if m := r.Markers["/var"]; m.Found != 0 || m.Wrote != 1 {
+		t.Errorf("/var marker %+v", m)
+	}
+	if err := r.Mounted("/system/state", "luks2-STATE"); err != nil {
+		t.Error(err)
+	}
+	if err := r.Mounted("/var", "luks2-EPHEMERAL"); err != nil {
+		t.Errorf("mount by dm-N name: %v", err)
+	}
+	if err := r.Mounted("/var", "luks2-STATE"); err == nil {
+		t.Error("/var reported as luks2-STATE")
+	}
+	if err := r.Mounted("/var/mnt/data", ""); err == nil {
+		t.Error("an absent mount reported as mounted")
+	}
+	if len(r.Timeline) != 1 || r.Timeline[0].Duration != 1500 || r.Split()["kdf"] != 1500 {
+		t.Errorf("timeline %+v split %v", r.Timeline, r.Split())
+	}
+	if _, err := ParseRootReport(strings.Replace(console, "CRYPTINIT-ROOT: done", "", 1)); err == nil {
+		t.Error("a report without its done line was accepted")
+	}
+}

@@ -1,0 +1,171 @@
+package vm
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// RootLinePrefix starts every line printed by the real root's /sbin/init.
+const RootLinePrefix = "CRYPTINIT-ROOT: "
+
+// Mount is one filesystem the real root found mounted under /system or /var.
+type Mount struct {
+	Point, Source, FSType, Options string
+}
+
+// Marker is what the real root found and wrote at one mount point.
+type Marker struct {
+	Found int // marker value left by the previous boot; 0: none
+	Wrote int // value written by this boot; 0: the write failed
+}
+
+// DMDevice is one device-mapper device seen by the real root.
+type DMDevice struct {
+	Kernel, Name, UUID, Slaves string
+}
+
+// Step is one entry of the init's timeline (boot/timeline's JSON objects).
+type Step struct {
+	Name     string  `json:"step"`
+	Volume   string  `json:"volume,omitempty"`
+	Slot     *int    `json:"slot,omitempty"`
+	Start    float64 `json:"start_ms"`
+	Duration float64 `json:"duration_ms"`
+	Err      string  `json:"error,omitempty"`
+}
+
+// RootReport is what one boot proved from inside the real root.
+type RootReport struct {
+	Mounts   map[string]Mount  // by mount point
+	Markers  map[string]Marker // by mount point
+	DM       map[string]DMDevice
+	Timeline []Step        // from /run/cryptinit/timeline.json, else the console lines
+	Elapsed  time.Duration // QEMU start to "CRYPTINIT-ROOT: done"
+}
+
+// ParseRootReport reads the CRYPTINIT-ROOT lines (and cryptinit's timeline
+// lines) out of console text.
+func ParseRootReport(console string) (*RootReport, error) {
+	r := &RootReport{Mounts: map[string]Mount{}, Markers: map[string]Marker{}, DM: map[string]DMDevice{}}
+	var consoleSteps []Step
+	done := false
+	for _, line := range strings.Split(console, "\n") {
+		line = strings.TrimRight(line, "\r")
+		if i := strings.Index(line, "cryptinit: timeline "); i >= 0 {
+			var s Step
+			if json.Unmarshal([]byte(line[i+len("cryptinit: timeline "):]), &s) == nil {
+				consoleSteps = append(consoleSteps, s)
+			}
+			continue
+		}
+		rest, ok := strings.CutPrefix(line, RootLinePrefix)
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			continue
+		}
+		switch f[0] {
+		case "mount":
+			if len(f) >= 5 {
+				r.Mounts[f[1]] = Mount{Point: f[1], Source: f[2], FSType: f[3], Options: f[4]}
+			}
+		case "marker":
+			if len(f) >= 3 {
+				m := r.Markers[f[1]]
+				switch f[2] {
+				case "found":
+					if len(f) >= 4 {
+						m.Found, _ = strconv.Atoi(f[3])
+					}
+				case "wrote":
+					if len(f) >= 4 {
+						m.Wrote, _ = strconv.Atoi(f[3])
+					}
+				}
+				r.Markers[f[1]] = m
+			}
+		case "dm":
+			if len(f) >= 3 {
+				d := DMDevice{Kernel: f[1]}
+				for _, kv := range f[2:] {
+					k, v, _ := strings.Cut(kv, "=")
+					switch k {
+					case "name":
+						d.Name = v
+					case "uuid":
+						d.UUID = v
+					case "slaves":
+						d.Slaves = v
+					}
+				}
+				r.DM[d.Name] = d
+			}
+		case "timeline":
+			var steps []Step
+			if err := json.Unmarshal([]byte(strings.TrimPrefix(rest, "timeline ")), &steps); err == nil {
+				r.Timeline = steps
+			}
+		case "done":
+			done = true
+		}
+	}
+	if r.Timeline == nil {
+		r.Timeline = consoleSteps
+	}
+	if !done {
+		return r, fmt.Errorf("vm: the real root did not finish (no %sdone line)", RootLinePrefix)
+	}
+	return r, nil
+}
+
+// Mounted reports whether mount point holds a dm-crypt mapping named mapper
+// (e.g. luks2-STATE), judged from the mount source.
+func (r *RootReport) Mounted(point, mapper string) error {
+	m, ok := r.Mounts[point]
+	if !ok {
+		return fmt.Errorf("%s is not mounted (mounts: %v)", point, r.points())
+	}
+	if mapper != "" && !strings.HasSuffix(m.Source, "/"+mapper) {
+		if d, ok := r.DM[mapper]; !ok || !strings.HasSuffix(m.Source, "/"+d.Kernel) {
+			return fmt.Errorf("%s is mounted from %s, want /dev/mapper/%s", point, m.Source, mapper)
+		}
+	}
+	return nil
+}
+
+func (r *RootReport) points() []string {
+	var p []string
+	for k := range r.Mounts {
+		p = append(p, k)
+	}
+	return p
+}
+
+// Split sums the timeline by kind of work, for boot-time reports: KDF, mkfs,
+// device waits and the rest, in milliseconds. Steps are matched by name.
+func (r *RootReport) Split() map[string]float64 {
+	out := map[string]float64{}
+	for _, s := range r.Timeline {
+		out[category(s.Name)] += s.Duration
+	}
+	return out
+}
+
+func category(step string) string {
+	s := strings.ToLower(step)
+	switch {
+	case strings.Contains(s, "kdf") || strings.Contains(s, "argon") || strings.Contains(s, "pbkdf") || strings.Contains(s, "unlock") || strings.Contains(s, "keyslot"):
+		return "kdf"
+	case strings.Contains(s, "mkfs"):
+		return "mkfs"
+	case strings.Contains(s, "wait") || strings.Contains(s, "device"):
+		return "wait"
+	default:
+		return "other"
+	}
+}
