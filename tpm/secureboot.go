@@ -1,6 +1,7 @@
 package tpm
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -90,4 +91,24 @@ func RequireSecureBoot(root string) error {
 			"or set checkSecurebootStatusOnEnroll: false to accept a PCR 7 without Secure Boot: %w", st, ErrSecureBootOff)
 	}
 	return nil
+}
+
+// EFIVars reads the Secure Boot state from efivarfs mounted at Root
+// (EFIVarsPath when empty). It satisfies unlock/keys' SecureBoot interface.
+type EFIVars struct{ Root string }
+
+// SecureBootEnabled reports whether Secure Boot is on and not in setup mode.
+func (e EFIVars) SecureBootEnabled(ctx context.Context) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	root := e.Root
+	if root == "" {
+		root = EFIVarsPath
+	}
+	st, err := ReadSecureBootState(root)
+	if err != nil {
+		return false, err
+	}
+	return st.Enabled(), nil
 }

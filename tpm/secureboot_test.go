@@ -1,6 +1,7 @@
 package tpm
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -47,6 +48,10 @@ func TestSecureBootState(t *testing.T) {
 			err = RequireSecureBoot(dir)
 			if (err == nil) != tt.enrollOK {
 				t.Fatalf("RequireSecureBoot err = %v, want ok=%v", err, tt.enrollOK)
+			}
+			on, serr := EFIVars{Root: dir}.SecureBootEnabled(context.Background())
+			if on != tt.enrollOK || (serr != nil) != tt.wantErr {
+				t.Errorf("SecureBootEnabled = %v, %v", on, serr)
 			}
 			if err != nil && !tt.wantErr && !errors.Is(err, ErrSecureBootOff) {
 				t.Errorf("err = %v, want ErrSecureBootOff", err)
