@@ -14,8 +14,8 @@ import (
 
 type codec struct{}
 
-func (codec) Name() string { return "proto" }
-func (codec) Marshal(v any) ([]byte, error) { return v.(*kms.Request).Marshal(), nil }
+func (codec) Name() string                    { return "proto" }
+func (codec) Marshal(v any) ([]byte, error)   { return v.(*kms.Request).Marshal(), nil }
 func (codec) Unmarshal(b []byte, v any) error { return v.(*kms.Response).Unmarshal(b) }
 
 func main() {
