@@ -1,0 +1,19 @@
+// Package unlock is cryptinit's unlock engine: given a volume's config, its
+// partition and the machine's key sources, it opens the LUKS2 volume (or
+// formats it when the partition is empty) and keeps its keyslots in line
+// with the config.
+//
+// Engine API: e := &unlock.Engine{Env: keys.Env{NodeUUID: ..., KMS: ..., TPM: ..., Salt: keys.SaltDir(stateRoot)}};
+// res, err := e.Unlock(ctx, vol, dev, size) -> res.VolumeKey + res.Mapping for dm-crypt, res.Formatted => mkfs; res.Zero() after mapping.
+//
+// Open tries the configured keys in slot order, each on its own slot and
+// with its own timeout, and records every failure: when none opens, the
+// error lists each slot, its kind and why. Format runs only when the
+// partition has no LUKS header and probe finds it empty; the first key that
+// can be created formats, the others are added by the sync. Sync (after
+// every open) adds missing keys, replaces configured slots whose key no
+// longer opens them, and removes slots the config does not name (except
+// recovery slots); it never touches the slot that opened the volume, so a
+// crash at any point leaves that configured key working. Sync problems are
+// reported in the result, never fatal.
+package unlock

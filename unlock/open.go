@@ -1,0 +1,95 @@
+package unlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/cryptinit/cryptinit/unlock/config"
+	"github.com/cryptinit/cryptinit/unlock/keys"
+	"github.com/cryptinit/cryptinit/unlock/luks2"
+)
+
+// tokenFor returns the raw token stored with id == slot (Talos's rule).
+func tokenFor(hdr *luks2.Header, slot int) []byte {
+	if t, ok := hdr.Tokens[slot]; ok {
+		return t.Raw
+	}
+	return nil
+}
+
+// tryKey asks key for slot's passphrase and tries it on that slot. It
+// returns the volume key, or an error wrapping keys.ErrWrongKey,
+// ErrSlotEmpty or the key's own error.
+func (e *Engine) tryKey(ctx context.Context, volID string, k keys.Key, slot int, hdr *luks2.Header, dev io.ReaderAt) ([]byte, error) {
+	if _, ok := hdr.Keyslots[slot]; !ok {
+		return nil, ErrSlotEmpty
+	}
+	kctx, cancel := e.keyContext(ctx)
+	pass, err := k.Passphrase(kctx, keys.Slot{VolumeID: volID, Slot: slot, Token: tokenFor(hdr, slot)})
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	defer keys.Zero(pass)
+	vk, _, err := hdr.Unlock(dev, pass, slot)
+	if errors.Is(err, luks2.ErrNoKeyslotOpens) {
+		return nil, keys.ErrWrongKey
+	}
+	return vk, err
+}
+
+// open tries every configured key in slot order until one opens.
+func (e *Engine) open(ctx context.Context, vol *config.Volume, dev io.ReaderAt, hdr *luks2.Header) (*Result, error) {
+	ks, err := configuredKeys(vol)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range hdr.Warnings {
+		e.log().Warn("LUKS2 header", "volume", vol.ID, "warning", w)
+	}
+	res := &Result{VolumeID: vol.ID, UUID: hdr.UUID, Slot: -1}
+	for _, ck := range ks {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("open %s: %w", vol.ID, err)
+		}
+		k, err := keys.FromConfig(ck, e.env())
+		kind := ck.Kind()
+		if k != nil {
+			kind = k.Kind()
+		}
+		start := e.now()
+		var vk []byte
+		if err == nil {
+			vk, err = e.tryKey(ctx, vol.ID, k, ck.Slot, hdr, dev)
+		}
+		res.Attempts = append(res.Attempts, Attempt{Slot: ck.Slot, Kind: kind, Err: err, Duration: e.now().Sub(start)})
+		if err != nil {
+			e.log().Info("key did not open", "volume", vol.ID, "slot", ck.Slot, "kind", kind, "err", err)
+			continue
+		}
+		res.VolumeKey, res.Slot, res.Kind = vk, ck.Slot, kind
+		e.log().Info("opened", "volume", vol.ID, "slot", ck.Slot, "kind", kind)
+		break
+	}
+	if res.Slot < 0 {
+		return nil, &OpenError{Volume: vol.ID, Op: "open", Attempts: res.Attempts, Err: ErrNoKeyOpens}
+	}
+	if err := e.fillMapping(res, vol, hdr); err != nil {
+		res.Zero()
+		return nil, err
+	}
+	return res, nil
+}
+
+func (e *Engine) fillMapping(res *Result, vol *config.Volume, hdr *luks2.Header) error {
+	m, err := hdr.Mapping()
+	if err != nil {
+		return fmt.Errorf("open %s: %w", vol.ID, err)
+	}
+	m.AllowDiscards = m.AllowDiscards || vol.Encryption.AllowDiscards
+	res.Mapping = m
+	res.Options = vol.Encryption.Options
+	return nil
+}
