@@ -37,7 +37,13 @@ mkdir -p "$OUT/cache" "$OUT/bin" "$OUT/keys"
 
 # --- kernel -----------------------------------------------------------------
 # linux-image-amd64 is a meta package; its dependency names the real package.
-KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-6\.1/ {print $2; exit}')
+kpkg() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-6\.1/ {print $2; exit}'; }
+KPKG=$(kpkg)
+if [ -z "$KPKG" ] && ! ls "$OUT"/cache/linux-image-6.1.*-amd64_*.deb >/dev/null 2>&1; then
+  say "apt lists do not know linux-image-amd64: apt-get update"
+  apt-get update -qq
+  KPKG=$(kpkg)
+fi
 if [ -z "$KPKG" ]; then
   deb=$(ls "$OUT"/cache/linux-image-6.1.*-amd64_*.deb 2>/dev/null | tail -1 || true)
   [ -n "$deb" ] || { echo "image: cannot resolve linux-image-amd64 (apt-get update?)" >&2; exit 1; }
@@ -188,5 +194,6 @@ if [ ! -f "$OUT/OVMF_VARS_enrolled.fd" ]; then
 fi
 
 # --- sizes ------------------------------------------------------------------
-say "init $(stat -c %s "$OUT/bin/cryptinit") bytes; initramfs $(stat -c %s "$OUT/initramfs.cpio") bytes, $(stat -c %s "$OUT/initramfs.cpio.zst") zstd; UKI $(stat -c %s "$OUT/cryptinit.efi") bytes"
+initsize=$(stat -c %s "$OUT/bin/cryptinit" 2>/dev/null || echo "MISSING,")
+say "init $initsize bytes; initramfs $(stat -c %s "$OUT/initramfs.cpio") bytes, $(stat -c %s "$OUT/initramfs.cpio.zst") zstd; UKI $(stat -c %s "$OUT/cryptinit.efi") bytes"
 say "ok ($OUT)"

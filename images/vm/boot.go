@@ -54,7 +54,7 @@ func (v *VM) ExpectFailureAndReboot() string {
 }
 
 // TestConfig reads a harness config from images/testdata.
-func TestConfig(t testing.TB, name string) []byte {
+func TestConfig(t TB, name string) []byte {
 	t.Helper()
 	out, err := OutDir()
 	if err != nil {
@@ -78,7 +78,7 @@ func RequireInit(t testing.TB) *Artifacts {
 }
 
 // ProjectConfig reads an example config from the project's configs/ folder.
-func ProjectConfig(t testing.TB, name string) []byte {
+func ProjectConfig(t TB, name string) []byte {
 	t.Helper()
 	out, err := OutDir()
 	if err != nil {

@@ -11,9 +11,20 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"testing"
 	"time"
 )
+
+// TB is the part of testing.TB the harness uses, so that the demo (a plain
+// program) can drive nodes too.
+type TB interface {
+	Helper()
+	Log(args ...any)
+	Logf(format string, args ...any)
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Cleanup(func())
+	TempDir() string
+}
 
 // Firmware selects how QEMU starts the kernel.
 type Firmware int
@@ -38,7 +49,7 @@ const BootTimeout = 180 * time.Second
 // Node is one machine across boots: its disks, TPM state, OVMF variables and
 // SMBIOS UUID stay; each Boot starts a fresh QEMU (and swtpm) on them.
 type Node struct {
-	t     testing.TB
+	t     TB
 	A     *Artifacts
 	Name  string
 	Dir   string // scratch directory, removed when the test ends
@@ -54,7 +65,7 @@ type Node struct {
 
 // NewNode makes a node with a root disk and the given data disks (each a list
 // of partitions). The UUID is random unless set afterwards.
-func NewNode(t testing.TB, a *Artifacts, name string, disks ...[]Partition) *Node {
+func NewNode(t TB, a *Artifacts, name string, disks ...[]Partition) *Node {
 	t.Helper()
 	n := &Node{t: t, A: a, Name: name, Dir: t.TempDir(), UUID: randomUUID()}
 	root, err := CreateDisk(filepath.Join(n.Dir, "root.img"), []Partition{
@@ -96,6 +107,8 @@ type BootOptions struct {
 	Cmdline string
 	// Net attaches a virtio NIC on QEMU's user network (host reachable at 10.0.2.2).
 	Net bool
+	// Unsigned boots a UKI that is not signed (to prove Secure Boot refuses it).
+	Unsigned bool
 	// MemoryMiB defaults to 1024; CPUs defaults to 1 (two VMs share 2 cores).
 	MemoryMiB int
 	CPUs      int
@@ -103,7 +116,7 @@ type BootOptions struct {
 
 // VM is one running QEMU.
 type VM struct {
-	t       testing.TB
+	t       TB
 	Console *Console
 	Log     string // console log file
 	cmd     *exec.Cmd
@@ -274,9 +287,9 @@ func (n *Node) qemuArgs(o BootOptions, bootDir string) ([]string, error) {
 			}
 		}
 		uki := n.A.UKI
-		if initrd != n.A.Initramfs || cmdline != n.A.Cmdline {
+		if initrd != n.A.Initramfs || cmdline != n.A.Cmdline || o.Unsigned {
 			uki = filepath.Join(bootDir, "uki.efi")
-			if err := n.A.BuildUKI(initrd, cmdline, uki); err != nil {
+			if err := n.A.BuildUKI(initrd, cmdline, uki, !o.Unsigned); err != nil {
 				return nil, err
 			}
 		}

@@ -1,6 +1,7 @@
 package vm
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -16,6 +17,7 @@ func TestVMSmokeDirect(t *testing.T) {
 	vm.ExpectLine(`^SMOKE: init started`)
 	line := vm.ExpectLine(`^SMOKE: modules loaded`)
 	vm.ExpectLine(`^SMOKE: efivar SecureBoot=absent`)
+	vm.ExpectLine(`^SMOKE: config absent`)
 	vm.ExpectLine(`^SMOKE: done`)
 	out := vm.Console.Text()
 	for _, want := range []string{"partname=META", "partname=STATE", "partname=EPHEMERAL", "partname=ROOT", "crypto xts yes", "product_uuid " + n.UUID} {
@@ -39,11 +41,29 @@ func TestVMSmokeSecureBoot(t *testing.T) {
 	t.Parallel()
 	n := NewNode(t, a, "smoke-sb", TalosLayout())
 	n.TPM = true
-	vm := n.BootSmoke(BootOptions{Firmware: SecureBoot})
+	// A per-test config makes the harness build and sign its own UKI.
+	cfg := []byte("kind: VolumeConfig\nname: STATE\n")
+	vm := n.BootSmoke(BootOptions{Firmware: SecureBoot, Config: cfg})
 	vm.ExpectLine(`^SMOKE: init started`)
 	vm.ExpectLine(`^SMOKE: efivar SecureBoot=1$`)
 	vm.ExpectLine(`^SMOKE: efivar SetupMode=0$`)
 	vm.ExpectLine(`^SMOKE: tpm .*/dev/tpm0`)
+	vm.ExpectLine(fmt.Sprintf(`^SMOKE: config %d bytes`, len(cfg)))
 	vm.ExpectLine(`^SMOKE: done`)
 	vm.Wait(BootTimeout)
+}
+
+// TestVMSecureBootRefusesUnsigned boots the same UKI unsigned with Secure Boot
+// on: the firmware must refuse it, and no init may run.
+func TestVMSecureBootRefusesUnsigned(t *testing.T) {
+	a := Require(t)
+	t.Parallel()
+	n := NewNode(t, a, "unsigned", TalosLayout())
+	vm := n.BootSmoke(BootOptions{Firmware: SecureBoot, Unsigned: true})
+	i, line := vm.Expect(BootTimeout, `Access Denied|Security Violation`, `^SMOKE: init started`)
+	if i != 0 {
+		t.Fatalf("an unsigned UKI started under Secure Boot: %s", line)
+	}
+	t.Logf("firmware refused it: %s", line)
+	vm.Kill()
 }
