@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"testing"
 )
@@ -14,7 +15,9 @@ import (
 // binary, built with `go test -c`, runs inside the initramfs). It is skipped
 // unless CRYPTINIT_TPM_DEVICE_TEST=1, because it extends PCRs 11 and 15.
 // CRYPTINIT_EXPECT_PCR11 (hex) is the predicted PCR 11 before any phase
-// (`cryptctl pcr predict --phase ""`).
+// (`cryptctl pcr predict --phase ""`); CRYPTINIT_EXPECT_SECUREBOOT ("0" or
+// "1") is the expected Secure Boot state read from efivarfs;
+// CRYPTINIT_REPORT_SECUREBOOT=1 only logs it.
 func TestDeviceInitrdFlow(t *testing.T) {
 	if os.Getenv("CRYPTINIT_TPM_DEVICE_TEST") != "1" {
 		t.Skip("set CRYPTINIT_TPM_DEVICE_TEST=1 in a VM booted from a signed UKI")
@@ -34,6 +37,19 @@ func TestDeviceInitrdFlow(t *testing.T) {
 			t.Fatalf("PCR 11 after systemd-stub = %s, predicted %s", got, want)
 		}
 		t.Logf("PCR 11 matches the prediction")
+	}
+	if want := os.Getenv("CRYPTINIT_EXPECT_SECUREBOOT"); want != "" || os.Getenv("CRYPTINIT_REPORT_SECUREBOOT") == "1" {
+		st, err := ReadSecureBootState(EFIVarsPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("Secure Boot state: %v", st)
+		if got := fmt.Sprint(b2i(st.Enabled())); want != "" && got != want {
+			t.Fatalf("Secure Boot enabled = %s, want %s", got, want)
+		}
+		if err := RequireSecureBoot(EFIVarsPath); (err == nil) != st.Enabled() {
+			t.Fatalf("RequireSecureBoot = %v with %v", err, st)
+		}
 	}
 	m := &Measurer{TPM: dev, Log: testLogger{t}}
 	if err := m.MeasurePhase(PhaseEnterInitrd); err != nil {
