@@ -40,10 +40,12 @@ func updatePolicyPCR(calc *tpm2.PolicyCalculator, pcrs []int, values [][]byte) e
 	if err != nil {
 		return err
 	}
-	return tpm2.PolicyPCR{
-		PcrDigest: tpm2.TPM2BDigest{Buffer: pcrDigest(values)},
-		Pcrs:      sel,
-	}.Update(calc)
+	return updatePolicyPCRDigest(calc, sel, pcrDigest(values))
+}
+
+// updatePolicyPCRDigest extends calc with TPM2_PolicyPCR(sel, digest).
+func updatePolicyPCRDigest(calc *tpm2.PolicyCalculator, sel tpm2.TPMLPCRSelection, digest []byte) error {
+	return tpm2.PolicyPCR{PcrDigest: tpm2.TPM2BDigest{Buffer: digest}, Pcrs: sel}.Update(calc)
 }
 
 // SealingPolicy computes the authPolicy of a sealed object, without a TPM:
