@@ -91,7 +91,7 @@ func TestNetnsDHCPAndStatic(t *testing.T) {
 
 	tests := []struct {
 		name, cmdline, addr, gw, dns string
-		method                      Method
+		method                       Method
 	}{
 		{"dhcp", "ip=eth0:dhcp", "10.77.0.50/24", "10.77.0.1", "10.77.0.53", MethodDHCP},
 		{"any link", "", "10.77.0.50/24", "10.77.0.1", "10.77.0.53", MethodDHCP},
