@@ -155,11 +155,25 @@ if [ ! -f "$K/db.auth" ]; then
   rm -f "$OUT/OVMF_VARS_enrolled.fd"
 fi
 
-# --- UKI --------------------------------------------------------------------
-say "assembling and signing the UKI"
+# --- UKI ---------------------------------------------------------------------
+# The PCR policy signature (.pcrpkey, .pcrsig) comes from `cryptctl pcr sign`
+# (tpm/); without it TPM keys cannot unseal, everything else still boots.
+pcrflags=()
+rm -f "$OUT/bin/cryptctl"
+if CGO_ENABLED=0 $GO build -trimpath -ldflags='-s -w' -o "$OUT/bin/cryptctl" ./cmd/cryptctl 2>/dev/null &&
+  "$OUT/bin/cryptctl" pcr sign --help >/dev/null 2>&1; then
+  if [ ! -f "$K/pcr-key.pem" ]; then
+    "$OUT/bin/cryptctl" pcr genkey --out "$K/pcr-key.pem" --pub "$K/pcr-key.pub.pem" >/dev/null
+  fi
+  pcrflags=(-cryptctl "$OUT/bin/cryptctl" -pcr-key "$K/pcr-key.pem")
+  say "assembling the UKI, signing its PCR 11 policy (cryptctl pcr sign) and signing it for Secure Boot"
+else
+  rm -f "$OUT/bin/cryptctl" "$K/pcr-key.pem"
+  say "cryptctl pcr sign is not available: UKI without .pcrpkey/.pcrsig (TPM keys will not unseal)"
+fi
 "$OUT/bin/mkuki" -stub /usr/lib/systemd/boot/efi/linuxx64.efi.stub -linux "$OUT/vmlinuz" \
   -initrd "$OUT/initramfs.cpio.zst" -cmdline "$CMDLINE" -osrel images/root/os-release \
-  -key "$K/db.key" -cert "$K/db.crt" -o "$OUT/cryptinit.efi"
+  "${pcrflags[@]}" -key "$K/db.key" -cert "$K/db.crt" -o "$OUT/cryptinit.efi"
 if [ ! -f "$OUT/BOOTX64.EFI" ] || [ "$K/db.key" -nt "$OUT/BOOTX64.EFI" ]; then
   sbsign --key "$K/db.key" --cert "$K/db.crt" --output "$OUT/BOOTX64.EFI" \
     /usr/lib/systemd/boot/efi/systemd-bootx64.efi 2>/dev/null

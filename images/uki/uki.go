@@ -134,16 +134,42 @@ func Sign(in, key, cert, out string) error {
 	return nil
 }
 
-// Build assembles spec and signs it with key and cert into out. With an empty
-// key the UKI is left unsigned.
-func Build(spec Spec, key, cert, out string) error {
-	if key == "" {
-		return Assemble(spec, out)
+// PCRSigner adds .pcrpkey and a signed PCR 11 policy (.pcrsig) to a UKI by
+// running `cryptctl pcr sign` (the tpm package's tool), between assembly and
+// Secure Boot signing: the Authenticode signature must cover both sections.
+type PCRSigner struct {
+	Cryptctl string // path of the cryptctl binary
+	Key      string // PCR signing key (RSA PEM)
+}
+
+// Sign runs cryptctl pcr sign on in, writing out.
+func (p *PCRSigner) Sign(in, out string) error {
+	cmd := exec.Command(p.Cryptctl, "pcr", "sign", "--uki", in, "--key", p.Key, "--out", out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("uki: cryptctl pcr sign %s: %w: %s", in, err, b)
 	}
-	unsigned := out + ".unsigned"
-	if err := Assemble(spec, unsigned); err != nil {
+	return nil
+}
+
+// Build assembles spec, adds the PCR policy signature when pcr is not nil,
+// and signs the result with the db key and certificate into out. With an
+// empty key the UKI is left without an Authenticode signature.
+func Build(spec Spec, key, cert, out string, pcr *PCRSigner) error {
+	stage := out + ".assembled"
+	if err := Assemble(spec, stage); err != nil {
 		return err
 	}
-	defer os.Remove(unsigned)
-	return Sign(unsigned, key, cert, out)
+	defer os.Remove(stage)
+	if pcr != nil {
+		withPCR := out + ".pcr"
+		if err := pcr.Sign(stage, withPCR); err != nil {
+			return err
+		}
+		defer os.Remove(withPCR)
+		stage = withPCR
+	}
+	if key == "" {
+		return os.Rename(stage, out)
+	}
+	return Sign(stage, key, cert, out)
 }

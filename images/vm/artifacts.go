@@ -21,6 +21,8 @@ type Artifacts struct {
 	Cmdline    string // the kernel command line baked into the UKI
 	OSRelease  string // os-release used for UKIs made by tests
 	InitBinary string // out/bin/cryptinit
+	PCRKey     string // keys/pcr-key.pem when the build signed PCR policies, else ""
+	Cryptctl   string // bin/cryptctl, used with PCRKey
 }
 
 // Firmware files from Debian's ovmf package.
@@ -80,6 +82,7 @@ func LoadArtifacts() (*Artifacts, error) {
 			return nil, fmt.Errorf("vm: missing %s (run `make image`): %w", f, err)
 		}
 	}
+	a.pcrSigning()
 	return a, nil
 }
 

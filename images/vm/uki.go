@@ -1,14 +1,35 @@
 package vm
 
-import "github.com/cryptinit/cryptinit/images/uki"
+import (
+	"os"
 
-// BuildUKI assembles a UKI with initrd and cmdline on systemd-stub and, when
-// sign is set, signs it with the test db key, so a Secure Boot node boots a
-// per-test image.
+	"github.com/cryptinit/cryptinit/images/uki"
+)
+
+// BuildUKI assembles a UKI with initrd and cmdline on systemd-stub, adds the
+// signed PCR policy when the image build made a PCR key, and, when sign is
+// set, signs it with the test db key, so a Secure Boot node boots a per-test
+// image that TPM keys can still unseal under.
 func (a *Artifacts) BuildUKI(initrd, cmdline, out string, sign bool) error {
 	key, cert := a.DBKey, a.DBCert
 	if !sign {
 		key, cert = "", ""
 	}
-	return uki.Build(uki.Spec{Linux: a.Kernel, Initrd: initrd, Cmdline: cmdline, OSRel: a.OSRelease}, key, cert, out)
+	var pcr *uki.PCRSigner
+	if a.PCRKey != "" {
+		pcr = &uki.PCRSigner{Cryptctl: a.Cryptctl, Key: a.PCRKey}
+	}
+	return uki.Build(uki.Spec{Linux: a.Kernel, Initrd: initrd, Cmdline: cmdline, OSRel: a.OSRelease}, key, cert, out, pcr)
+}
+
+// pcrSigning finds the PCR key and cryptctl the image build used, if any.
+func (a *Artifacts) pcrSigning() {
+	key, tool := a.Dir+"/keys/pcr-key.pem", a.Dir+"/bin/cryptctl"
+	if _, err := os.Stat(key); err != nil {
+		return
+	}
+	if _, err := os.Stat(tool); err != nil {
+		return
+	}
+	a.PCRKey, a.Cryptctl = key, tool
 }

@@ -17,8 +17,8 @@ func main() {
 	flag.StringVar(&spec.Initrd, "initrd", "", "initramfs")
 	flag.StringVar(&spec.Cmdline, "cmdline", "", "kernel command line")
 	flag.StringVar(&spec.OSRel, "osrel", "", "os-release file")
-	flag.StringVar(&spec.PCRKey, "pcrpkey", "", "PCR policy public key (PEM), optional")
-	flag.StringVar(&spec.PCRSig, "pcrsig", "", "signed PCR policy (JSON), optional")
+	cryptctl := flag.String("cryptctl", "", "cryptctl binary to add the signed PCR policy with (optional)")
+	pcrKey := flag.String("pcr-key", "", "PCR policy signing key for cryptctl pcr sign")
 	key := flag.String("key", "", "db signing key (PEM); empty leaves the UKI unsigned")
 	cert := flag.String("cert", "", "db certificate (PEM)")
 	out := flag.String("o", "", "output UKI")
@@ -27,7 +27,11 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := uki.Build(spec, *key, *cert, *out); err != nil {
+	var pcr *uki.PCRSigner
+	if *cryptctl != "" && *pcrKey != "" {
+		pcr = &uki.PCRSigner{Cryptctl: *cryptctl, Key: *pcrKey}
+	}
+	if err := uki.Build(spec, *key, *cert, *out, pcr); err != nil {
 		fmt.Fprintln(os.Stderr, "mkuki:", err)
 		os.Exit(1)
 	}
