@@ -191,3 +191,45 @@ func TestParseRootReport(t *testing.T) {
 		t.Error("a report without its done line was accepted")
 	}
 }
+
+func TestLUKSKeyslotsAgainstCryptsetup(t *testing.T) {
+	if _, err := exec.LookPath("cryptsetup"); err != nil {
+		t.Skip("cryptsetup not installed (images/setup.sh installs cryptsetup-bin)")
+	}
+	dir := t.TempDir()
+	img := filepath.Join(dir, "luks.img")
+	if err := os.WriteFile(img, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Truncate(img, 20*MiB)
+	pass := filepath.Join(dir, "pass")
+	os.WriteFile(pass, []byte("a"), 0o600)
+	run := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command("cryptsetup", append(args, "--batch-mode", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000")...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("cryptsetup %v: %v: %s", args, err, out)
+		}
+	}
+	run("luksFormat", "--type", "luks2", "--key-slot", "3", "--key-file", pass, img)
+	pass2 := filepath.Join(dir, "pass2")
+	os.WriteFile(pass2, []byte("b"), 0o600)
+	run("luksAddKey", "--key-slot", "7", "--key-file", pass, img, pass2)
+	d, err := CreateDisk(filepath.Join(dir, "disk.img"), []Partition{{Label: "EPHEMERAL", Size: 20 * MiB, Fill: FillFrom(img)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slots, err := d.LUKSKeyslots("EPHEMERAL")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(slots) != 2 || slots[0] != 3 || slots[1] != 7 {
+		t.Errorf("keyslots %v, want [3 7]", slots)
+	}
+	if err := d.Wipe("EPHEMERAL", MiB); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.LUKSKeyslots("EPHEMERAL"); err == nil {
+		t.Error("a wiped partition still reads as LUKS")
+	}
+}

@@ -127,6 +127,10 @@ func TestVMKeyRotation(t *testing.T) {
 		mustMount(t, r, "/var", "luks2-EPHEMERAL")
 		mustMarker(t, r, "/var", i)
 	}
+	// On disk, only slot 1 (newkey) is left.
+	if slots, err := n.Disks[0].LUKSKeyslots("EPHEMERAL"); err != nil || len(slots) != 1 || slots[0] != 1 {
+		t.Errorf("EPHEMERAL keyslots after rotation: %v %v, want [1]", slots, err)
+	}
 	// Only newkey remains: a boot with oldkey alone must not open EPHEMERAL.
 	old := ProjectConfig(t, "static-rotation-1.yaml")
 	vm := n.Boot(BootOptions{Config: old, Cmdline: fastFail + " cryptinit.prompt-timeout=0"})
