@@ -1,8 +1,592 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
 
-// newLuksCmd is filled in by the package that owns LUKS2.
+	"github.com/spf13/cobra"
+
+	"github.com/cryptinit/cryptinit/unlock/luks2"
+)
+
+// newLuksCmd is the cryptsetup-like LUKS2 tool, working on image files and
+// block devices through unlock/luks2. Keys come only from files (or stdin
+// with "-"), never from the command line.
 func newLuksCmd() *cobra.Command {
-	return &cobra.Command{Use: "luks", Short: "Work with LUKS2"}
+	cmd := &cobra.Command{
+		Use:   "luks",
+		Short: "Format, inspect and re-key LUKS2 volumes (cryptsetup-compatible headers)",
+		Long: `Work with LUKS2 headers on image files and block devices, without cryptsetup.
+Headers written here are accepted by cryptsetup 2.6. Keys are read as raw bytes
+from --key-file / --new-key-file ("-" reads stdin); they are never arguments.
+Exit codes: 0 success, 1 error, 2 no key slot opens with the given key.`,
+	}
+	cmd.AddCommand(newLuksFormatCmd(), newLuksDumpCmd(), newLuksAddKeyCmd(), newLuksRemoveKeyCmd(),
+		newLuksTestKeyCmd(), newLuksTokenCmd(), newLuksFlagsCmd())
+	return cmd
+}
+
+// luksKDFFlags are the cryptsetup-style KDF options shared by format and add-key.
+type luksKDFFlags struct {
+	pbkdf      string
+	hash       string
+	memory     int
+	parallel   int
+	iterations int
+}
+
+func (k *luksKDFFlags) register(cmd *cobra.Command) {
+	d := luks2.DefaultKDF()
+	cmd.Flags().StringVar(&k.pbkdf, "pbkdf", d.Type, "key derivation: argon2id, argon2i or pbkdf2")
+	cmd.Flags().StringVar(&k.hash, "hash", "sha256", "pbkdf2 hash (sha256, sha512, ...); also the AF hash")
+	cmd.Flags().IntVar(&k.memory, "pbkdf-memory", d.Memory, "argon2 memory cost in KiB")
+	cmd.Flags().IntVar(&k.parallel, "pbkdf-parallel", d.Parallel, "argon2 parallel lanes")
+	cmd.Flags().IntVar(&k.iterations, "pbkdf-force-iterations", 0,
+		fmt.Sprintf("argon2 time cost (default %d) or pbkdf2 iterations (required for pbkdf2, at least 1000)", d.Time))
+}
+
+func (k *luksKDFFlags) kdf() (luks2.KDF, error) {
+	switch k.pbkdf {
+	case "pbkdf2":
+		if k.iterations == 0 {
+			return luks2.KDF{}, errors.New("--pbkdf pbkdf2 needs an explicit --pbkdf-force-iterations (at least 1000); costs are never benchmarked")
+		}
+		return luks2.KDF{Type: "pbkdf2", Hash: k.hash, Iterations: k.iterations}, nil
+	case "argon2id", "argon2i":
+		t := k.iterations
+		if t == 0 {
+			t = luks2.DefaultKDF().Time
+		}
+		return luks2.KDF{Type: k.pbkdf, Hash: k.hash, Time: t, Memory: k.memory, Parallel: k.parallel}, nil
+	}
+	return luks2.KDF{}, fmt.Errorf("--pbkdf %q: unsupported (use argon2id, argon2i or pbkdf2)", k.pbkdf)
+}
+
+// luksReadKey reads a key file as raw bytes; "-" is stdin.
+func luksReadKey(cmd *cobra.Command, flag, path string) ([]byte, error) {
+	if path == "" {
+		return nil, fmt.Errorf("--%s is required (keys are never taken from the command line)", flag)
+	}
+	var b []byte
+	var err error
+	if path == "-" {
+		b, err = io.ReadAll(cmd.InOrStdin())
+	} else {
+		b, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--%s: %w", flag, err)
+	}
+	if len(b) == 0 {
+		return nil, fmt.Errorf("--%s %s: empty key", flag, path)
+	}
+	return b, nil
+}
+
+// luksDevice is an image file or block device opened for LUKS work.
+type luksDevice struct {
+	*os.File
+	size int64
+}
+
+func luksOpen(path string, write bool) (*luksDevice, error) {
+	mode := os.O_RDONLY
+	if write {
+		mode = os.O_RDWR
+	}
+	f, err := os.OpenFile(path, mode, 0)
+	if err != nil {
+		return nil, err
+	}
+	size, err := f.Seek(0, io.SeekEnd) // works for block devices, unlike Stat
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: size: %w", path, err)
+	}
+	return &luksDevice{File: f, size: size}, nil
+}
+
+// luksReadHeader opens path and reads its header, printing any warning
+// (damaged or stale header copy) to stderr.
+func luksReadHeader(cmd *cobra.Command, path string, write bool) (*luksDevice, *luks2.Header, error) {
+	dev, err := luksOpen(path, write)
+	if err != nil {
+		return nil, nil, err
+	}
+	h, err := luks2.ReadHeader(dev)
+	if err != nil {
+		dev.Close()
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	for _, w := range h.Warnings {
+		fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s: %s\n", path, w)
+	}
+	return dev, h, nil
+}
+
+// luksNoKey turns ErrNoKeyslotOpens into exit code 2, as cryptsetup does.
+func luksNoKey(err error) error {
+	if errors.Is(err, luks2.ErrNoKeyslotOpens) {
+		return &exitError{code: 2, err: err}
+	}
+	return err
+}
+
+func newLuksFormatCmd() *cobra.Command {
+	var keyFile, vkFile, label, subsystem, uuid string
+	var keySize, sectorSize, slot int
+	var flags []string
+	var kf luksKDFFlags
+	cmd := &cobra.Command{
+		Use:   "format DEVICE --key-file FILE",
+		Short: "Write a new LUKS2 header with one key slot (refuses devices holding a signature)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			kdf, err := kf.kdf()
+			if err != nil {
+				return fmt.Errorf("format %s: %w", args[0], err)
+			}
+			pass, err := luksReadKey(cmd, "key-file", keyFile)
+			if err != nil {
+				return fmt.Errorf("format %s: %w", args[0], err)
+			}
+			defer clear(pass)
+			var vk []byte
+			if vkFile != "" {
+				if vk, err = luksReadKey(cmd, "volume-key-file", vkFile); err != nil {
+					return fmt.Errorf("format %s: %w", args[0], err)
+				}
+				defer clear(vk)
+			}
+			dev, err := luksOpen(args[0], true)
+			if err != nil {
+				return fmt.Errorf("format: %w", err)
+			}
+			defer dev.Close()
+			h, err := luks2.Format(dev, dev.size, pass, luks2.FormatOptions{
+				Slot: slot, KeySize: keySize, SectorSize: sectorSize, KDF: kdf,
+				Label: label, Subsystem: subsystem, UUID: uuid, VolumeKey: vk, Flags: flags,
+			})
+			if err != nil {
+				return fmt.Errorf("format %s: %w", args[0], err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "formatted %s: LUKS2 UUID %s, key slot %d\n", args[0], h.UUID, slot)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&keyFile, "key-file", "", "passphrase file for the first key slot (- = stdin)")
+	cmd.Flags().StringVar(&vkFile, "volume-key-file", "", "use this volume key instead of a random one")
+	cmd.Flags().IntVar(&keySize, "key-size", 512, "volume key size in bits (256 or 512)")
+	cmd.Flags().IntVar(&sectorSize, "sector-size", 4096, "encryption sector size (512 or 4096)")
+	cmd.Flags().IntVar(&slot, "key-slot", 0, "key slot for the passphrase (0..31)")
+	cmd.Flags().StringVar(&label, "label", "", "header label")
+	cmd.Flags().StringVar(&subsystem, "subsystem", "", "header subsystem")
+	cmd.Flags().StringVar(&uuid, "uuid", "", "volume UUID (random by default)")
+	cmd.Flags().StringSliceVar(&flags, "persistent-flags", nil, "persistent activation flags, e.g. allow-discards")
+	kf.register(cmd)
+	return cmd
+}
+
+func newLuksDumpCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "dump DEVICE",
+		Short: "Show the LUKS header (human readable, or the JSON metadata with --json)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dev, h, err := luksReadHeader(cmd, args[0], false)
+			if err != nil {
+				return fmt.Errorf("dump: %w", err)
+			}
+			defer dev.Close()
+			if asJSON {
+				return luksDumpJSON(cmd.OutOrStdout(), h)
+			}
+			luksDumpHuman(cmd.OutOrStdout(), h)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the JSON metadata (LUKS2) or a JSON view of the header (LUKS1)")
+	return cmd
+}
+
+func luksDumpJSON(w io.Writer, h *luks2.Header) error {
+	var out bytes.Buffer
+	if raw := h.RawJSON(); raw != nil {
+		if err := json.Indent(&out, raw, "", "  "); err != nil {
+			return err
+		}
+	} else {
+		b, err := json.MarshalIndent(h, "", "  ")
+		if err != nil {
+			return err
+		}
+		out.Write(b)
+	}
+	out.WriteByte('\n')
+	_, err := w.Write(out.Bytes())
+	return err
+}
+
+// luksHex prints bytes as cryptsetup does: 16 per line, each followed by a space.
+func luksHex(w io.Writer, indent string, b []byte) {
+	for i := 0; i < len(b); i += 16 {
+		if i > 0 {
+			fmt.Fprint(w, indent)
+		}
+		for _, c := range b[i:min(i+16, len(b))] {
+			fmt.Fprintf(w, "%02x ", c)
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+func luksSorted[T any](m map[int]T) []int {
+	ids := make([]int, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	sort.Ints(ids)
+	return ids
+}
+
+// luksDumpHuman prints the header in cryptsetup luksDump's layout.
+func luksDumpHuman(w io.Writer, h *luks2.Header) {
+	orNone := func(s, none string) string {
+		if s == "" {
+			return none
+		}
+		return s
+	}
+	fmt.Fprintf(w, "LUKS header information\nVersion:       \t%d\n", h.Version)
+	if h.Version == 2 {
+		fmt.Fprintf(w, "Epoch:         \t%d\nMetadata area: \t%d [bytes]\nKeyslots area: \t%d [bytes]\n", h.Seqid, h.MetadataSize, h.KeyslotsSize)
+	}
+	fmt.Fprintf(w, "UUID:          \t%s\nLabel:         \t%s\nSubsystem:     \t%s\nFlags:       \t%s\n",
+		h.UUID, orNone(h.Label, "(no label)"), orNone(h.Subsystem, "(no subsystem)"), orNone(strings.Join(h.Flags, " "), "(no flags)"))
+	if len(h.Requirements) > 0 {
+		fmt.Fprintf(w, "Requirements:\t%s\n", strings.Join(h.Requirements, " "))
+	}
+	if h.FromSecondary {
+		fmt.Fprintf(w, "Header copy:   \tsecondary (primary damaged or stale)\n")
+	}
+	fmt.Fprintf(w, "\nData segments:\n")
+	for _, id := range luksSorted(h.Segments) {
+		s := h.Segments[id]
+		fmt.Fprintf(w, "  %d: %s\n\toffset: %d [bytes]\n", id, s.Type, s.Offset)
+		if s.Dynamic {
+			fmt.Fprintf(w, "\tlength: (whole device)\n")
+		} else {
+			fmt.Fprintf(w, "\tlength: %d [bytes]\n", s.Size)
+		}
+		fmt.Fprintf(w, "\tcipher: %s\n\tsector: %d [bytes]\n", s.Encryption, s.SectorSize)
+	}
+	fmt.Fprintf(w, "\nKeyslots:\n")
+	for _, id := range luksSorted(h.Keyslots) {
+		k := h.Keyslots[id]
+		fmt.Fprintf(w, "  %d: %s\n\tKey:        %d bits\n\tPriority:   %s\n\tCipher:     %s\n\tCipher key: %d bits\n\tPBKDF:      %s\n",
+			id, k.Type, k.KeySize*8, k.Priority, k.Area.Encryption, k.Area.KeySize*8, k.KDF.Type)
+		if k.KDF.Type == "pbkdf2" {
+			fmt.Fprintf(w, "\tHash:       %s\n\tIterations: %d\n", k.KDF.Hash, k.KDF.Iterations)
+		} else {
+			fmt.Fprintf(w, "\tTime cost:  %d\n\tMemory:     %d\n\tThreads:    %d\n", k.KDF.Time, k.KDF.Memory, k.KDF.Parallel)
+		}
+		fmt.Fprintf(w, "\tSalt:       ")
+		luksHex(w, "\t            ", k.KDF.Salt)
+		fmt.Fprintf(w, "\tAF stripes: %d\n\tAF hash:    %s\n\tArea offset:%d [bytes]\n\tArea length:%d [bytes]\n",
+			k.AFStripes, k.AFHash, k.Area.Offset, k.Area.Size)
+		for _, did := range luksSorted(h.Digests) {
+			for _, s := range h.Digests[did].Keyslots {
+				if s == id {
+					fmt.Fprintf(w, "\tDigest ID:  %d\n", did)
+				}
+			}
+		}
+	}
+	fmt.Fprintf(w, "Tokens:\n")
+	for _, id := range luksSorted(h.Tokens) {
+		t := h.Tokens[id]
+		fmt.Fprintf(w, "  %d: %s\n", id, t.Type)
+		for _, s := range t.Keyslots {
+			fmt.Fprintf(w, "\tKeyslot:    %d\n", s)
+		}
+	}
+	fmt.Fprintf(w, "Digests:\n")
+	for _, id := range luksSorted(h.Digests) {
+		d := h.Digests[id]
+		fmt.Fprintf(w, "  %d: %s\n\tHash:       %s\n\tIterations: %d\n\tSalt:       ", id, d.Type, d.Hash, d.Iterations)
+		luksHex(w, "\t            ", d.Salt)
+		fmt.Fprintf(w, "\tDigest:     ")
+		luksHex(w, "\t            ", d.Digest)
+	}
+}
+
+func newLuksAddKeyCmd() *cobra.Command {
+	var keyFile, newKeyFile, vkFile string
+	var slot int
+	var kf luksKDFFlags
+	cmd := &cobra.Command{
+		Use:   "add-key DEVICE (--key-file FILE | --volume-key-file FILE) --new-key-file FILE",
+		Short: "Add a key slot, authorised by an existing passphrase or by the volume key",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			fail := func(err error) error { return luksNoKey(fmt.Errorf("add-key %s: %w", args[0], err)) }
+			kdf, err := kf.kdf()
+			if err != nil {
+				return fail(err)
+			}
+			if (keyFile == "") == (vkFile == "") {
+				return fail(errors.New("give exactly one of --key-file (an existing passphrase) or --volume-key-file"))
+			}
+			if keyFile == "-" && newKeyFile == "-" {
+				return fail(errors.New("--key-file and --new-key-file cannot both be stdin"))
+			}
+			newPass, err := luksReadKey(cmd, "new-key-file", newKeyFile)
+			if err != nil {
+				return fail(err)
+			}
+			defer clear(newPass)
+			dev, h, err := luksReadHeader(cmd, args[0], true)
+			if err != nil {
+				return fail(err)
+			}
+			defer dev.Close()
+			var vk []byte
+			if vkFile != "" {
+				if vk, err = luksReadKey(cmd, "volume-key-file", vkFile); err != nil {
+					return fail(err)
+				}
+			} else {
+				pass, err := luksReadKey(cmd, "key-file", keyFile)
+				if err != nil {
+					return fail(err)
+				}
+				vk, _, err = h.Unlock(dev, pass, luks2.AnySlot)
+				clear(pass)
+				if err != nil {
+					return fail(err)
+				}
+			}
+			defer clear(vk)
+			used, err := luks2.AddKeyslot(dev, vk, newPass, slot, kdf)
+			if err != nil {
+				return fail(err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "added key slot %d to %s\n", used, args[0])
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&keyFile, "key-file", "", "an existing passphrase (- = stdin)")
+	cmd.Flags().StringVar(&vkFile, "volume-key-file", "", "authorise with the raw volume key instead")
+	cmd.Flags().StringVar(&newKeyFile, "new-key-file", "", "the passphrase to add (- = stdin)")
+	cmd.Flags().IntVar(&slot, "key-slot", luks2.AnySlot, "key slot to use (default: first free)")
+	kf.register(cmd)
+	return cmd
+}
+
+func newLuksRemoveKeyCmd() *cobra.Command {
+	var slot int
+	var keyFile string
+	cmd := &cobra.Command{
+		Use:   "remove-key DEVICE --slot N [--key-file FILE]",
+		Short: "Remove a key slot and wipe its key material (never the last one)",
+		Long: `Remove a key slot and wipe its key material. The last key slot of a volume is
+never removed. With --key-file, the key must open a slot other than the one
+being removed, proving you keep a way in.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			fail := func(err error) error { return luksNoKey(fmt.Errorf("remove-key %s slot %d: %w", args[0], slot, err)) }
+			if !cmd.Flags().Changed("slot") {
+				return fail(errors.New("--slot is required"))
+			}
+			dev, h, err := luksReadHeader(cmd, args[0], true)
+			if err != nil {
+				return fail(err)
+			}
+			defer dev.Close()
+			if keyFile != "" {
+				pass, err := luksReadKey(cmd, "key-file", keyFile)
+				if err != nil {
+					return fail(err)
+				}
+				kept := false
+				for _, id := range luksSorted(h.Keyslots) {
+					if id == slot {
+						continue
+					}
+					if vk, _, err := h.Unlock(dev, pass, id); err == nil {
+						clear(vk)
+						kept = true
+						break
+					}
+				}
+				clear(pass)
+				if !kept {
+					return fail(fmt.Errorf("--key-file opens no other key slot: %w", luks2.ErrNoKeyslotOpens))
+				}
+			}
+			if err := luks2.KillKeyslot(dev, slot); err != nil {
+				return fail(err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed key slot %d from %s\n", slot, args[0])
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&slot, "slot", -1, "key slot to remove (0..31)")
+	cmd.Flags().StringVar(&keyFile, "key-file", "", "optional: a passphrase that must open another slot")
+	return cmd
+}
+
+func newLuksTestKeyCmd() *cobra.Command {
+	var keyFile string
+	var slot int
+	cmd := &cobra.Command{
+		Use:   "test-key DEVICE --key-file FILE [--slot N]",
+		Short: "Exit 0 only if the key opens a key slot (exit 2 if none does)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			fail := func(err error) error { return luksNoKey(fmt.Errorf("test-key %s: %w", args[0], err)) }
+			pass, err := luksReadKey(cmd, "key-file", keyFile)
+			if err != nil {
+				return fail(err)
+			}
+			defer clear(pass)
+			dev, h, err := luksReadHeader(cmd, args[0], false)
+			if err != nil {
+				return fail(err)
+			}
+			defer dev.Close()
+			vk, used, err := h.Unlock(dev, pass, slot)
+			if err != nil {
+				return fail(err)
+			}
+			clear(vk)
+			fmt.Fprintf(cmd.OutOrStdout(), "key slot %d unlocked\n", used)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&keyFile, "key-file", "", "the passphrase to test (- = stdin)")
+	cmd.Flags().IntVar(&slot, "slot", luks2.AnySlot, "only try this key slot")
+	return cmd
+}
+
+func newLuksTokenCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "token", Short: "Import, export or remove LUKS2 tokens"}
+	var id int
+	var jsonFile string
+	var replace bool
+	idFlag := func(c *cobra.Command, def int, usage string) {
+		c.Flags().IntVar(&id, "token-id", def, usage)
+	}
+	imp := &cobra.Command{
+		Use:   "import DEVICE [--token-id N] [--json-file FILE] [--replace]",
+		Short: "Store a token (JSON from --json-file or stdin)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var b []byte
+			var err error
+			if jsonFile == "" || jsonFile == "-" {
+				b, err = io.ReadAll(cmd.InOrStdin())
+			} else {
+				b, err = os.ReadFile(jsonFile)
+			}
+			if err != nil {
+				return fmt.Errorf("token import: %w", err)
+			}
+			dev, _, err := luksReadHeader(cmd, args[0], true)
+			if err != nil {
+				return fmt.Errorf("token import: %w", err)
+			}
+			defer dev.Close()
+			used, err := luks2.ImportToken(dev, id, bytes.TrimSpace(b), replace)
+			if err != nil {
+				return fmt.Errorf("token import %s: %w", args[0], err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "token %d imported into %s\n", used, args[0])
+			return nil
+		},
+	}
+	idFlag(imp, luks2.AnyToken, "token id (default: first free)")
+	imp.Flags().StringVar(&jsonFile, "json-file", "", "token JSON file (default: stdin)")
+	imp.Flags().BoolVar(&replace, "replace", false, "replace a token already stored under --token-id")
+
+	exp := &cobra.Command{
+		Use:   "export DEVICE --token-id N",
+		Short: "Print a token's JSON",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("token-id") {
+				return errors.New("token export: --token-id is required")
+			}
+			dev, h, err := luksReadHeader(cmd, args[0], false)
+			if err != nil {
+				return fmt.Errorf("token export: %w", err)
+			}
+			defer dev.Close()
+			t, ok := h.Tokens[id]
+			if !ok {
+				return fmt.Errorf("token export %s token %d: %w", args[0], id, luks2.ErrTokenNotFound)
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s\n", t.Raw)
+			return err
+		},
+	}
+	idFlag(exp, -1, "token id")
+
+	rm := &cobra.Command{
+		Use:   "remove DEVICE --token-id N",
+		Short: "Remove a token",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("token-id") {
+				return errors.New("token remove: --token-id is required")
+			}
+			dev, _, err := luksReadHeader(cmd, args[0], true)
+			if err != nil {
+				return fmt.Errorf("token remove: %w", err)
+			}
+			defer dev.Close()
+			if err := luks2.RemoveToken(dev, id); err != nil {
+				return fmt.Errorf("token remove %s: %w", args[0], err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "token %d removed from %s\n", id, args[0])
+			return nil
+		},
+	}
+	idFlag(rm, -1, "token id")
+	cmd.AddCommand(imp, exp, rm)
+	return cmd
+}
+
+func newLuksFlagsCmd() *cobra.Command {
+	var set []string
+	var clearAll bool
+	cmd := &cobra.Command{
+		Use:   "flags DEVICE (--set allow-discards,... | --clear)",
+		Short: "Set or clear persistent activation flags (allow-discards, same-cpu-crypt, ...)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if clearAll == (len(set) > 0) {
+				return errors.New("flags: give exactly one of --set or --clear")
+			}
+			dev, _, err := luksReadHeader(cmd, args[0], true)
+			if err != nil {
+				return fmt.Errorf("flags: %w", err)
+			}
+			defer dev.Close()
+			if err := luks2.SetFlags(dev, set); err != nil {
+				return fmt.Errorf("flags %s: %w", args[0], err)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringSliceVar(&set, "set", nil, "flags to store (replaces the current set)")
+	cmd.Flags().BoolVar(&clearAll, "clear", false, "remove every persistent flag")
+	return cmd
 }

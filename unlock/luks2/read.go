@@ -232,3 +232,11 @@ func (h *Header) segmentDigest(seg int) (Digest, bool) {
 	}
 	return Digest{}, false
 }
+
+// RawJSON returns the LUKS2 JSON metadata text as read (nil for LUKS1).
+func (h *Header) RawJSON() []byte {
+	if h.metaRaw == nil {
+		return nil
+	}
+	return append([]byte(nil), h.metaRaw...)
+}
