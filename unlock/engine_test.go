@@ -187,7 +187,10 @@ func TestNonEmptyNeverFormatted(t *testing.T) {
 		name, want string
 		prep       func(t *testing.T, f *os.File)
 	}{
-		{"ext4", "ext4", func(t *testing.T, f *os.File) { needTool(t, "mkfs.ext4"); run(t, nil, "mkfs.ext4", "-q", "-F", f.Name()) }},
+		{"ext4", "ext4", func(t *testing.T, f *os.File) {
+			needTool(t, "mkfs.ext4")
+			run(t, nil, "mkfs.ext4", "-q", "-F", f.Name())
+		}},
 		{"stray LUKS2 secondary magic", "nothing was written", func(t *testing.T, f *os.File) { f.WriteAt([]byte("SKUL\xba\xbe"), 32<<10) }},
 		{"stray byte", "non-zero data at offset 4097", func(t *testing.T, f *os.File) { f.WriteAt([]byte{1}, 4097) }},
 		{"end of device", "non-zero data", func(t *testing.T, f *os.File) { f.WriteAt([]byte{1}, imageSize-10) }},
