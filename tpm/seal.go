@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
@@ -32,6 +33,9 @@ const maxSecret = 128
 // Sealer seals and unseals secrets with one TPM, compatible with Talos's
 // talos-tpm2 tokens. It implements unlock/keys' TPM interface.
 type Sealer struct {
+	// mu runs one seal or unseal at a time: each is a sequence of commands
+	// holding transient objects, and a TPM has few object slots.
+	mu sync.Mutex
 	// TPM is the connection: the device (Open), the simulator or swtpm.
 	TPM transport.TPM
 	// Policy supplies the PCR signing key and signatures; StubSource() in
@@ -49,6 +53,8 @@ func NewSealer(t transport.TPM, src PolicySource) *Sealer {
 // values, computed offline; pcrs defaults to DefaultPCRs(). Bind LatchPCR
 // (15) too to make the secret unsealable only until LatchVolumeKey runs.
 func (s *Sealer) Seal(ctx context.Context, secret []byte, pcrs []int) (*Sealed, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if len(secret) == 0 || len(secret) > maxSecret {
 		return nil, fmt.Errorf("seal: secret is %d bytes, want 1-%d", len(secret), maxSecret)
 	}
@@ -142,6 +148,8 @@ func createSealedObject(t transport.TPM, parent *primaryKey, secret, policy []by
 // leave-initrd), and ErrPCRMismatch when a hash-bound PCR changed (PCR 7:
 // Secure Boot state; PCR 15: already latched).
 func (s *Sealer) Unseal(ctx context.Context, sealed *Sealed) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if sealed == nil {
 		return nil, fmt.Errorf("unseal: no sealed data")
 	}

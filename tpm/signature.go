@@ -77,11 +77,13 @@ func SignPolicy(key *rsa.PrivateKey, pcrs []int, values [][]byte) (PCRSignature,
 }
 
 // ParsePublicKeyPEM parses a PCR signing public key: PEM "PUBLIC KEY" (what
-// .pcrpkey holds), "RSA PUBLIC KEY" or a certificate. Only RSA is supported.
+// .pcrpkey holds), "RSA PUBLIC KEY", a certificate, or bare DER
+// SubjectPublicKeyInfo. Only RSA is supported.
 func ParsePublicKeyPEM(data []byte) (*rsa.PublicKey, error) {
 	block, _ := pem.Decode(data)
 	if block == nil {
-		return nil, errors.New("PCR public key: no PEM block")
+		// Be lenient with a bare DER SubjectPublicKeyInfo.
+		block = &pem.Block{Type: "PUBLIC KEY", Bytes: data}
 	}
 	var key any
 	var err error

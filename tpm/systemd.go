@@ -56,6 +56,8 @@ const systemdPersistentSRK tpm2.TPMHandle = 0x81000001
 // The PCR signing key comes from the token (tpm2_pubkey), the signatures from
 // s.Policy (systemd-stub's /.extra file). Zero the result after use.
 func (s *Sealer) UnsealSystemd(ctx context.Context, tok *SystemdToken) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	secret, err := s.unsealSystemd(ctx, tok)
 	if err != nil {
 		return nil, fmt.Errorf("unseal systemd-tpm2 token (keyslots %v): %w", tok.Keyslots, err)

@@ -30,7 +30,7 @@ func OpenDevice(paths ...string) (transport.TPMCloser, error) {
 	for _, p := range paths {
 		t, err := linuxtpm.Open(p)
 		if err == nil {
-			return t, nil
+			return Serialize(t), nil
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", p, err))
 		if !errors.Is(err, fs.ErrNotExist) {
@@ -86,3 +86,22 @@ func (s *streamTPM) Send(cmd []byte) ([]byte, error) {
 
 // Close closes the underlying stream.
 func (s *streamTPM) Close() error { return s.rw.Close() }
+
+// lockedTPM makes Send atomic: the kernel accepts one outstanding command
+// per open file, and boot may measure while unlock unseals.
+type lockedTPM struct {
+	mu sync.Mutex
+	t  transport.TPMCloser
+}
+
+// Serialize returns t with Send calls serialized, so that goroutines sharing
+// one TPM connection never interleave a command and its response.
+func Serialize(t transport.TPMCloser) transport.TPMCloser { return &lockedTPM{t: t} }
+
+func (l *lockedTPM) Send(cmd []byte) ([]byte, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.t.Send(cmd)
+}
+
+func (l *lockedTPM) Close() error { return l.t.Close() }
