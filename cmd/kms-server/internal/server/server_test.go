@@ -40,7 +40,7 @@ var secret = []byte("K3y-material-that-must-never-leak-0123456789")
 // pki is a lab PKI in a temp dir with client certs for nodeA and nodeB.
 type pki struct{ dir string }
 
-func newPKI(t *testing.T) pki {
+func newPKI(t testing.TB) pki {
 	t.Helper()
 	dir := t.TempDir()
 	if err := tlsgen.Generate(dir, tlsgen.Options{SANs: []string{"localhost", "127.0.0.1"}, Clients: []string{nodeA, nodeB}}); err != nil {
@@ -51,7 +51,7 @@ func newPKI(t *testing.T) pki {
 
 func (p pki) path(name string) string { return filepath.Join(p.dir, name) }
 
-func (p pki) client(t *testing.T, identity string, opts kms.Options) *kms.Client {
+func (p pki) client(t testing.TB, identity string, opts kms.Options) *kms.Client {
 	t.Helper()
 	cas, err := kms.LoadCAs(p.path(tlsgen.CACert))
 	if err != nil {
@@ -76,7 +76,7 @@ func (p pki) client(t *testing.T, identity string, opts kms.Options) *kms.Client
 
 // serve starts a Server on a loopback port; tlsMode is "", "tls", "mtls"
 // (client certs verified if given) or "mtls-required".
-func serve(t *testing.T, cfg Config, p pki, tlsMode string) (*Server, string) {
+func serve(t testing.TB, cfg Config, p pki, tlsMode string) (*Server, string) {
 	t.Helper()
 	if cfg.Keyring == nil && cfg.KeyringPath == "" {
 		r, err := keyring.Generate()
