@@ -224,10 +224,25 @@ type unsealRequest struct {
 	pcrs       []int // hash-bound PCRs
 }
 
+// pcrChangedRetries bounds how often an unseal is restarted because some
+// PCR was extended during its policy session (TPM_RC_PCR_CHANGED: the TPM
+// rejects a session that saw the PCR update counter move, whichever PCR).
+const pcrChangedRetries = 5
+
 // unsealObject loads the object, satisfies its policy in a salted policy
 // session — [PolicyPCR(pubKeyPCRs), VerifySignature, PolicyAuthorize] then
-// PolicyPCR(pcrs) — and unseals it with response encryption.
+// PolicyPCR(pcrs) — and unseals it with response encryption. A concurrent
+// extend of any PCR (boot measuring meanwhile) restarts the sequence.
 func unsealObject(ctx context.Context, t transport.TPM, r unsealRequest) ([]byte, error) {
+	for attempt := 1; ; attempt++ {
+		secret, err := unsealOnce(ctx, t, r)
+		if err == nil || !errors.Is(err, tpm2.TPMRCPCRChanged) || attempt == pcrChangedRetries {
+			return secret, err
+		}
+	}
+}
+
+func unsealOnce(ctx context.Context, t transport.TPM, r unsealRequest) ([]byte, error) {
 	pcrs, err := normalizePCRs(r.pcrs)
 	if err != nil {
 		return nil, err
