@@ -101,7 +101,7 @@ func Probe(r io.ReaderAt, size int64) (*Result, error) {
 		return nil, fmt.Errorf("probe: read end: %w", err)
 	}
 	res := &Result{NonZeroAt: -1}
-	d := &disk{head: head, tail: tail, tailOff: size - tailLen, size: size}
+	d := &disk{r: r, head: head, tail: tail, tailOff: size - tailLen, size: size}
 	for _, m := range matchers {
 		res.Signatures = append(res.Signatures, m(d)...)
 	}
@@ -113,12 +113,17 @@ func Probe(r io.ReaderAt, size int64) (*Result, error) {
 	return res, nil
 }
 
-// headSize covers every start signature (LUKS2 secondary headers go up to
-// 4 MiB + 4 KiB); tailSize covers the end ones and the zero check.
+// headSize and tailSize are what Probe reads in one go: the zero-checked
+// regions, which hold every signature but the LUKS2 secondary headers at
+// 1, 2 and 4 MiB (read on their own, a few bytes each).
 const (
-	headSize = 4<<20 + 4096
+	headSize = ZeroCheckSize
 	tailSize = ZeroCheckSize
 )
+
+// wipeHeadSize is what Wipe zeroes at the start: up to and including the
+// last LUKS2 secondary header offset (4 MiB) and its 4 KiB binary header.
+const wipeHeadSize = 4<<20 + 4096
 
 func readFull(r io.ReaderAt, buf []byte, off int64) error {
 	n, err := r.ReadAt(buf, off)
@@ -149,6 +154,7 @@ func firstNonZero(b []byte) int {
 
 // disk gives matchers the bytes they look at.
 type disk struct {
+	r       io.ReaderAt // for the few spots outside head and tail
 	head    []byte
 	tail    []byte
 	tailOff int64
@@ -162,6 +168,12 @@ func (d *disk) at(off int64, n int) []byte {
 	}
 	if off >= d.tailOff && off+int64(n) <= d.tailOff+int64(len(d.tail)) {
 		return d.tail[off-d.tailOff : off-d.tailOff+int64(n)]
+	}
+	if d.r != nil && off >= 0 && off+int64(n) <= d.size {
+		b := make([]byte, n)
+		if readFull(d.r, b, off) == nil {
+			return b
+		}
 	}
 	return nil
 }

@@ -22,7 +22,7 @@ func Wipe(w io.WriterAt, size int64) error {
 		}
 		return nil
 	}
-	if err := wipe(0, min(size, headSize)); err != nil {
+	if err := wipe(0, min(size, wipeHeadSize)); err != nil {
 		return err
 	}
 	if err := wipe(max(0, size-tailSize), min(size, tailSize)); err != nil {
