@@ -67,3 +67,32 @@ func TestVMSecureBootRefusesUnsigned(t *testing.T) {
 	t.Logf("firmware refused it: %s", line)
 	vm.Kill()
 }
+
+// TestVMSmokeRealRoot proves everything around cryptinit without it: the smoke
+// /init formats STATE with the initramfs's mkfs.xfs (100 MiB, below xfsprogs'
+// usual minimum) and EPHEMERAL with its mkfs.ext4, mounts them in the real
+// root from root=PARTLABEL=ROOT and switch_roots; the root's markers must then
+// survive into a second boot.
+func TestVMSmokeRealRoot(t *testing.T) {
+	a := Require(t)
+	t.Parallel()
+	n := NewNode(t, a, "smoke-root", TalosLayout())
+	for boot := 0; boot < 2; boot++ {
+		vm := n.BootSmoke(BootOptions{Cmdline: "smoke.switchroot"})
+		r := vm.RootReport()
+		if boot == 0 && !strings.Contains(vm.Console.Text(), "mkfs.xfs STATE ok") {
+			t.Error("mkfs.xfs did not format STATE")
+		}
+		if m := r.Mounts["/system/state"]; m.FSType != "xfs" {
+			t.Errorf("/system/state: %+v, want xfs", m)
+		}
+		if m := r.Mounts["/var"]; m.FSType != "ext4" {
+			t.Errorf("/var: %+v, want ext4", m)
+		}
+		mustMarker(t, r, "/system/state", boot)
+		mustMarker(t, r, "/var", boot)
+		if len(r.Timeline) != 1 || r.Timeline[0].Name != "smoke" {
+			t.Errorf("timeline from /run/cryptinit/timeline.json: %+v", r.Timeline)
+		}
+	}
+}
