@@ -77,7 +77,7 @@ func Format(dev Device, deviceSize int64, passphrase []byte, opts FormatOptions)
 			Flags:        append([]string(nil), opts.Flags...),
 		},
 	}
-	ks, material, err := sealKeyslot(m, vk, passphrase, opts.KDF)
+	ks, material, err := sealKeyslot(m, defaultMetadataSize, vk, passphrase, opts.KDF)
 	if err != nil {
 		return nil, fmt.Errorf("format LUKS2 keyslot %d: %w", opts.Slot, err)
 	}
@@ -95,6 +95,10 @@ func Format(dev Device, deviceSize int64, passphrase []byte, opts FormatOptions)
 		Digest:     base64.StdEncoding.EncodeToString(digest),
 	}}
 
+	u, err := prepare(defaultMetadataSize, 1, opts.UUID, opts.Label, opts.Subsystem, m)
+	if err != nil {
+		return nil, fmt.Errorf("format LUKS2: %w", err)
+	}
 	if err := wipeArea(dev, keyslotsAreaStart, m.Config.KeyslotsSize); err != nil {
 		return nil, fmt.Errorf("format LUKS2: %w", err)
 	}
@@ -104,7 +108,7 @@ func Format(dev Device, deviceSize int64, passphrase []byte, opts FormatOptions)
 	if err := dev.Sync(); err != nil {
 		return nil, fmt.Errorf("format LUKS2: sync key material: %w", err)
 	}
-	if err := commit(dev, defaultMetadataSize, 1, opts.UUID, opts.Label, opts.Subsystem, m); err != nil {
+	if err := u.write(dev); err != nil {
 		return nil, fmt.Errorf("format LUKS2: %w", err)
 	}
 	h, err := ReadHeader(dev)

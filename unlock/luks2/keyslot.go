@@ -11,13 +11,13 @@ import (
 
 // Layout constants of cryptsetup 2.6's default LUKS2 header.
 const (
-	defaultMetadataSize = 0x4000            // one metadata copy
-	keyslotsAreaStart   = 2 * 0x4000        // after both copies
-	defaultDataOffset   = 16 << 20          // data segment offset
-	afStripes           = 4000              // LUKS_STRIPES
-	kdfSaltSize         = 32                // LUKS_SALTSIZE
-	areaAlign           = 4096              // keyslot area alignment
-	defaultAreaCipher   = "aes-xts-plain64" // the only keyslot cipher we write
+	defaultMetadataSize = 0x4000                  // one metadata copy
+	keyslotsAreaStart   = 2 * defaultMetadataSize // after both copies
+	defaultDataOffset   = 16 << 20                // data segment offset
+	afStripes           = 4000                    // LUKS_STRIPES
+	kdfSaltSize         = 32                      // LUKS_SALTSIZE
+	areaAlign           = 4096                    // keyslot area alignment
+	defaultAreaCipher   = "aes-xts-plain64"       // the only keyslot cipher we write
 )
 
 // DefaultKDF is the KDF Format and AddKeyslot use when given a zero KDF:
@@ -67,23 +67,25 @@ func areaLength(keyLen int) uint64 {
 	return (n + areaAlign - 1) / areaAlign * areaAlign
 }
 
-// findAreaGap returns the lowest offset in the keyslots area where length
-// bytes fit between existing areas (cryptsetup's LUKS2_find_area_gap).
-func findAreaGap(m *metadata, length uint64) (uint64, error) {
+// findAreaGap returns the lowest offset in the keyslots area (which starts
+// after both metadata copies, 2*hdrSize) where length bytes fit between
+// existing areas (cryptsetup's LUKS2_find_area_gap).
+func findAreaGap(m *metadata, hdrSize, length uint64) (uint64, error) {
 	type iv struct{ off, end uint64 }
 	var used []iv
 	for _, ks := range m.Keyslots {
 		used = append(used, iv{ks.Area.Offset, ks.Area.Offset + ks.Area.Size})
 	}
 	sort.Slice(used, func(i, j int) bool { return used[i].off < used[j].off })
-	off := uint64(keyslotsAreaStart)
+	start := 2 * hdrSize
+	off := start
 	for _, u := range used {
 		if u.off >= off && u.off-off >= length {
 			break
 		}
 		off = max(off, u.end)
 	}
-	if off+length > keyslotsAreaStart+m.Config.KeyslotsSize {
+	if off+length > start+m.Config.KeyslotsSize {
 		return 0, ErrNoSpace
 	}
 	return off, nil
@@ -91,7 +93,7 @@ func findAreaGap(m *metadata, length uint64) (uint64, error) {
 
 // sealKeyslot builds keyslot JSON for volumeKey under passphrase at a free
 // area and returns it with the encrypted material to write there.
-func sealKeyslot(m *metadata, volumeKey, passphrase []byte, k KDF) (*jsonKeyslot, []byte, error) {
+func sealKeyslot(m *metadata, hdrSize uint64, volumeKey, passphrase []byte, k KDF) (*jsonKeyslot, []byte, error) {
 	k, err := checkKDF(k)
 	if err != nil {
 		return nil, nil, err
@@ -102,7 +104,7 @@ func sealKeyslot(m *metadata, volumeKey, passphrase []byte, k KDF) (*jsonKeyslot
 		areaKeyLen = 64
 	}
 	length := areaLength(keyLen)
-	off, err := findAreaGap(m, length)
+	off, err := findAreaGap(m, hdrSize, length)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -175,7 +177,7 @@ func AddKeyslot(dev Device, volumeKey, passphrase []byte, slot int, kdf KDF) (in
 	}
 	seg, _ := h.dataSegment()
 	d, _ := h.segmentDigest(seg.ID)
-	ks, material, err := sealKeyslot(m, volumeKey, passphrase, kdf)
+	ks, material, err := sealKeyslot(m, h.MetadataSize, volumeKey, passphrase, kdf)
 	if err != nil {
 		return -1, fmt.Errorf("add keyslot %d to %s: %w", slot, h.UUID, err)
 	}
@@ -183,6 +185,10 @@ func AddKeyslot(dev Device, volumeKey, passphrase []byte, slot int, kdf KDF) (in
 	m.Keyslots[id] = ks
 	jd := m.Digests[strconv.Itoa(d.ID)]
 	jd.Keyslots = sortIDs(append(jd.Keyslots, id))
+	u, err := prepareNext(h, m)
+	if err != nil {
+		return -1, fmt.Errorf("add keyslot %d to %s: %w", slot, h.UUID, err)
+	}
 
 	if _, err := dev.WriteAt(material, int64(ks.Area.Offset)); err != nil {
 		return -1, fmt.Errorf("add keyslot %d to %s: write key material: %w", slot, h.UUID, err)
@@ -190,7 +196,7 @@ func AddKeyslot(dev Device, volumeKey, passphrase []byte, slot int, kdf KDF) (in
 	if err := dev.Sync(); err != nil {
 		return -1, fmt.Errorf("add keyslot %d to %s: sync key material: %w", slot, h.UUID, err)
 	}
-	if err := commitNext(dev, h, m); err != nil {
+	if err := u.write(dev); err != nil {
 		return -1, fmt.Errorf("add keyslot %d to %s: %w", slot, h.UUID, err)
 	}
 	return slot, nil

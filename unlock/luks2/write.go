@@ -27,33 +27,55 @@ func loadForWrite(dev Device) (*Header, *metadata, error) {
 	return h, h.meta.clone(), nil
 }
 
-// commit writes m as the next metadata generation (seqid+1) to both copies,
-// secondary first, then primary (see the package doc). Until the secondary
-// is on disk the old metadata is the only valid one; afterwards the new one
-// has the higher seqid and wins even if the primary write never happens.
-func commit(dev Device, hdrSize, seqid uint64, uuid, label, subsystem string, m *metadata) error {
+// update is a fully encoded next metadata generation, ready to write. It is
+// built before anything is written, so that metadata that does not fit or
+// does not validate is refused with the device untouched.
+type update struct {
+	hdrSize   uint64
+	secondary []byte
+	primary   []byte
+}
+
+// prepare encodes m as metadata generation seqid for both copies.
+func prepare(hdrSize, seqid uint64, uuid, label, subsystem string, m *metadata) (*update, error) {
 	if err := m.validate(); err != nil {
-		return fmt.Errorf("refusing to write invalid metadata: %w", err)
+		return nil, fmt.Errorf("refusing to write invalid metadata: %w", err)
 	}
 	text, err := m.encode()
 	if err != nil {
-		return err
+		return nil, err
 	}
+	u := &update{hdrSize: hdrSize}
 	for _, c := range []struct {
-		name string
-		off  int64
-	}{{"secondary", int64(hdrSize)}, {"primary", 0}} {
+		dst *[]byte
+		off int64
+	}{{&u.secondary, int64(hdrSize)}, {&u.primary, 0}} {
 		salt := make([]byte, lenSalt)
 		if _, err := rand.Read(salt); err != nil {
-			return err
+			return nil, err
 		}
-		b, err := encodeCopy(c.off, hdrSize, seqid, label, uuid, subsystem, text, salt)
-		if err != nil {
-			return err
+		if *c.dst, err = encodeCopy(c.off, hdrSize, seqid, label, uuid, subsystem, text, salt); err != nil {
+			return nil, err
 		}
-		if err := writeCopy(dev, b, c.off); err != nil {
-			return fmt.Errorf("write %s LUKS2 header: %w", c.name, err)
-		}
+	}
+	return u, nil
+}
+
+// prepareNext encodes m as the generation after h.
+func prepareNext(h *Header, m *metadata) (*update, error) {
+	return prepare(h.MetadataSize, h.Seqid+1, h.UUID, h.Label, h.Subsystem, m)
+}
+
+// write puts the update on dev: secondary copy first, then primary (see the
+// package doc). Until the secondary is on disk the old metadata is the only
+// valid one; afterwards the new one has the higher seqid and wins even if
+// the primary write never happens.
+func (u *update) write(dev Device) error {
+	if err := writeCopy(dev, u.secondary, int64(u.hdrSize)); err != nil {
+		return fmt.Errorf("write secondary LUKS2 header: %w", err)
+	}
+	if err := writeCopy(dev, u.primary, 0); err != nil {
+		return fmt.Errorf("write primary LUKS2 header: %w", err)
 	}
 	return nil
 }
@@ -78,7 +100,11 @@ func writeCopy(dev Device, b []byte, off int64) error {
 
 // commitNext writes m as the generation after h.
 func commitNext(dev Device, h *Header, m *metadata) error {
-	return commit(dev, h.MetadataSize, h.Seqid+1, h.UUID, h.Label, h.Subsystem, m)
+	u, err := prepareNext(h, m)
+	if err != nil {
+		return err
+	}
+	return u.write(dev)
 }
 
 // wipeArea overwrites a keyslot area with random bytes and syncs.

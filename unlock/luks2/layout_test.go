@@ -1,0 +1,141 @@
+package luks2
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+)
+
+// Keyslot areas go where cryptsetup would put them: also in gaps left by
+// killed slots, and after larger metadata copies.
+func TestAreaPlacementMatchesCryptsetup(t *testing.T) {
+	needCryptsetup(t)
+	for _, c := range []struct {
+		name   string
+		format []string
+	}{
+		{"default", nil},
+		{"metadata-64k", []string{"--luks2-metadata-size", "65536", "--luks2-keyslots-size", "4194304"}},
+		{"key-256", []string{"--key-size", "256"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			img := newImage(t, imageSize)
+			p := []byte("p")
+			csFormat(t, img, p, c.format...)
+			for _, slot := range []string{"1", "2"} {
+				mustCryptsetup(t, nil, "luksAddKey", "-q", "--key-file", keyFile(t, p), "--key-slot", slot, "--pbkdf", "pbkdf2",
+					"--pbkdf-force-iterations", "1000", img, keyFile(t, p))
+			}
+			mustCryptsetup(t, nil, "luksKillSlot", "-q", img, "1")
+			ref := newImage(t, imageSize)
+			copyFile(t, img, ref)
+			mustCryptsetup(t, nil, "luksAddKey", "-q", "--key-file", keyFile(t, p), "--key-slot", "5", "--pbkdf", "pbkdf2",
+				"--pbkdf-force-iterations", "1000", ref, keyFile(t, []byte("new")))
+			f := openRW(t, img)
+			h, _ := ReadHeader(f)
+			vk, _, err := h.Unlock(f, p, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := AddKeyslot(f, vk, []byte("new"), 5, kdfPBKDF2); err != nil {
+				t.Fatal(err)
+			}
+			ours, theirs := readHeaderFile(t, img).Keyslots[5].Area, readHeaderFile(t, ref).Keyslots[5].Area
+			if ours != theirs {
+				t.Errorf("slot 5 area: ours %+v, cryptsetup %+v", ours, theirs)
+			}
+			if err := csTestKey(t, img, []byte("new"), 5); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// rewriteJSON replaces the metadata of an image with edit(metadata), with
+// valid checksums, as a foreign tool would.
+func rewriteJSON(t *testing.T, img string, edit func(map[string]any)) {
+	t.Helper()
+	f := openRW(t, img)
+	h, err := ReadHeader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	json.Unmarshal(h.RawJSON(), &m)
+	edit(m)
+	text, _ := json.Marshal(m)
+	for _, off := range []int64{int64(h.MetadataSize), 0} {
+		b, err := encodeCopy(off, h.MetadataSize, h.Seqid+1, h.Label, h.UUID, h.Subsystem, text, make([]byte, lenSalt))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteAt(b, off)
+	}
+}
+
+func TestRefusesWhatItDoesNotUnderstand(t *testing.T) {
+	pass := []byte("pw")
+	for _, c := range []struct {
+		name    string
+		edit    func(map[string]any)
+		wantErr error
+	}{
+		{"unknown config field", func(m map[string]any) { m["config"].(map[string]any)["x-future"] = "1" }, ErrUnknownMetadata},
+		{"unknown keyslot field", func(m map[string]any) {
+			m["keyslots"].(map[string]any)["0"].(map[string]any)["x-future"] = 1.0
+		}, ErrUnknownMetadata},
+		{"mandatory requirement", func(m map[string]any) {
+			m["config"].(map[string]any)["requirements"] = map[string]any{"mandatory": []any{"online-reencrypt-v2"}}
+		}, ErrRequirements},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			img, _ := formatPBKDF2(t, pass)
+			rewriteJSON(t, img, c.edit)
+			h := readHeaderFile(t, img)
+			f := openRW(t, img)
+			if _, _, err := h.Unlock(f, pass, AnySlot); err != nil {
+				t.Errorf("reading and unlocking must still work: %v", err)
+			}
+			if err := SetFlags(f, []string{"allow-discards"}); !errors.Is(err, c.wantErr) {
+				t.Errorf("write: %v, want %v", err, c.wantErr)
+			}
+			if _, err := h.Mapping(); (c.wantErr == ErrRequirements) != errors.Is(err, ErrRequirements) {
+				t.Errorf("Mapping: %v", err)
+			}
+			if h2 := readHeaderFile(t, img); h2.Seqid != h.Seqid {
+				t.Error("a refused write changed the header")
+			}
+		})
+	}
+}
+
+func TestMetadataTooLargeWritesNothing(t *testing.T) {
+	img, h := formatPBKDF2(t, []byte("pw"))
+	big := `{"type":"x","keyslots":[],"blob":"` + strings.Repeat("A", 13000) + `"}`
+	if _, err := ImportToken(openRW(t, img), 0, []byte(big), false); err == nil || !strings.Contains(err.Error(), "does not fit") {
+		t.Fatalf("oversized token: %v", err)
+	}
+	f := openRW(t, img)
+	vk, _, _ := h.Unlock(f, []byte("pw"), 0)
+	// Fill the JSON area with tokens, then a keyslot no longer fits: the
+	// key material must not be written either.
+	for _, n := range []int{2000, 400, 80, 10} {
+		for {
+			tok := `{"type":"x","keyslots":[],"b":"` + strings.Repeat("B", n) + `"}`
+			if _, err := ImportToken(f, AnyToken, []byte(tok), false); err != nil {
+				break
+			}
+		}
+	}
+	full, _ := os.ReadFile(img)
+	if _, err := AddKeyslot(f, vk, []byte("x"), 1, kdfPBKDF2); err == nil || !strings.Contains(err.Error(), "does not fit") {
+		t.Fatalf("AddKeyslot into a full JSON area: %v", err)
+	}
+	after, _ := os.ReadFile(img)
+	if !bytes.Equal(full, after) {
+		t.Error("a refused AddKeyslot wrote to the device")
+	}
+}
