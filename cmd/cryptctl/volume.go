@@ -1,8 +1,223 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
 
-// newVolumeCmd is filled in by the package that owns volumes with the unlock engine.
+	"github.com/spf13/cobra"
+
+	"github.com/cryptinit/cryptinit/netboot/kms"
+	"github.com/cryptinit/cryptinit/unlock"
+	"github.com/cryptinit/cryptinit/unlock/config"
+	"github.com/cryptinit/cryptinit/unlock/keys"
+	"github.com/cryptinit/cryptinit/unlock/meta"
+)
+
+// newVolumeCmd runs the unlock engine on image files or block devices
+// (without device-mapper: it proves a key opens, it does not map).
 func newVolumeCmd() *cobra.Command {
-	return &cobra.Command{Use: "volume", Short: "Work with volumes with the unlock engine"}
+	cmd := &cobra.Command{Use: "volume", Short: "Work with volumes with the unlock engine"}
+	cmd.AddCommand(
+		newVolumeSubCmd("open", "Find the configured key that opens the volume and prove it (writes nothing)"),
+		newVolumeSubCmd("format", "Format an EMPTY partition with the configured keys (refuses any signature)"),
+		newVolumeSubCmd("sync", "Open the volume and bring its keyslots in line with the config"),
+		newVolumeSubCmd("unlock", "What the boot does: open, or format if empty, then sync"),
+	)
+	return cmd
+}
+
+type volumeFlags struct {
+	config, volume, device, nodeUUID, stateDir, metaDev string
+	verbose                                             bool
+}
+
+func newVolumeSubCmd(op, short string) *cobra.Command {
+	var f volumeFlags
+	cmd := &cobra.Command{
+		Use:   op + " --volume ID --device FILE [--config machine.yaml] [--meta META] [--node-uuid U] [--state-dir DIR]",
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return volumeRun(cmd, op, &f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.config, "config", "", "machine config (multi-document YAML)")
+	fl.StringVar(&f.volume, "volume", "", "volume ID: STATE, EPHEMERAL or u-<name>")
+	fl.StringVar(&f.device, "device", "", "the partition or its image file")
+	fl.StringVar(&f.nodeUUID, "node-uuid", "", "node UUID for nodeID/kms keys (default: META tag 15, then SMBIOS)")
+	fl.StringVar(&f.stateDir, "state-dir", "", "root of STATE's filesystem, for lockToSTATE salts")
+	fl.StringVar(&f.metaDev, "meta", "", "META partition or image: STATE's config when the machine config has none (and kept in step with it)")
+	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log each key tried")
+	cmd.MarkFlagRequired("volume")
+	cmd.MarkFlagRequired("device")
+	return cmd
+}
+
+func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
+	ctx := cmd.Context()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	out := cmd.OutOrStdout()
+	write := op != "open"
+
+	var cfg *config.Config
+	if f.config != "" {
+		c, err := config.ParseFile(f.config)
+		if err != nil {
+			return err
+		}
+		for _, w := range c.Warnings {
+			fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", w)
+		}
+		cfg = c
+	}
+	vol, uuidOverride, err := volumeConfig(cmd.ErrOrStderr(), cfg, f, write)
+	if err != nil {
+		return err
+	}
+
+	var uuid keys.UUIDSource = keys.MachineUUID(uuidOverride)
+	if f.nodeUUID != "" {
+		uuid = keys.StaticUUID(f.nodeUUID)
+	}
+	kmsClient := kms.New(kms.Options{})
+	defer kmsClient.Close()
+	e := &unlock.Engine{
+		Env:      keys.Env{NodeUUID: uuid, KMS: kmsClient},
+		StateDir: f.stateDir,
+	}
+	if f.verbose {
+		e.Log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+	}
+
+	flag := os.O_RDONLY
+	if write {
+		flag = os.O_RDWR
+	}
+	dev, err := os.OpenFile(f.device, flag, 0)
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	size, err := dev.Seek(0, io.SeekEnd)
+	if err != nil {
+		return fmt.Errorf("size of %s: %w", f.device, err)
+	}
+
+	var res *unlock.Result
+	switch op {
+	case "open":
+		res, err = e.Open(ctx, *vol, dev)
+	case "format":
+		res, err = e.Format(ctx, *vol, dev, size)
+	case "sync":
+		res, err = e.Open(ctx, *vol, dev)
+		if err == nil {
+			res.Sync = e.Sync(ctx, *vol, dev, res)
+		}
+	case "unlock":
+		res, err = e.Unlock(ctx, *vol, dev, size)
+	}
+	if err != nil {
+		return err
+	}
+	defer res.Zero()
+	if write {
+		if err := dev.Sync(); err != nil {
+			return err
+		}
+	}
+	volumePrint(out, f.device, res)
+	if res.Sync != nil && len(res.Sync.Problems) > 0 {
+		return &exitError{code: 3, err: fmt.Errorf("%s opened, but sync had problems", vol.ID)}
+	}
+	return nil
+}
+
+// volumeConfig picks the volume's config: the machine config's, or for
+// STATE the one in META (tag 9); it also returns META tag 15 (UUID override).
+func volumeConfig(log io.Writer, cfg *config.Config, f *volumeFlags, write bool) (*config.Volume, []byte, error) {
+	var override []byte
+	if f.metaDev != "" {
+		mf, err := os.OpenFile(f.metaDev, map[bool]int{true: os.O_RDWR, false: os.O_RDONLY}[write], 0)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer mf.Close()
+		m, err := meta.Read(mf)
+		if err != nil && !errors.Is(err, meta.ErrBlank) {
+			return nil, nil, fmt.Errorf("META %s: %w", f.metaDev, err)
+		}
+		if m != nil {
+			override, _ = m.Get(meta.TagUUIDOverride)
+		}
+		if f.volume == config.StateVolume {
+			var vol *config.Volume
+			var src string
+			if write {
+				vol, src, err = meta.ReadStateConfig(cfg, mf)
+			} else {
+				if m == nil {
+					m = meta.New()
+				}
+				vol, src, _, err = meta.StateConfig(cfg, m)
+			}
+			if err != nil {
+				return nil, nil, err
+			}
+			if vol == nil {
+				return nil, nil, errors.New("STATE is not encrypted in the machine config nor in META")
+			}
+			fmt.Fprintf(log, "STATE encryption config from the %s\n", src)
+			return vol, override, nil
+		}
+	}
+	if cfg == nil {
+		return nil, nil, errors.New("give --config (or --meta for STATE)")
+	}
+	vol := cfg.Volume(f.volume)
+	if vol == nil {
+		var ids []string
+		for _, v := range cfg.Volumes {
+			ids = append(ids, v.ID)
+		}
+		return nil, nil, fmt.Errorf("%s has no volume %s (it has: %s)", f.config, f.volume, strings.Join(ids, ", "))
+	}
+	if !vol.Encrypted() {
+		return nil, nil, fmt.Errorf("volume %s is not encrypted in %s", vol.ID, f.config)
+	}
+	return vol, override, nil
+}
+
+func volumePrint(w io.Writer, device string, r *unlock.Result) {
+	verb := "opened"
+	if r.Formatted {
+		verb = "formatted"
+	}
+	fmt.Fprintf(w, "%s %s on %s with slot %d (%s); LUKS2 UUID %s\n", verb, r.VolumeID, device, r.Slot, r.Kind, r.UUID)
+	for _, a := range r.Attempts {
+		if a.Err != nil {
+			fmt.Fprintf(w, "  tried %s\n", a)
+		}
+	}
+	m := r.Mapping
+	size := "to the end of the device"
+	if !m.Dynamic {
+		size = fmt.Sprintf("%d bytes", m.Size)
+	}
+	fmt.Fprintf(w, "  dm-crypt: %s, %d-bit key, data at %d, %s, %d-byte sectors, allow-discards %v\n",
+		m.Cipher, m.KeySize*8, m.Offset, size, m.SectorSize, m.AllowDiscards)
+	if r.Formatted {
+		fmt.Fprintln(w, "  fresh volume: make its filesystem after mapping")
+	}
+	if r.Sync != nil {
+		fmt.Fprintf(w, "  keyslots: %s\n", r.Sync)
+	}
 }

@@ -71,7 +71,7 @@ type NotEmptyError struct{ Result *Result }
 
 func (e *NotEmptyError) Error() string {
 	return "partition is not empty (" + e.Result.Describe() + "); nothing was written. " +
-		"If its contents are no longer needed, wipe it (cryptctl meta set a wipe request, or zero its first and last MiB) and boot again"
+		"If its contents are no longer needed, ask for a wipe (cryptctl meta request-wipe --volume ID META) and boot again"
 }
 
 func (e *NotEmptyError) Unwrap() error { return ErrNotEmpty }

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// cryptctl runs the command line in-process and returns its output.
+func cryptctl(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	root := newRootCmd()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	err := root.Execute()
+	return out.String(), err
+}
+
+func TestConfigValidateCmd(t *testing.T) {
+	out, err := cryptctl(t, "config", "validate", "../../configs/tpm.yaml")
+	if err != nil || !strings.Contains(out, "ok (2 volumes)") || !strings.Contains(out, "slot 31 (static, recovery)") {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("kind: VolumeConfig\nname: EPHEMERAL\nencryption:\n  keys: [{slot: 40, nodeID: {}}]\n"), 0o600)
+	_, err = cryptctl(t, "config", "validate", bad)
+	if err == nil || exitCode(err) == 0 || !strings.Contains(err.Error(), "slot 40 is outside 0..31") {
+		t.Fatalf("bad config: %v", err)
+	}
+}
+
+func TestVolumeAndMetaCmds(t *testing.T) {
+	dir := t.TempDir()
+	img, metaImg := filepath.Join(dir, "e.img"), filepath.Join(dir, "meta.img")
+	os.WriteFile(img, nil, 0o600)
+	os.Truncate(img, 20<<20)
+	cfg := "../../configs/static-rotation-"
+	if out, err := cryptctl(t, "volume", "format", "--config", cfg+"1.yaml", "--volume", "EPHEMERAL", "--device", img); err != nil || !strings.Contains(out, "formatted EPHEMERAL") {
+		t.Fatalf("format: %v\n%s", err, out)
+	}
+	if _, err := cryptctl(t, "volume", "format", "--config", cfg+"1.yaml", "--volume", "EPHEMERAL", "--device", img); err == nil || !strings.Contains(err.Error(), "not empty (LUKS2") {
+		t.Fatalf("second format: %v", err)
+	}
+	if out, err := cryptctl(t, "volume", "sync", "--config", cfg+"2.yaml", "--volume", "EPHEMERAL", "--device", img); err != nil || !strings.Contains(out, "added [1]") {
+		t.Fatalf("sync: %v\n%s", err, out)
+	}
+	if out, err := cryptctl(t, "volume", "open", "--config", cfg+"3.yaml", "--volume", "EPHEMERAL", "--device", img); err != nil || !strings.Contains(out, "with slot 1") {
+		t.Fatalf("open: %v\n%s", err, out)
+	}
+
+	if _, err := cryptctl(t, "meta", "set", "--tag", "15", "--value", "abc", metaImg); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cryptctl(t, "meta", "get", "--tag", "15", metaImg); err != nil || out != "abc" {
+		t.Fatalf("get: %v %q", err, out)
+	}
+	if out, err := cryptctl(t, "meta", "list", metaImg); err != nil || !strings.Contains(out, "UUIDOverride") {
+		t.Fatalf("list: %v %q", err, out)
+	}
+	if _, err := cryptctl(t, "meta", "delete", "--tag", "15", metaImg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cryptctl(t, "meta", "get", "--tag", "15", metaImg); err == nil || exitCode(err) != 2 {
+		t.Fatalf("deleted tag: %v", err)
+	}
+}
