@@ -265,7 +265,7 @@ func TestDenyList(t *testing.T) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go s.WatchDenyList(wctx, 10*time.Millisecond)
-	if err := os.WriteFile(path, []byte(nodeA+"\n"+nodeB+"\n"), 0o644); err != nil {
+	if err := replaceFile(path, []byte(nodeA+"\n"+nodeB+"\n")); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -281,7 +281,7 @@ func TestDenyList(t *testing.T) {
 		t.Fatalf("revocation error %q should say why", err)
 	}
 	// A broken deny list keeps the old one in force.
-	if err := os.WriteFile(path, []byte("not a uuid with spaces\n"), 0o644); err != nil {
+	if err := replaceFile(path, []byte("not a uuid with spaces\n")); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Reload(); err == nil {
@@ -289,6 +289,16 @@ func TestDenyList(t *testing.T) {
 	}
 	_, err = cl.Unseal(ctx, ep, nodeA, blobA)
 	wantCode(t, err, kms.PermissionDenied)
+}
+
+// replaceFile writes by rename, as operators should update the deny list:
+// the watcher never sees a half-written file.
+func replaceFile(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // rawCodec sends bytes as they are, to put garbage on the wire.
