@@ -40,15 +40,14 @@ func UKIEvents(r io.ReaderAt) ([]Event, error) {
 		if s == nil || s.VirtualSize == 0 {
 			continue
 		}
-		data, err := sectionContent(s)
+		dataDigest, err := sectionDigest(s)
 		if err != nil {
 			return nil, err
 		}
 		nameDigest := sha256.Sum256(append([]byte(name), 0))
-		dataDigest := sha256.Sum256(data)
 		events = append(events,
 			Event{PCR: UKIPCR, Description: "section name " + name, Digest: nameDigest[:]},
-			Event{PCR: UKIPCR, Description: fmt.Sprintf("section %s (%d bytes)", name, len(data)), Digest: dataDigest[:]},
+			Event{PCR: UKIPCR, Description: fmt.Sprintf("section %s (%d bytes)", name, s.VirtualSize), Digest: dataDigest},
 		)
 	}
 	if len(events) == 0 || f.Section(".linux") == nil {
@@ -57,8 +56,39 @@ func UKIEvents(r io.ReaderAt) ([]Event, error) {
 	return events, nil
 }
 
+// maxSection bounds a section's in-memory size, so a corrupt header cannot
+// make us read or allocate without limit.
+const maxSection = 1 << 30
+
+// sectionDigest is SHA-256 of the section as loaded in memory: VirtualSize
+// bytes, streamed.
+func sectionDigest(s *pe.Section) ([]byte, error) {
+	if s.VirtualSize > maxSection {
+		return nil, fmt.Errorf("UKI section %s: size %d over %d", s.Name, s.VirtualSize, maxSection)
+	}
+	h := sha256.New()
+	n := int64(min(s.VirtualSize, s.Size))
+	if m, err := io.Copy(h, io.NewSectionReader(s, 0, n)); err != nil || m != n {
+		return nil, fmt.Errorf("read UKI section %s: %d of %d bytes: %v", s.Name, m, n, err)
+	}
+	if _, err := io.CopyN(h, zeroReader{}, int64(s.VirtualSize)-n); err != nil {
+		return nil, err
+	}
+	return h.Sum(nil), nil
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
 // sectionContent is the section as loaded in memory: VirtualSize bytes.
 func sectionContent(s *pe.Section) ([]byte, error) {
+	if s.VirtualSize > maxSection {
+		return nil, fmt.Errorf("UKI section %s: size %d over %d", s.Name, s.VirtualSize, maxSection)
+	}
 	data := make([]byte, s.VirtualSize)
 	n := min(s.VirtualSize, s.Size)
 	if _, err := s.ReadAt(data[:n], 0); err != nil && err != io.EOF {

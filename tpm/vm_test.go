@@ -29,9 +29,10 @@ import (
 // CRYPTINIT_TPM_VM_SB_KEY / _SB_CERT (the db key), it also boots the UKI
 // signed, Secure Boot on. Each boot takes ~40 s under TCG.
 func TestVMStubBoot(t *testing.T) {
+	vmEnvFromOut()
 	kernel := os.Getenv("CRYPTINIT_TPM_VM_KERNEL")
 	if kernel == "" {
-		t.Skip("set CRYPTINIT_TPM_VM_KERNEL=/path/to/vmlinuz (e.g. out/vmlinuz) to boot the UKI in QEMU")
+		t.Skip("set CRYPTINIT_VM=1 CRYPTINIT_OUT=out (make test-vm) or CRYPTINIT_TPM_VM_KERNEL=/path/to/vmlinuz to boot the UKI in QEMU")
 	}
 	if testing.Short() {
 		t.Skip("VM boot skipped in -short mode")
@@ -63,6 +64,31 @@ func TestVMStubBoot(t *testing.T) {
 		console := bootVM(t, signed, "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", vars, true)
 		checkVMConsole(t, console, predicted, efivarfs != "", "1")
 	})
+}
+
+// vmEnvFromOut fills the CRYPTINIT_TPM_VM_* variables not set from the
+// image build's output directory when `make test-vm` runs us (CRYPTINIT_VM=1,
+// CRYPTINIT_OUT): its kernel, efivarfs module, enrolled OVMF vars and db key.
+func vmEnvFromOut() {
+	out := os.Getenv("CRYPTINIT_OUT")
+	if os.Getenv("CRYPTINIT_VM") != "1" || out == "" {
+		return
+	}
+	set := func(name, path string) {
+		if os.Getenv(name) != "" {
+			return
+		}
+		if _, err := os.Stat(path); err == nil {
+			os.Setenv(name, path)
+		}
+	}
+	set("CRYPTINIT_TPM_VM_KERNEL", filepath.Join(out, "vmlinuz"))
+	if m, _ := filepath.Glob(filepath.Join(out, "kernel/lib/modules/*/kernel/fs/efivarfs/efivarfs.ko")); len(m) > 0 {
+		set("CRYPTINIT_TPM_VM_EFIVARFS", m[0])
+	}
+	set("CRYPTINIT_TPM_VM_SB_VARS", filepath.Join(out, "OVMF_VARS_enrolled.fd"))
+	set("CRYPTINIT_TPM_VM_SB_KEY", filepath.Join(out, "keys/db.key"))
+	set("CRYPTINIT_TPM_VM_SB_CERT", filepath.Join(out, "keys/db.crt"))
 }
 
 // vmInit is the guest's /init: it prints what the stub measured, then runs
