@@ -83,6 +83,9 @@ func (s *Sealer) Seal(ctx context.Context, secret []byte, pcrs []int) (*Sealed, 
 		if err := checkPCRValue(p, values[i]); err != nil {
 			return nil, fmt.Errorf("seal: %w", err)
 		}
+		if p == LatchPCR && !bytes.Equal(values[i], make([]byte, len(values[i]))) {
+			return nil, fmt.Errorf("seal: PCR %d is already latched this boot; a secret bound to it now would never unseal in a later boot (enroll before LatchVolumeKey): %w", LatchPCR, ErrPCRMismatch)
+		}
 	}
 	policy, err := SealingPolicy(key, pcrs, values)
 	if err != nil {

@@ -107,6 +107,9 @@ func TestUnsealFailures(t *testing.T) {
 		if _, err := s.Unseal(ctx, sealed); !errors.Is(err, ErrPCRMismatch) {
 			t.Fatalf("unseal after latch: err = %v, want ErrPCRMismatch", err)
 		}
+		if _, err := s.Seal(ctx, secret32(), []int{7, 15}); !errors.Is(err, ErrPCRMismatch) {
+			t.Fatalf("seal to a latched PCR 15: err = %v, want ErrPCRMismatch", err)
+		}
 		// A blob not bound to PCR 15 is unaffected.
 		if got, err := s.Unseal(ctx, sealed7); err != nil || !bytes.Equal(got, secret32()) {
 			t.Fatalf("unseal PCR 7 blob after latch: %x, %v", got, err)
