@@ -90,8 +90,17 @@ func checkNodeUUID(s string) error {
 	return nil
 }
 
-// settled reports whether the file at path was last modified at least d ago.
-func settled(path string, d time.Duration, now time.Time) bool {
+// fileStamp identifies a version of a file well enough to see it change.
+type fileStamp struct {
+	modTime int64 // Unix nanoseconds
+	size    int64
+	ok      bool
+}
+
+func stamp(path string) fileStamp {
 	fi, err := os.Stat(path)
-	return err == nil && now.Sub(fi.ModTime()) >= d
+	if err != nil {
+		return fileStamp{}
+	}
+	return fileStamp{modTime: fi.ModTime().UnixNano(), size: fi.Size(), ok: true}
 }

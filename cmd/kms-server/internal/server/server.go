@@ -198,23 +198,27 @@ func (s *Server) Reload() error {
 }
 
 // WatchDenyList reloads the deny list whenever its file changes, checking
-// every interval until ctx ends. A change is loaded once the file has been
-// still for an interval, so an editor's truncate-then-write is not read
-// half-way (an empty list would briefly re-admit revoked nodes); replacing
-// the file by rename is best.
+// every interval until ctx ends. A change is loaded once the file looked the
+// same at two checks in a row, so an editor's truncate-then-write is not read
+// half-way (an empty list would re-admit revoked nodes); replacing the file
+// by rename is best.
 func (s *Server) WatchDenyList(ctx context.Context, interval time.Duration) {
 	if s.cfg.DenyListPath == "" {
 		return
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var last fileStamp
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if !s.deny.Load().changed(s.cfg.DenyListPath) || !settled(s.cfg.DenyListPath, interval, s.now()) {
+		now := stamp(s.cfg.DenyListPath)
+		stable := now == last
+		last = now
+		if !stable || !s.deny.Load().changed(s.cfg.DenyListPath) {
 			continue
 		}
 		d, err := loadDenyList(s.cfg.DenyListPath)
