@@ -194,3 +194,36 @@ func TestAFRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// Older volumes: keyslots encrypted with AES-CBC (ESSIV or plain64), LUKS1
+// and LUKS2, made by cryptsetup, unlock to cryptsetup's volume key.
+func TestLegacyKeyslotCiphers(t *testing.T) {
+	needCryptsetup(t)
+	for _, c := range []struct{ typ, cipher string }{
+		{"luks1", "aes-cbc-essiv:sha256"}, {"luks1", "aes-cbc-plain64"}, {"luks2", "aes-cbc-essiv:sha256"}, {"luks2", "aes-cbc-plain64"},
+	} {
+		t.Run(c.typ+"/"+c.cipher, func(t *testing.T) {
+			img := newImage(t, imageSize)
+			pass := []byte("old")
+			args := []string{"luksFormat", "-q", "--type", c.typ, "--cipher", c.cipher, "--key-size", "256", "--pbkdf-force-iterations", "1000", "--key-file", keyFile(t, pass)}
+			if c.typ == "luks2" {
+				args = append(args, "--pbkdf", "pbkdf2", "--keyslot-cipher", c.cipher, "--keyslot-key-size", "256")
+			}
+			mustCryptsetup(t, nil, append(args, img)...)
+			h := readHeaderFile(t, img)
+			if h.Keyslots[0].Area.Encryption != c.cipher {
+				t.Fatalf("keyslot cipher %q", h.Keyslots[0].Area.Encryption)
+			}
+			key, _, err := unlockFile(t, img, pass, AnySlot)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(key, csVolumeKey(t, img, pass)) {
+				t.Error("volume key differs from cryptsetup's")
+			}
+			if _, _, err := unlockFile(t, img, []byte("wrong"), AnySlot); !errors.Is(err, ErrNoKeyslotOpens) {
+				t.Errorf("wrong passphrase: %v", err)
+			}
+		})
+	}
+}
