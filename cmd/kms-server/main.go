@@ -10,6 +10,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -78,6 +79,28 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 		return nil
 	}
 
+	var (
+		tlsConfig *tls.Config
+		certs     *server.CertReloader
+		err       error
+	)
+	switch {
+	case *bindNode && *clientCA == "":
+		return errors.New("--bind-node-to-cert needs --client-ca: the node is bound to a verified client certificate")
+	case *plaintext && (*certFile != "" || *clientCA != ""):
+		return errors.New("--insecure-plaintext contradicts --tls-cert/--client-ca")
+	case *plaintext:
+		log.Warn("serving gRPC WITHOUT TLS: anyone on the network sees sealed blobs and unsealed keys")
+	case *certFile == "" || *keyFile == "":
+		return errors.New("TLS needs --tls-cert and --tls-key (or --generate-tls DIR to make lab ones; --insecure-plaintext to go without)")
+	default:
+		if certs, err = server.NewCertReloader(*certFile, *keyFile); err != nil {
+			return err
+		}
+		if tlsConfig, err = server.TLSConfig(certs, *clientCA, *requireCert); err != nil {
+			return err
+		}
+	}
 	ring, created, err := keyring.LoadOrCreate(*keyringPath)
 	if err != nil {
 		return err
@@ -95,22 +118,7 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 		Rate:           *rate,
 		Burst:          *burst,
 		Log:            log,
-	}
-	var certs *server.CertReloader
-	switch {
-	case *plaintext && (*certFile != "" || *clientCA != ""):
-		return errors.New("--insecure-plaintext contradicts --tls-cert/--client-ca")
-	case *plaintext:
-		log.Warn("serving gRPC WITHOUT TLS: anyone on the network sees sealed blobs and unsealed keys")
-	case *certFile == "" || *keyFile == "":
-		return errors.New("TLS needs --tls-cert and --tls-key (or --generate-tls DIR to make lab ones; --insecure-plaintext to go without)")
-	default:
-		if certs, err = server.NewCertReloader(*certFile, *keyFile); err != nil {
-			return err
-		}
-		if cfg.TLS, err = server.TLSConfig(certs, *clientCA, *requireCert); err != nil {
-			return err
-		}
+		TLS:            tlsConfig,
 	}
 	switch *auditPath {
 	case "":
