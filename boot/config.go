@@ -1,0 +1,238 @@
+package boot
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cryptinit/cryptinit/boot/console"
+	"github.com/cryptinit/cryptinit/boot/devices"
+	"github.com/cryptinit/cryptinit/unlock/config"
+	"github.com/cryptinit/cryptinit/unlock/probe"
+	"golang.org/x/sys/unix"
+)
+
+// Where the machine config came from (logged, and decides whether STATE's
+// copy is refreshed).
+const (
+	SourceCmdline  = "cryptinit.config="
+	SourceEmbedded = "embedded " + EmbeddedConfig
+	SourceState    = "copy on STATE"
+)
+
+type machineConfig struct {
+	cfg    *config.Config // nil: none found yet
+	data   []byte
+	source string
+}
+
+// ConfigSpec is a parsed cryptinit.config= value.
+type ConfigSpec struct {
+	Device string // "" for a path inside the initramfs; else PARTLABEL=x or /dev/x
+	Path   string // absolute path (inside the initramfs, or inside Device's filesystem)
+}
+
+// ParseConfigSpec parses /path, PARTLABEL=<label>:/path or /dev/<name>:/path.
+func ParseConfigSpec(s string) (ConfigSpec, error) {
+	if strings.HasPrefix(s, "/") && !strings.HasPrefix(s, "/dev/") {
+		return ConfigSpec{Path: s}, nil
+	}
+	i := strings.LastIndex(s, ":/")
+	if i < 0 {
+		return ConfigSpec{}, fmt.Errorf("cryptinit.config=%q: want /path, PARTLABEL=<label>:/path or /dev/<name>:/path", s)
+	}
+	spec := ConfigSpec{Device: s[:i], Path: s[i+1:]}
+	if !strings.HasPrefix(spec.Device, "PARTLABEL=") && !strings.HasPrefix(spec.Device, "/dev/") {
+		return ConfigSpec{}, fmt.Errorf("cryptinit.config=%q: device must be PARTLABEL=<label> or /dev/<name>", s)
+	}
+	return spec, nil
+}
+
+// loadMachineConfig applies the precedence: cryptinit.config=, then the
+// embedded file. The STATE copy comes later (configFromState).
+func (b *Boot) loadMachineConfig(ctx context.Context) (*machineConfig, error) {
+	mc := &machineConfig{}
+	err := b.step("config", "", func() error {
+		if b.Cmdline.Config != "" {
+			data, err := b.readConfigSource(ctx, b.Cmdline.Config)
+			if err == nil {
+				return mc.parse(data, SourceCmdline+b.Cmdline.Config)
+			}
+			b.logf("config: cryptinit.config=%s not read: %v; trying the embedded config", b.Cmdline.Config, err)
+		}
+		data, err := os.ReadFile(b.path(EmbeddedConfig))
+		if err == nil {
+			return mc.parse(data, SourceEmbedded)
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("read %s: %w", EmbeddedConfig, err)
+		}
+		b.logf("config: no machine config in the image or on the command line; STATE's comes from META, the others from STATE")
+		return nil
+	})
+	if err != nil {
+		return nil, configFatal(err)
+	}
+	if mc.cfg != nil {
+		b.logConfig(mc)
+	}
+	return mc, nil
+}
+
+func (mc *machineConfig) parse(data []byte, source string) error {
+	cfg, err := config.Parse(data)
+	if err != nil {
+		return fmt.Errorf("machine config from %s: %w", source, err)
+	}
+	mc.cfg, mc.data, mc.source = cfg, data, source
+	return nil
+}
+
+func (b *Boot) logConfig(mc *machineConfig) {
+	var ids []string
+	for _, v := range mc.cfg.Volumes {
+		enc := "plain"
+		if v.Encrypted() {
+			enc = fmt.Sprintf("%d keys", len(v.Encryption.Keys))
+		}
+		ids = append(ids, v.ID+" ("+enc+")")
+	}
+	b.logf("config: machine config from %s: %s", mc.source, strings.Join(ids, ", "))
+	for _, w := range mc.cfg.Warnings {
+		b.logf("config: warning: %s", w)
+	}
+}
+
+func configFatal(err error) *Fatal {
+	return &Fatal{Failure: console.Failure{Reason: err,
+		Hint: "fix the machine config (cryptctl config check FILE shows every problem), rebuild the image or fix the file named by cryptinit.config="}}
+}
+
+// readConfigSource reads the file a cryptinit.config= value names.
+func (b *Boot) readConfigSource(ctx context.Context, s string) ([]byte, error) {
+	spec, err := ParseConfigSpec(s)
+	if err != nil {
+		return nil, err
+	}
+	if spec.Device == "" {
+		return os.ReadFile(b.path(spec.Path))
+	}
+	dev := spec.Device
+	if l := devices.Label(dev); l != "" {
+		found, err := b.Devices.Wait(ctx, []string{l}, b.Cmdline.Wait)
+		if err != nil {
+			return nil, err
+		}
+		if dev, err = devices.Resolve(spec.Device, found); err != nil {
+			return nil, err
+		}
+	}
+	fstype, err := b.detectFS(dev)
+	if err != nil {
+		return nil, err
+	}
+	dir := b.path(ConfigSrcDir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := b.Mounter.Mount(dev, dir, fstype, unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return nil, fmt.Errorf("mount %s (%s) read-only: %w", dev, fstype, err)
+	}
+	defer b.Mounter.Unmount(dir)
+	return os.ReadFile(filepath.Join(dir, spec.Path))
+}
+
+// detectFS names the filesystem on dev from its signature.
+func (b *Boot) detectFS(dev string) (string, error) {
+	f, size, err := b.Open(dev)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	res, err := probe.Probe(f, size)
+	if err != nil {
+		return "", fmt.Errorf("probe %s: %w", dev, err)
+	}
+	for _, s := range res.Signatures {
+		switch n := strings.ToLower(s.Name); {
+		case n == "xfs", n == "ext4", n == "ext3", n == "ext2", n == "vfat", n == "btrfs", n == "squashfs":
+			return n, nil
+		case strings.HasPrefix(n, "vfat"), strings.HasPrefix(n, "fat"):
+			return "vfat", nil
+		case strings.HasPrefix(n, "ext"):
+			return "ext4", nil
+		}
+	}
+	if len(res.Signatures) == 0 {
+		return "", fmt.Errorf("%s holds no filesystem", dev)
+	}
+	return "", fmt.Errorf("%s holds %s, not a filesystem cryptinit mounts", dev, res.Signatures[0].Name)
+}
+
+// configFromState reads the config copy on the mounted STATE when no other
+// source had one, for the volumes after STATE.
+func (b *Boot) configFromState(ctx context.Context, mc *machineConfig, plan *plan) error {
+	st := plan.state
+	if st == nil || !st.mounted {
+		return nil
+	}
+	for _, name := range []string{filepath.Join(StateConfigDir, "config.yaml"), "config.yaml"} {
+		data, err := os.ReadFile(filepath.Join(b.stagingDir(st.ID), name))
+		if err != nil {
+			continue
+		}
+		if err := mc.parse(data, SourceState+" ("+name+")"); err != nil {
+			return configFatal(err)
+		}
+		b.logConfig(mc)
+		return b.planFromConfig(ctx, mc, plan)
+	}
+	b.logf("config: STATE holds no machine config copy either; volumes other than STATE are used as plain filesystems")
+	return b.planFromConfig(ctx, mc, plan)
+}
+
+// saveConfigCopy refreshes cryptinit/config.yaml on STATE so that a boot
+// without the machine config can still open the other volumes.
+func (b *Boot) saveConfigCopy(mc *machineConfig, plan *plan) {
+	if plan == nil || plan.state == nil || !plan.state.mounted || mc.data == nil {
+		return
+	}
+	dir := filepath.Join(b.stagingDir(plan.state.ID), StateConfigDir)
+	path := filepath.Join(dir, "config.yaml")
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, mc.data) {
+		return
+	}
+	err := os.MkdirAll(dir, 0o700)
+	if err == nil {
+		err = writeFileAtomic(path, mc.data, 0o600)
+	}
+	if err != nil {
+		b.logf("config: could not keep a copy on STATE: %v", err)
+		return
+	}
+	b.logf("config: copy kept on STATE at %s/config.yaml", StateConfigDir)
+}
+
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

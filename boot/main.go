@@ -1,0 +1,233 @@
+package boot
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cryptinit/cryptinit/boot/cmdline"
+	"github.com/cryptinit/cryptinit/boot/console"
+	"github.com/cryptinit/cryptinit/boot/devices"
+	"github.com/cryptinit/cryptinit/boot/dmcrypt"
+	"github.com/cryptinit/cryptinit/boot/mkfs"
+	"github.com/cryptinit/cryptinit/boot/mounts"
+	"github.com/cryptinit/cryptinit/boot/timeline"
+	"github.com/cryptinit/cryptinit/tpm"
+	"github.com/u-root/u-root/pkg/mount"
+	"golang.org/x/sys/unix"
+)
+
+// Main is cryptinit as PID 1. It never returns: it execs the real init,
+// reboots, or (cryptinit.debug=shell) runs a shell and then reboots.
+func Main() {
+	start := time.Now()
+	logger := console.NewLogger(start, os.Stdout, nil)
+	rebootDelay := cmdline.DefaultRebootDelay
+	debugShell := false
+	defer func() {
+		if r := recover(); r != nil {
+			f := console.Failure{Reason: fmt.Errorf("cryptinit crashed: %v", r), Hint: "this is a bug in cryptinit; please report the console log"}
+			logger.Raw(f.Banner(rebootDelay.String(), debugShell)...)
+			halt(logger, rebootDelay, debugShell)
+		}
+	}()
+
+	early, earlyErr := mounts.MountAll(mounts.System{}, "/", mounts.Early())
+	attachConsole()
+	kmsg, _ := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0)
+	logger.SetOutputs(os.Stdout, kmsg)
+	log.SetFlags(0)
+	log.SetOutput(logger)
+	logger.Printf("cryptinit starting as pid %d on Linux %s (%s)", os.Getpid(), release(), startupNote(start))
+	for _, r := range early {
+		if r.Err != nil {
+			logger.Printf("mount: %v", r.Err)
+		} else if !r.Skipped {
+			logger.Printf("mount: %s on %s", r.Point.FSType, r.Point.Target)
+		}
+	}
+
+	raw, _ := os.ReadFile("/proc/cmdline")
+	cl := cmdline.Parse(string(raw))
+	rebootDelay, debugShell = cl.RebootDelay, cl.DebugShell
+	logger.Printf("cmdline: %s", strings.TrimSpace(string(raw)))
+	for _, w := range cl.Warnings {
+		logger.Printf("cmdline: warning: %s", w)
+	}
+
+	tl := timeline.New(start, nil, func(s timeline.Step) { logger.Raw(s.Line()) })
+	if earlyErr != nil {
+		fail(logger, tl, &Fatal{Failure: console.Failure{Reason: earlyErr, Hint: "the kernel lacks proc, sysfs, devtmpfs or tmpfs"}}, cl)
+	}
+
+	b := &Boot{
+		Root: "/", Cmdline: cl, Log: logger, Timeline: tl,
+		Devices: devices.NewFinder(),
+		Open:    openFile,
+		Mapper:  dmcrypt.Mapper{Nodes: dmcrypt.SystemNodes()},
+		Mkfs:    mkfs.Maker{},
+		Mounter: mounts.System{},
+		Network: netbootNetwork{cmdline: string(raw), log: logger},
+		Modules: func(extra []string) error { return loadModules(logger, extra) },
+		AfterModules: func() {
+			// efivarfs is a module in Debian's kernel: mount it once loaded.
+			for _, r := range early {
+				if r.Point.FSType == "efivarfs" && r.Err != nil {
+					if _, err := mounts.MountAll(mounts.System{}, "/", []mounts.Point{r.Point}); err != nil {
+						logger.Printf("mount: %v", err)
+					} else {
+						logger.Printf("mount: efivarfs on %s", r.Point.Target)
+					}
+				}
+			}
+		},
+	}
+	if m, s := openTPM(logger); m != nil {
+		b.Measurer = tpmMeasurer{m}
+		b.Keys.TPM = s
+	}
+	b.Keys.SecureBoot = tpm.EFIVars{}
+	b.Keys.KMS = kmsClient(logger)
+	if avail, err := MemAvailable("/proc/meminfo"); err == nil {
+		b.MemAvailable = avail * 9 / 10
+	} else {
+		logger.Printf("memory: %v", err)
+	}
+	if cl.PromptTimeout > 0 {
+		if tty, err := os.OpenFile("/dev/console", os.O_RDWR|unix.O_NOCTTY, 0); err == nil {
+			b.Prompt = &console.Prompter{TTY: tty, Timeout: cl.PromptTimeout}
+		}
+	}
+
+	res, err := b.Run(context.Background())
+	if err != nil {
+		fail(logger, tl, err, cl)
+	}
+	tl.Begin("switch_root", "").End(nil)
+	if err := b.WriteTimeline(); err != nil {
+		logger.Printf("timeline: %v", err)
+	}
+	logger.Raw(fmt.Sprintf("switch_root %s %s", res.Root, res.Init))
+	if kmsg != nil {
+		kmsg.Close()
+		logger.SetOutputs(os.Stdout, nil)
+	}
+	err = mount.SwitchRoot(res.Root, res.Init)
+	fail(logger, tl, &Fatal{Failure: console.Failure{Reason: fmt.Errorf("switch_root to %s: %w", res.Init, err),
+		Hint: "check init= and that the root has /dev, /proc, /sys and /run directories"}}, cl)
+}
+
+// fail prints the banner for err and reboots (or runs the debug shell).
+func fail(logger *console.Logger, tl *timeline.Timeline, err error, cl cmdline.Cmdline) {
+	f, ok := err.(*Fatal)
+	if !ok {
+		f = &Fatal{Failure: console.Failure{Reason: err}}
+	}
+	for _, fl := range f.Failures() {
+		logger.Raw(fl.Banner(cl.RebootDelay.String(), cl.DebugShell)...)
+	}
+	if err := tl.WriteFile(TimelineFile); err != nil {
+		logger.Printf("timeline: %v", err)
+	}
+	halt(logger, cl.RebootDelay, cl.DebugShell)
+}
+
+// halt runs the debug shell when asked, then reboots after delay. It does
+// not return.
+func halt(logger *console.Logger, delay time.Duration, shell bool) {
+	if shell {
+		runShell(logger)
+	}
+	if delay > 0 {
+		time.Sleep(delay)
+	}
+	unix.Sync()
+	logger.Printf("rebooting")
+	err := unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+	for {
+		logger.Printf("reboot failed (%v): reset the machine", err)
+		time.Sleep(time.Minute)
+	}
+}
+
+func runShell(logger *console.Logger) {
+	for _, sh := range []string{"/bin/sh", "/bin/busybox"} {
+		if _, err := os.Stat(sh); err != nil {
+			continue
+		}
+		args := []string{}
+		if strings.HasSuffix(sh, "busybox") {
+			args = []string{"sh"}
+		}
+		logger.Printf("debug shell: %s (exit it to reboot)", sh)
+		cmd := exec.Command(sh, args...)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		cmd.Env = []string{"PATH=/sbin:/bin:/usr/sbin:/usr/bin", "PS1=cryptinit# "}
+		if err := cmd.Run(); err != nil {
+			logger.Printf("debug shell: %v", err)
+		}
+		return
+	}
+	logger.Printf("debug shell: no /bin/sh in the image")
+}
+
+// attachConsole makes fds 0-2 the console when the kernel could not open
+// one (no /dev/console in the initramfs before devtmpfs was mounted).
+func attachConsole() {
+	if _, err := unix.FcntlInt(1, unix.F_GETFD, 0); err == nil {
+		return
+	}
+	fd, err := unix.Open("/dev/console", unix.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		return
+	}
+	for i := 0; i < 3; i++ {
+		unix.Dup3(fd, i, 0)
+	}
+	if fd > 2 {
+		unix.Close(fd)
+	}
+}
+
+func release() string {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return "?"
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// startupNote says when the kernel started us and how long the Go runtime
+// took before main, from /proc/self/stat (10 ms resolution).
+func startupNote(mainStart time.Time) string {
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return "start time unknown"
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return "start time unknown"
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return "start time unknown"
+	}
+	ticks, err := strconv.ParseInt(f[19], 10, 64) // field 22: starttime
+	if err != nil {
+		return "start time unknown"
+	}
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) != nil {
+		return "start time unknown"
+	}
+	execAt := time.Duration(ticks) * 10 * time.Millisecond
+	now := time.Duration(ts.Nano())
+	runtime := now - execAt - time.Since(mainStart)
+	return fmt.Sprintf("exec'd at uptime %.2fs, Go runtime start-up %.0fms", execAt.Seconds(), float64(runtime)/float64(time.Millisecond))
+}

@@ -1,0 +1,98 @@
+package boot
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/cryptinit/cryptinit/unlock/config"
+	"github.com/cryptinit/cryptinit/unlock/luks2"
+	"golang.org/x/sync/semaphore"
+)
+
+// memLimiter keeps concurrent unlocks within the machine's memory: each
+// holds the argon2 memory of its costliest keyslot while it runs.
+type memLimiter struct {
+	sem      *semaphore.Weighted
+	capacity int64
+}
+
+// minKDFCost is charged for KDFs that need next to no memory (pbkdf2).
+const minKDFCost = 1 << 20
+
+func newMemLimiter(available int64) *memLimiter {
+	if available < minKDFCost {
+		available = minKDFCost
+	}
+	return &memLimiter{sem: semaphore.NewWeighted(available), capacity: available}
+}
+
+// acquire waits until cost bytes are free. A cost above the capacity waits
+// for the whole machine (it may still fit: MemAvailable is conservative).
+func (l *memLimiter) acquire(ctx context.Context, cost int64) (release func(), err error) {
+	if cost < minKDFCost {
+		cost = minKDFCost
+	}
+	if cost > l.capacity {
+		cost = l.capacity
+	}
+	if err := l.sem.Acquire(ctx, cost); err != nil {
+		return nil, err
+	}
+	return func() { l.sem.Release(cost) }, nil
+}
+
+// kdfCost is the memory the volume's unlock needs at most: the largest
+// argon2 memory among its keyslots, or for a partition without a LUKS
+// header the memory new keyslots will get.
+func kdfCost(dev io.ReaderAt, vol *config.Volume) int64 {
+	hdr, err := luks2.ReadHeader(dev)
+	if err != nil {
+		kib := luks2.DefaultKDF().Memory
+		if vol != nil && vol.Encryption != nil && vol.Encryption.KDF != nil {
+			k := vol.Encryption.KDF
+			switch {
+			case k.Type == "pbkdf2":
+				kib = 0
+			case k.MemoryKiB > 0:
+				kib = k.MemoryKiB
+			}
+		}
+		return int64(kib) << 10
+	}
+	var max int64
+	for _, ks := range hdr.Keyslots {
+		if strings.HasPrefix(ks.KDF.Type, "argon2") && int64(ks.KDF.Memory)<<10 > max {
+			max = int64(ks.KDF.Memory) << 10
+		}
+	}
+	return max
+}
+
+// MemAvailable reads MemAvailable from a /proc/meminfo file, in bytes.
+func MemAvailable(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		fields := strings.Fields(s.Text())
+		if len(fields) >= 2 && fields[0] == "MemAvailable:" {
+			kb, err := strconv.ParseInt(fields[1], 10, 64)
+			if err != nil {
+				return 0, err
+			}
+			return kb << 10, nil
+		}
+	}
+	if err := s.Err(); err != nil {
+		return 0, err
+	}
+	return 0, errors.New("no MemAvailable in " + path)
+}

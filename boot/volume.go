@@ -1,0 +1,326 @@
+package boot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cryptinit/cryptinit/boot/console"
+	"github.com/cryptinit/cryptinit/boot/dmcrypt"
+	"github.com/cryptinit/cryptinit/boot/mounts"
+	"github.com/cryptinit/cryptinit/unlock"
+	"github.com/cryptinit/cryptinit/unlock/config"
+	"github.com/cryptinit/cryptinit/unlock/keys"
+	"github.com/cryptinit/cryptinit/unlock/luks2"
+	"github.com/cryptinit/cryptinit/unlock/probe"
+)
+
+// promptTries is how many passphrases the console prompt accepts.
+const promptTries = 3
+
+// unlocker returns the engine for this boot's key environment.
+func (b *Boot) unlocker(p *plan) Unlocker {
+	env := b.Keys
+	if env.NodeUUID == nil {
+		env.NodeUUID = keys.MachineUUID(p.uuidOverride)
+	}
+	env.Salt = keys.SaltDir(b.stagingDir(config.StateVolume))
+	if b.NewUnlocker != nil {
+		return b.NewUnlocker(env, b.Log)
+	}
+	return &unlock.Engine{Env: env}
+}
+
+func (b *Boot) limiter() *memLimiter {
+	avail := b.MemAvailable
+	if avail <= 0 {
+		avail = 256 << 20
+	}
+	return newMemLimiter(avail)
+}
+
+// openState opens and mounts STATE, then makes sure it has a salt.
+func (b *Boot) openState(ctx context.Context, p *plan) error {
+	if p.state == nil {
+		b.logf("STATE: no partition labelled STATE; skipped")
+		return nil
+	}
+	if err := b.openVolume(ctx, p, p.state, b.unlocker(p), b.limiter()); err != nil {
+		return err
+	}
+	created, err := keys.EnsureSalt(b.stagingDir(config.StateVolume), nil)
+	if err != nil {
+		b.logf("STATE: lockToSTATE salt: %v (lockToSTATE keys will not work)", err)
+	} else if created {
+		b.logf("STATE: created the lockToSTATE salt (%s)", keys.SaltFile)
+	}
+	return nil
+}
+
+// openOthers opens EPHEMERAL and the user volumes concurrently.
+func (b *Boot) openOthers(ctx context.Context, p *plan) error {
+	eng := b.unlocker(p)
+	lim := b.limiter()
+	errs := make([]error, len(p.others))
+	var wg sync.WaitGroup
+	for i, v := range p.others {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = b.openVolume(ctx, p, v, eng, lim)
+		}()
+	}
+	wg.Wait()
+	var fatal *Fatal
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		var f *Fatal
+		if !errors.As(err, &f) {
+			f = &Fatal{Failure: console.Failure{Reason: err}}
+		}
+		if fatal == nil {
+			fatal = f
+		} else {
+			fatal.More = append(fatal.More, f.Failures()...)
+		}
+	}
+	if fatal != nil {
+		return fatal
+	}
+	return nil
+}
+
+// openVolume opens (or formats) one volume and mounts it at its staging
+// directory.
+func (b *Boot) openVolume(ctx context.Context, p *plan, v *volume, eng Unlocker, lim *memLimiter) error {
+	var err error
+	if v.encrypted() {
+		err = b.openEncrypted(ctx, v, eng, lim)
+	} else {
+		err = b.openPlain(ctx, v)
+	}
+	if err != nil {
+		var f *Fatal
+		if errors.As(err, &f) {
+			return f
+		}
+		return volumeFatal(v, err, nil)
+	}
+	b.mu.Lock()
+	b.moves = append(b.moves, mounts.Move{From: b.stagingDir(v.ID), Target: v.mountPoint})
+	b.mu.Unlock()
+	return nil
+}
+
+// openPlain mounts a volume without encryption config, formatting it only
+// when it is empty.
+func (b *Boot) openPlain(ctx context.Context, v *volume) error {
+	f, size, err := b.Open(v.part.Path)
+	if err != nil {
+		return err
+	}
+	res, err := probe.Probe(f, size)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("probe %s: %w", v.part.Path, err)
+	}
+	for _, s := range res.Signatures {
+		if strings.HasPrefix(s.Name, "LUKS") {
+			return fmt.Errorf("%s holds a %s volume but no config encrypts %s: add its VolumeConfig with the keys (or META tag 9 for STATE)", v.part.Path, s.Name, v.ID)
+		}
+	}
+	fresh := false
+	if res.Empty() {
+		b.logf("%s: %s is empty: making a plain %s filesystem", v.ID, v.part.Name, v.fs)
+		if err := b.step("mkfs", v.ID, func() error { return b.Mkfs.Make(ctx, v.fs, v.part.Path, v.ID) }); err != nil {
+			return err
+		}
+		fresh = true
+	}
+	return b.mountVolume(v, v.part.Path, fresh)
+}
+
+// openEncrypted unlocks (or formats) the LUKS2 volume, maps it, makes its
+// filesystem when fresh and mounts it.
+func (b *Boot) openEncrypted(ctx context.Context, v *volume, eng Unlocker, lim *memLimiter) error {
+	for _, k := range v.cfg.Encryption.Keys {
+		if k.KMS != nil {
+			if err := b.ensureNetwork(ctx); err != nil {
+				b.logf("%s: network for slot %d (kms): %v", v.ID, k.Slot, err)
+			}
+			break
+		}
+	}
+	dev, size, err := b.Open(v.part.Path)
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+
+	release, err := lim.acquire(ctx, kdfCost(dev, v.cfg))
+	if err != nil {
+		return err
+	}
+	span := b.Timeline.Begin("unlock", v.ID)
+	start := time.Now()
+	res, err := eng.Unlock(ctx, *v.cfg, dev, size)
+	release()
+	span.End(err)
+	b.recordAttempts(v.ID, start, res, err)
+	var prompted []console.SlotReport
+	if err != nil && errors.Is(err, unlock.ErrNoKeyOpens) {
+		res, prompted = b.promptOpen(ctx, v, dev, lim)
+		if res == nil {
+			return volumeFatal(v, err, prompted)
+		}
+		err = nil
+	}
+	if err != nil {
+		return volumeFatal(v, err, nil)
+	}
+	defer res.Zero()
+	b.logOpened(v, res)
+
+	spec, err := dmcrypt.FromMapping("luks2-"+v.ID, v.part.Path, size, res.UUID, res.Mapping, res.Options, res.VolumeKey)
+	if err != nil {
+		return err
+	}
+	var mapped string
+	if err := b.step("dm-setup", v.ID, func() error {
+		var err error
+		mapped, err = b.Mapper.Map(spec)
+		return err
+	}); err != nil {
+		return err
+	}
+	if strings.Contains(res.Kind, config.KindTPM) {
+		b.mu.Lock()
+		if b.latchKeys == nil {
+			b.latchKeys = map[string][]byte{}
+		}
+		b.latchKeys[v.ID] = append([]byte(nil), res.VolumeKey...)
+		b.mu.Unlock()
+	}
+	if res.Formatted {
+		if err := b.step("mkfs", v.ID, func() error { return b.Mkfs.Make(ctx, v.fs, mapped, v.ID) }); err != nil {
+			return err
+		}
+	}
+	return b.mountVolume(v, mapped, res.Formatted)
+}
+
+func (b *Boot) logOpened(v *volume, res *unlock.Result) {
+	how := fmt.Sprintf("opened with slot %d (%s)", res.Slot, res.Kind)
+	if res.Formatted {
+		how = fmt.Sprintf("formatted (LUKS2 %s) with slot %d (%s)", res.UUID, res.Slot, res.Kind)
+	}
+	b.logf("%s: %s", v.ID, how)
+	for _, a := range res.Attempts {
+		if a.Err != nil {
+			b.logf("%s:   %s", v.ID, a)
+		}
+	}
+	if res.Sync != nil && (res.Sync.Changed() || len(res.Sync.Problems) > 0) {
+		b.logf("%s: key slots: %s", v.ID, res.Sync)
+	}
+}
+
+// recordAttempts puts each key tried on the timeline ("key" steps: key
+// fetch and KDF together, as the engine reports them).
+func (b *Boot) recordAttempts(id string, start time.Time, res *unlock.Result, err error) {
+	var attempts []unlock.Attempt
+	var oe *unlock.OpenError
+	switch {
+	case res != nil:
+		attempts = res.Attempts
+	case errors.As(err, &oe):
+		attempts = oe.Attempts
+	}
+	at := start
+	for _, a := range attempts {
+		slot := a.Slot
+		b.Timeline.Record("key", id, &slot, at, a.Duration, a.Err)
+		at = at.Add(a.Duration)
+	}
+}
+
+// promptOpen asks on the console for a passphrase or recovery key when no
+// configured key opened the volume. It returns nil when nobody could or did
+// type one that opens it, with a report per try.
+func (b *Boot) promptOpen(ctx context.Context, v *volume, dev BlockDevice, lim *memLimiter) (*unlock.Result, []console.SlotReport) {
+	if b.Prompt == nil || b.Cmdline.PromptTimeout <= 0 {
+		return nil, nil
+	}
+	hdr, err := luks2.ReadHeader(dev)
+	if err != nil {
+		return nil, []console.SlotReport{{Slot: -1, Kind: "console passphrase", Err: err}}
+	}
+	b.promptMu.Lock() // one question on the console at a time
+	defer b.promptMu.Unlock()
+	var reports []console.SlotReport
+	for try := 1; try <= promptTries; try++ {
+		pass, err := b.Prompt.Passphrase(v.ID, try, promptTries)
+		if err != nil {
+			reports = append(reports, console.SlotReport{Slot: -1, Kind: "console passphrase", Err: err})
+			return nil, reports
+		}
+		release, err := lim.acquire(ctx, kdfCost(dev, v.cfg))
+		if err != nil {
+			keys.Zero(pass)
+			return nil, reports
+		}
+		span := b.Timeline.Begin("prompt-kdf", v.ID)
+		key, slot, err := hdr.Unlock(dev, pass, luks2.AnySlot)
+		release()
+		span.End(err)
+		keys.Zero(pass)
+		if err != nil {
+			b.logf("%s: the typed passphrase opens no key slot", v.ID)
+			reports = append(reports, console.SlotReport{Slot: -1, Kind: "console passphrase", Err: err})
+			continue
+		}
+		m, err := hdr.Mapping()
+		if err != nil {
+			keys.Zero(key)
+			reports = append(reports, console.SlotReport{Slot: slot, Kind: "console passphrase", Err: err})
+			return nil, reports
+		}
+		m.AllowDiscards = m.AllowDiscards || v.cfg.Encryption.AllowDiscards
+		b.logf("%s: opened with slot %d by the passphrase typed at the console (key slots not synced this boot)", v.ID, slot)
+		return &unlock.Result{VolumeID: v.ID, UUID: hdr.UUID, VolumeKey: key, Mapping: m,
+			Options: v.cfg.Encryption.Options, Slot: slot, Kind: "console passphrase"}, nil
+	}
+	return nil, reports
+}
+
+// mountVolume mounts the volume's device at its staging directory.
+func (b *Boot) mountVolume(v *volume, dev string, fresh bool) error {
+	fstype := v.fs
+	if !fresh {
+		var err error
+		if fstype, err = b.detectFS(dev); err != nil {
+			return err
+		}
+		if v.cfg != nil && v.cfg.Filesystem != "" && v.cfg.Filesystem != fstype {
+			b.logf("%s: holds %s while the config says %s; mounting what is there", v.ID, fstype, v.cfg.Filesystem)
+		}
+	}
+	dir := b.stagingDir(v.ID)
+	return b.step("mount", v.ID, func() error {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		if err := b.Mounter.Mount(dev, dir, fstype, 0, ""); err != nil {
+			return fmt.Errorf("mount %s (%s): %w", dev, fstype, err)
+		}
+		v.mounted, v.device = true, dev
+		b.logf("%s: %s (%s) mounted, goes to %s", v.ID, dev, fstype, v.mountPoint)
+		return nil
+	})
+}
