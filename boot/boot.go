@@ -24,10 +24,10 @@ import (
 // Paths the sequence uses, relative to Boot.Root.
 const (
 	EmbeddedConfig = "/etc/cryptinit/config.yaml"
-	StagingDir     = "/cryptinit/mnt"   // volumes are mounted here, then moved into the new root
-	NewRoot        = "/sysroot"         // where root= is mounted
+	StagingDir     = "/cryptinit/mnt" // volumes are mounted here, then moved into the new root
+	NewRoot        = "/sysroot"       // where root= is mounted
 	TimelineFile   = "/run/cryptinit/timeline.json"
-	StateConfigDir = "cryptinit"        // on STATE: cryptinit/config.yaml
+	StateConfigDir = "cryptinit"         // on STATE: cryptinit/config.yaml
 	ConfigSrcDir   = "/cryptinit/cfgsrc" // a config partition is mounted here briefly
 )
 
