@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/cryptinit/cryptinit/unlock/config"
 	"github.com/cryptinit/cryptinit/unlock/keys"
@@ -19,6 +20,17 @@ func tokenFor(hdr *luks2.Header, slot int) []byte {
 	return nil
 }
 
+// assignedTokens returns the raw tokens whose keyslots list slot, in id order.
+func assignedTokens(hdr *luks2.Header, slot int) [][]byte {
+	var out [][]byte
+	for id := 0; id < luks2.MaxTokens; id++ {
+		if t, ok := hdr.Tokens[id]; ok && slices.Contains(t.Keyslots, slot) {
+			out = append(out, t.Raw)
+		}
+	}
+	return out
+}
+
 // tryKey asks key for slot's passphrase and tries it on that slot. It
 // returns the volume key, or an error wrapping keys.ErrWrongKey,
 // ErrSlotEmpty or the key's own error.
@@ -27,7 +39,7 @@ func (e *Engine) tryKey(ctx context.Context, volID string, k keys.Key, slot int,
 		return nil, ErrSlotEmpty
 	}
 	kctx, cancel := e.keyContext(ctx)
-	pass, err := k.Passphrase(kctx, keys.Slot{VolumeID: volID, Slot: slot, Token: tokenFor(hdr, slot)})
+	pass, err := k.Passphrase(kctx, keys.Slot{VolumeID: volID, Slot: slot, Token: tokenFor(hdr, slot), Assigned: assignedTokens(hdr, slot)})
 	cancel()
 	if err != nil {
 		return nil, err

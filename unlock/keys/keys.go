@@ -27,6 +27,9 @@ type Slot struct {
 	VolumeID string // STATE, EPHEMERAL, u-<name>: part of the nodeID passphrase
 	Slot     int    // keyslot, also the token id
 	Token    []byte // raw JSON of token id == Slot on the volume, nil if none
+	// Assigned are the raw tokens (any id) whose keyslots list Slot, e.g.
+	// systemd-cryptenroll's systemd-tpm2 tokens.
+	Assigned [][]byte
 }
 
 // Enrollment is a newly created key.

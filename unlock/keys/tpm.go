@@ -35,8 +35,26 @@ type TPMTokenData struct {
 // Kind implements Key.
 func (*TPMKey) Kind() string { return "tpm" }
 
-// Passphrase implements Key.
+// SystemdTPM is a TPM that can also unseal systemd-cryptenroll's
+// systemd-tpm2 tokens (tpm.Sealer can), returning the LUKS passphrase.
+type SystemdTPM interface {
+	UnsealSystemd(ctx context.Context, tok *tpm.SystemdToken) ([]byte, error)
+}
+
+// TokenSystemdTPM is the token type systemd-cryptenroll --tpm2-device writes.
+const TokenSystemdTPM = "systemd-tpm2"
+
+// Passphrase implements Key. A slot without a talos-tpm2 token but with a
+// systemd-tpm2 token assigned to it is opened the systemd way, so volumes
+// enrolled with systemd-cryptenroll open too.
 func (k *TPMKey) Passphrase(ctx context.Context, s Slot) ([]byte, error) {
+	if TokenType(s.Token) != TokenTPM {
+		for _, raw := range s.Assigned {
+			if TokenType(raw) == TokenSystemdTPM {
+				return k.systemdPassphrase(ctx, s, raw)
+			}
+		}
+	}
 	var ud TPMTokenData
 	if err := decodeToken(s, TokenTPM, &ud); err != nil {
 		return nil, err
@@ -123,4 +141,20 @@ func SealedFromToken(ud TPMTokenData) *tpm.Sealed {
 		s.PCRs = append(slices.Clone(s.PCRs), 7)
 	}
 	return s
+}
+
+func (k *TPMKey) systemdPassphrase(ctx context.Context, s Slot, raw []byte) ([]byte, error) {
+	st, ok := k.TPM.(SystemdTPM)
+	if !ok || k.TPM == nil {
+		return nil, fmt.Errorf("%w: slot %d has a systemd-tpm2 token and this TPM cannot unseal those", ErrKeyUnavailable, s.Slot)
+	}
+	tok, err := tpm.ParseSystemdToken(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: slot %d: %v", ErrBadToken, s.Slot, err)
+	}
+	pass, err := st.UnsealSystemd(ctx, tok)
+	if err != nil {
+		return nil, fmt.Errorf("%w: tpm unseal (systemd-tpm2): %w", ErrKeyUnavailable, err)
+	}
+	return pass, nil
 }

@@ -1,0 +1,107 @@
+package unlock
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cryptinit/cryptinit/tpm"
+	"github.com/cryptinit/cryptinit/unlock/keys"
+	"github.com/cryptinit/cryptinit/unlock/luks2"
+)
+
+// blockingKMS answers nothing until the caller gives up.
+type blockingKMS struct{ fakeKMS }
+
+func (b *blockingKMS) Unseal(ctx context.Context, _, _ string, _ []byte) ([]byte, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func TestPerKeyTimeout(t *testing.T) {
+	dev := image(t, imageSize)
+	y := "kind: VolumeConfig\nname: EPHEMERAL\nencryption:\n  keys:\n" +
+		"    - {slot: 0, kms: {endpoint: grpc://kms:1}}\n" +
+		"    - {slot: 1, static: {passphrase: b}}\n" + smallKDF
+	vol := volume(t, y, "EPHEMERAL")
+	e := &Engine{Env: keys.Env{NodeUUID: keys.StaticUUID(testUUID), KMS: &fakeKMS{}}}
+	if _, err := e.Unlock(ctx, vol, dev, imageSize); err != nil {
+		t.Fatal(err)
+	}
+	e.Env.KMS = &blockingKMS{}
+	e.KeyTimeout = 100 * time.Millisecond
+	r, err := e.Unlock(ctx, vol, dev, imageSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := r.Attempts[0]
+	if r.Slot != 1 || !errors.Is(a.Err, context.DeadlineExceeded) || !errors.Is(a.Err, keys.ErrKeyUnavailable) ||
+		a.Duration < 100*time.Millisecond || a.Duration > 10*time.Second {
+		t.Fatalf("slot %d, attempt 0: %v after %v", r.Slot, a.Err, a.Duration)
+	}
+	// sync could not check slot 0 and must leave it alone
+	if r.Sync.Changed() || len(r.Sync.Problems) != 1 || !strings.Contains(r.Sync.Problems[0].Error(), "slot 0 (kms)") {
+		t.Fatalf("sync: %v", r.Sync)
+	}
+	if got := slotsOf(t, dev); len(got) != 2 {
+		t.Fatalf("slots %v", got)
+	}
+}
+
+// systemdTPM also unseals systemd-tpm2 tokens, like tpm.Sealer.
+type systemdTPM struct {
+	fakeTPM
+	pass string
+	got  *tpm.SystemdToken
+}
+
+func (s *systemdTPM) UnsealSystemd(_ context.Context, tok *tpm.SystemdToken) ([]byte, error) {
+	s.got = tok
+	return []byte(s.pass), nil
+}
+
+func TestSystemdEnrolledSlotOpens(t *testing.T) {
+	dev := image(t, imageSize)
+	e := &Engine{}
+	first := "kind: UserVolumeConfig\nname: data\nencryption:\n  keys:\n    - {slot: 0, static: {passphrase: a}}\n" + smallKDF
+	r, err := e.Unlock(ctx, volume(t, first, "u-data"), dev, imageSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// what systemd-cryptenroll --tpm2-device leaves: a keyslot whose
+	// passphrase is base64 of the sealed secret, and a token (any id)
+	// listing that keyslot
+	const pass = "c2VjcmV0IHNlYWxlZCBieSBzeXN0ZW1kIGluIHRoZSBUUE0="
+	if _, err := luks2.AddKeyslot(dev, r.VolumeKey, []byte(pass), 2, luks2.KDF{Type: "pbkdf2", Hash: "sha256", Iterations: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	r.Zero()
+	tok := `{"type":"systemd-tpm2","keyslots":["2"],"tpm2-blob":"AAAA","tpm2-pcrs":[7],"tpm2-pcr-bank":"sha256","tpm2-primary-alg":"ecc","tpm2-policy-hash":"00","tpm2-pin":false}`
+	if _, err := luks2.ImportToken(dev, 9, []byte(tok), false); err != nil {
+		t.Fatal(err)
+	}
+	dev2 := &systemdTPM{pass: pass}
+	e.Env.TPM = dev2
+	y := "kind: UserVolumeConfig\nname: data\nencryption:\n  keys:\n    - {slot: 2, tpm: {}}\n" + smallKDF
+	r, err = e.Unlock(ctx, volume(t, y, "u-data"), dev, imageSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Zero()
+	if r.Slot != 2 || dev2.got == nil || dev2.got.Blob != "AAAA" || len(r.Sync.Replaced) != 0 {
+		t.Fatalf("slot %d token %+v sync %v", r.Slot, dev2.got, r.Sync)
+	}
+	hdr, _ := luks2.ReadHeader(dev)
+	if !bytes.Contains(hdr.Tokens[9].Raw, []byte("systemd-tpm2")) {
+		t.Fatal("sync removed the systemd token")
+	}
+	// a TPM without systemd support reports the key unavailable, clearly
+	e.Env.TPM = &fakeTPM{}
+	_, err = e.Open(ctx, volume(t, y, "u-data"), dev)
+	if !errors.Is(err, ErrNoKeyOpens) || !strings.Contains(err.Error(), "cannot unseal those") {
+		t.Fatalf("plain TPM: %v", err)
+	}
+}
