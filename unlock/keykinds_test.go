@@ -105,3 +105,22 @@ func TestSystemdEnrolledSlotOpens(t *testing.T) {
 		t.Fatalf("plain TPM: %v", err)
 	}
 }
+
+func TestLUKS1OpensWithoutSync(t *testing.T) {
+	needTool(t, "cryptsetup")
+	dev := image(t, imageSize)
+	run(t, []byte("old"), "cryptsetup", "luksFormat", "-q", "--type", "luks1", "--pbkdf-force-iterations", "1000", "--key-file", "-", dev.Name())
+	before := digest(t, dev)
+	vol := volume(t, staticConfig("EPHEMERAL", map[int]string{0: "old", 1: "new"}), "EPHEMERAL")
+	r, err := (&Engine{}).Unlock(ctx, vol, dev, imageSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Zero()
+	if r.Slot != 0 || r.Formatted || len(r.Sync.Problems) != 1 || !strings.Contains(r.Sync.Problems[0].Error(), "LUKS1") {
+		t.Fatalf("slot %d sync %v", r.Slot, r.Sync)
+	}
+	if digest(t, dev) != before {
+		t.Fatal("a LUKS1 volume was written")
+	}
+}

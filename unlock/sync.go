@@ -68,6 +68,10 @@ func (e *Engine) Sync(ctx context.Context, vol config.Volume, dev luks2.Device, 
 		rep.Problems = append(rep.Problems, fmt.Errorf("sync %s: nothing to sync with (%v)", vol.ID, err))
 		return rep
 	}
+	if hdr, err := luks2.ReadHeader(dev); err == nil && hdr.Version != 2 {
+		rep.Problems = append(rep.Problems, fmt.Errorf("sync %s: LUKS%d volume: keyslots left as they are (cryptinit writes LUKS2 only; convert with cryptsetup convert --type luks2)", vol.ID, hdr.Version))
+		return rep
+	}
 	vk := opened.VolumeKey
 	kdf := kdfFor(vol.Encryption)
 	// what Open already learnt about the slots tried before the opener

@@ -182,6 +182,7 @@ func TestErrors(t *testing.T) {
 		{"bad provider", head + "encryption:\n  provider: luks1\n  keys: [{slot: 0, nodeID: {}}]\n", []string{"provider \"luks1\""}},
 		{"bad kms", head + "encryption:\n  keys: [{slot: 0, kms: {}}]\n", []string{"kms.endpoint"}},
 		{"bad pcr", head + "encryption:\n  keys: [{slot: 0, tpm: {options: {pcrs: [24]}}}]\n", []string{"PCR 24"}},
+		{"bad option", head + "encryption:\n  options: [fast]\n  keys: [{slot: 0, nodeID: {}}]\n", []string{"dm-crypt option \"fast\""}},
 		{"bad fs", head + "filesystem: {type: zfs}\n", []string{"filesystem \"zfs\""}},
 		{"type error", head + "encryption:\n  keys: [{slot: zero, nodeID: {}}]\n", []string{"line 5", "cannot unmarshal"}},
 		{"duplicate volume", head + "---\n" + head, []string{"already configured by document 1"}},

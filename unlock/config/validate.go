@@ -85,6 +85,20 @@ func validateEncryption(v *Volume, add func(field string, line int, warning bool
 	default:
 		add("encryption.provider", 0, false, fmt.Sprintf("provider %q is not supported", e.Provider), "use provider: luks2")
 	}
+	switch e.Cipher {
+	case "", "aes-xts-plain64":
+	default:
+		add("encryption.cipher", 0, true, fmt.Sprintf("cipher %q: cryptinit formats new volumes with aes-xts-plain64 only (existing volumes open with their own cipher)", e.Cipher),
+			"leave cipher out or set aes-xts-plain64")
+	}
+	for _, o := range e.Options {
+		switch o {
+		case "no_read_workqueue", "no_write_workqueue", "same_cpu_crypt", "submit_from_crypt_cpus":
+		default:
+			add("encryption.options", 0, false, fmt.Sprintf("unknown dm-crypt option %q", o),
+				"use no_read_workqueue, no_write_workqueue, same_cpu_crypt or submit_from_crypt_cpus")
+		}
+	}
 	switch e.KeySize {
 	case 0, 256, 512:
 	default:
