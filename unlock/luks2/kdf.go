@@ -40,7 +40,9 @@ func deriveKey(k KDF, passphrase []byte, keyLen int) ([]byte, error) {
 		}
 		return pbkdf2Key(h, passphrase, k.Salt, k.Iterations, keyLen), nil
 	case "argon2id", "argon2i":
-		if k.Time < 1 || k.Memory < 8 || k.Parallel < 1 || k.Parallel > 255 {
+		// cryptsetup's bounds; they also keep a hostile header from asking
+		// for more than 4 GiB.
+		if k.Time < 1 || k.Memory < 8 || k.Memory > 4<<20 || k.Parallel < 1 || k.Parallel > 255 {
 			return nil, fmt.Errorf("%s costs time=%d memory=%d parallel=%d: %w", k.Type, k.Time, k.Memory, k.Parallel, ErrInvalidParameter)
 		}
 		if k.Type == "argon2id" {

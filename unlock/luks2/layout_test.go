@@ -139,3 +139,21 @@ func TestMetadataTooLargeWritesNothing(t *testing.T) {
 		t.Error("a refused AddKeyslot wrote to the device")
 	}
 }
+
+// Metadata that passes its checksum but that cryptsetup would reject (key
+// material outside the keyslots area, e.g. over the headers or the data) is
+// not a valid copy.
+func TestRejectsAreaOutsideKeyslotsArea(t *testing.T) {
+	for _, off := range []string{"0", "16777216", "4096"} {
+		img, _ := formatPBKDF2(t, []byte("pw"))
+		rewriteJSON(t, img, func(m map[string]any) {
+			m["keyslots"].(map[string]any)["0"].(map[string]any)["area"].(map[string]any)["offset"] = off
+		})
+		f, _ := os.Open(img)
+		_, err := ReadHeader(f)
+		f.Close()
+		if !errors.Is(err, ErrNoValidHeader) || !strings.Contains(err.Error(), "outside the keyslots area") {
+			t.Errorf("area at %s: %v", off, err)
+		}
+	}
+}

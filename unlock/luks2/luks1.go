@@ -47,7 +47,7 @@ func readLUKS1(r io.ReaderAt) (*Header, error) {
 			continue
 		}
 		stripes := int(binary.BigEndian.Uint32(s[44:48]))
-		if stripes <= 0 || stripes > 1<<20 {
+		if stripes <= 0 || stripes*keyBytes > maxKeyslotsSize {
 			return nil, fmt.Errorf("LUKS1 keyslot %d: %d stripes invalid", i, stripes)
 		}
 		h.Keyslots[i] = Keyslot{

@@ -10,6 +10,10 @@ import (
 	"strconv"
 )
 
+// maxKeyslotsSize is cryptsetup's limit on the keyslots area (and so on any
+// key material we read).
+const maxKeyslotsSize = 128 << 20
+
 // metadata is the LUKS2 JSON area. Field order follows cryptsetup's output.
 type metadata struct {
 	Keyslots map[string]*jsonKeyslot    `json:"keyslots"`
@@ -182,8 +186,34 @@ func decodeB64(what, s string) ([]byte, error) {
 // validate checks the references and ranges cryptsetup checks, so that a
 // copy that passes its checksum but would be rejected is treated as invalid.
 func (m *metadata) validate() error {
-	if m.Config.KeyslotsSize%4096 != 0 {
-		return fmt.Errorf("LUKS2 metadata: keyslots_size %d not 4096-aligned", m.Config.KeyslotsSize)
+	if m.Config.KeyslotsSize%4096 != 0 || m.Config.KeyslotsSize > maxKeyslotsSize {
+		return fmt.Errorf("LUKS2 metadata: keyslots_size %d not 4096-aligned or above 128 MiB", m.Config.KeyslotsSize)
+	}
+	if !validMetadataSize(m.Config.JSONSize + binHeaderSize) {
+		return fmt.Errorf("LUKS2 metadata: json_size %d invalid", m.Config.JSONSize)
+	}
+	// Raw keyslot areas lie inside the keyslots area, after both metadata
+	// copies, and do not overlap (cryptsetup checks the same).
+	areaStart := 2 * (m.Config.JSONSize + binHeaderSize)
+	type span struct {
+		id       string
+		off, end uint64
+	}
+	var spans []span
+	for k, ks := range m.Keyslots {
+		if ks != nil && ks.Area != nil && ks.Area.Type == "raw" {
+			a := ks.Area
+			if a.Size == 0 || a.Offset < areaStart || a.Size > m.Config.KeyslotsSize || a.Offset-areaStart > m.Config.KeyslotsSize-a.Size {
+				return fmt.Errorf("LUKS2 metadata: keyslot %s area [%d, +%d) outside the keyslots area", k, a.Offset, a.Size)
+			}
+			spans = append(spans, span{k, a.Offset, a.Offset + a.Size})
+		}
+	}
+	sort.Slice(spans, func(i, j int) bool { return spans[i].off < spans[j].off })
+	for i := 1; i < len(spans); i++ {
+		if spans[i].off < spans[i-1].end {
+			return fmt.Errorf("LUKS2 metadata: keyslot areas %s and %s overlap", spans[i-1].id, spans[i].id)
+		}
 	}
 	for k, ks := range m.Keyslots {
 		if _, err := parseID("keyslot", k, MaxKeyslots); err != nil {
@@ -199,7 +229,7 @@ func (m *metadata) validate() error {
 			if ks.AF == nil || ks.KDF == nil {
 				return fmt.Errorf("LUKS2 metadata: keyslot %s lacks af or kdf", k)
 			}
-			if ks.AF.Stripes <= 0 || ks.AF.Stripes > 1<<20 {
+			if ks.AF.Stripes <= 0 || uint64(ks.AF.Stripes)*uint64(ks.KeySize) > maxKeyslotsSize {
 				return fmt.Errorf("LUKS2 metadata: keyslot %s af stripes %d invalid", k, ks.AF.Stripes)
 			}
 			if _, err := decodeB64("kdf salt", ks.KDF.Salt); err != nil {
