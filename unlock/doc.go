@@ -1,10 +1,15 @@
+// Engine API: res, err := (&unlock.Engine{Env: keys.Env{NodeUUID: keys.MachineUUID(metaTag15), KMS: kmsClient, TPM: sealer, SecureBoot: tpm.EFIVars{}}, StateDir: stateRoot}).Unlock(ctx, vol, dev, size); then map res.VolumeKey with res.Mapping (+res.Options), mkfs if res.Formatted, log res.Sync, res.Zero().
+
 // Package unlock is cryptinit's unlock engine: given a volume's config, its
 // partition and the machine's key sources, it opens the LUKS2 volume (or
 // formats it when the partition is empty) and keeps its keyslots in line
 // with the config.
 //
-// Engine API: e := &unlock.Engine{Env: keys.Env{NodeUUID: ..., KMS: ..., TPM: ..., Salt: keys.SaltDir(stateRoot)}};
-// res, err := e.Unlock(ctx, vol, dev, size) -> res.VolumeKey + res.Mapping for dm-crypt, res.Formatted => mkfs; res.Zero() after mapping.
+// Boot order: meta.ReadStateConfig picks STATE's config (machine config
+// wins, META tag 9 kept in step); ConsumeWipeRequest before Unlock for a
+// volume META asks to wipe; Unlock STATE without StateDir, mount it,
+// keys.EnsureSalt(stateRoot, nil), then Unlock EPHEMERAL and user volumes
+// with StateDir set (lockToSTATE keys need the salt).
 //
 // Open tries the configured keys in slot order, each on its own slot and
 // with its own timeout, and records every failure: when none opens, the

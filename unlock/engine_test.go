@@ -168,7 +168,7 @@ func TestLockToSTATENewSalt(t *testing.T) {
 	keys.EnsureSalt(wiped, nil)
 	_, err := nodeEngine(wiped).Unlock(ctx, vol, dev, imageSize)
 	if !errors.Is(err, ErrNoKeyOpens) || !strings.Contains(err.Error(), "slot 0 (nodeID+lockToSTATE): key does not open its slot") ||
-		!strings.Contains(err.Error(), "locked to") {
+		!strings.Contains(err.Error(), "was STATE wiped or replaced") {
 		t.Fatalf("new salt: %v", err)
 	}
 	empty := t.TempDir() // STATE not mounted / no salt at all

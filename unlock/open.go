@@ -76,6 +76,9 @@ func (e *Engine) open(ctx context.Context, vol *config.Volume, dev io.ReaderAt, 
 		if err == nil {
 			vk, err = e.tryKey(ctx, vol.ID, k, ck.Slot, hdr, dev)
 		}
+		if ck.LockToSTATE && errors.Is(err, keys.ErrWrongKey) {
+			err = fmt.Errorf("%w (the key is locked to STATE: was STATE wiped or replaced since this volume was made?)", err)
+		}
 		res.Attempts = append(res.Attempts, Attempt{Slot: ck.Slot, Kind: kind, Err: err, Duration: e.now().Sub(start)})
 		if err != nil {
 			e.log().Info("key did not open", "volume", vol.ID, "slot", ck.Slot, "kind", kind, "err", err)
