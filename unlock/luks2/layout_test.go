@@ -157,3 +157,66 @@ func TestRejectsAreaOutsideKeyslotsArea(t *testing.T) {
 		}
 	}
 }
+
+// maskSecrets replaces salts and digests so two headers can be compared.
+func maskSecrets(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			if k == "salt" || k == "digest" {
+				x[k] = "masked"
+			} else {
+				x[k] = maskSecrets(e)
+			}
+		}
+	case []any:
+		for i := range x {
+			x[i] = maskSecrets(x[i])
+		}
+	}
+	return v
+}
+
+// Our Format writes the same metadata as cryptsetup luksFormat with the same
+// parameters, up to random salts, digests and the UUID.
+func TestFormatLayoutEqualsCryptsetup(t *testing.T) {
+	needCryptsetup(t)
+	for _, c := range []struct {
+		name string
+		args []string
+		opts FormatOptions
+	}{
+		{"pbkdf2-512-4096", []string{"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-size", "512", "--sector-size", "4096"},
+			FormatOptions{KDF: kdfPBKDF2, KeySize: 512, SectorSize: 4096}},
+		{"pbkdf2-sha512-256-512", []string{"--pbkdf", "pbkdf2", "--hash", "sha512", "--pbkdf-force-iterations", "1000", "--key-size", "256", "--sector-size", "512"},
+			FormatOptions{KDF: kdfPBKDF2512, KeySize: 256, SectorSize: 512}},
+		{"argon2id-slot3", []string{"--pbkdf", "argon2id", "--pbkdf-force-iterations", "4", "--pbkdf-memory", "32768", "--pbkdf-parallel", "2", "--key-slot", "3"},
+			FormatOptions{KDF: kdfArgon2id, Slot: 3}},
+		{"argon2i-label", []string{"--pbkdf", "argon2i", "--pbkdf-force-iterations", "4", "--pbkdf-memory", "16384", "--pbkdf-parallel", "1", "--label", "EPHEMERAL", "--subsystem", "talos"},
+			FormatOptions{KDF: kdfArgon2i, Label: "EPHEMERAL", Subsystem: "talos"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			pass := []byte("same")
+			theirs := newImage(t, imageSize)
+			mustCryptsetup(t, nil, append(append([]string{"luksFormat", "-q", "--type", "luks2", "--key-file", keyFile(t, pass)}, c.args...), theirs)...)
+			ours := newImage(t, imageSize)
+			c.opts.DigestIterations = 1000
+			if _, err := Format(openRW(t, ours), imageSize, pass, c.opts); err != nil {
+				t.Fatal(err)
+			}
+			var a, b any
+			json.Unmarshal([]byte(mustCryptsetup(t, nil, "luksDump", "--dump-json-metadata", ours)), &a)
+			json.Unmarshal([]byte(mustCryptsetup(t, nil, "luksDump", "--dump-json-metadata", theirs)), &b)
+			ja, _ := json.Marshal(maskSecrets(a))
+			jb, _ := json.Marshal(maskSecrets(b))
+			if !bytes.Equal(ja, jb) {
+				t.Errorf("metadata differs from cryptsetup's:\nours   %s\ntheirs %s", ja, jb)
+			}
+			ho, ht := readHeaderFile(t, ours), readHeaderFile(t, theirs)
+			if ho.Label != ht.Label || ho.Subsystem != ht.Subsystem || ho.MetadataSize != ht.MetadataSize || ho.checksum != ht.checksum {
+				t.Errorf("binary header differs: ours %q %q %d %s, cryptsetup %q %q %d %s",
+					ho.Label, ho.Subsystem, ho.MetadataSize, ho.checksum, ht.Label, ht.Subsystem, ht.MetadataSize, ht.checksum)
+			}
+		})
+	}
+}
