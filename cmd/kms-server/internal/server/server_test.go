@@ -21,9 +21,15 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/cryptinit/cryptinit/cmd/kms-server/internal/keyring"
 	"github.com/cryptinit/cryptinit/cmd/kms-server/internal/tlsgen"
@@ -354,33 +360,58 @@ func TestGarbageAndOversized(t *testing.T) {
 	}
 }
 
-// TestGRPCGoClientProto calls the server the way a Talos node does: grpc-go
-// with the standard proto codec, messages built from the sidero.kms
-// descriptor by the real protobuf library (see netboot/kms wire tests).
+// sideroKMS builds the sidero.kms messages from a descriptor, so the real
+// protobuf library (not our hand-written code) encodes them.
+func sideroKMS(t *testing.T) (req, resp protoreflect.MessageDescriptor) {
+	t.Helper()
+	field := func(name string, num int32, typ descriptorpb.FieldDescriptorProto_Type) *descriptorpb.FieldDescriptorProto {
+		return &descriptorpb.FieldDescriptorProto{Name: proto.String(name), Number: proto.Int32(num), Type: typ.Enum(),
+			Label: descriptorpb.FieldDescriptorProto_LABEL_OPTIONAL.Enum(), JsonName: proto.String(name)}
+	}
+	fd, err := protodesc.NewFile(&descriptorpb.FileDescriptorProto{
+		Name: proto.String("sidero/kms/kms.proto"), Package: proto.String("sidero.kms"), Syntax: proto.String("proto3"),
+		MessageType: []*descriptorpb.DescriptorProto{
+			{Name: proto.String("Request"), Field: []*descriptorpb.FieldDescriptorProto{
+				field("node_uuid", 1, descriptorpb.FieldDescriptorProto_TYPE_STRING),
+				field("data", 2, descriptorpb.FieldDescriptorProto_TYPE_BYTES)}},
+			{Name: proto.String("Response"), Field: []*descriptorpb.FieldDescriptorProto{
+				field("data", 1, descriptorpb.FieldDescriptorProto_TYPE_BYTES)}},
+		},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fd.Messages().ByName("Request"), fd.Messages().ByName("Response")
+}
+
+// TestGRPCGoClient calls the server the way a Talos node does: grpc-go with
+// its standard proto codec, messages encoded by the protobuf library from
+// the sidero.kms descriptor.
 func TestGRPCGoClient(t *testing.T) {
 	_, ep := serve(t, Config{}, pki{}, "")
 	conn := grpcConn(t, ep)
 	ctx := context.Background()
-	// Hand-check the response bytes: field 1, bytes.
-	req := (&kms.Request{NodeUUID: nodeA, Data: secret}).Marshal()
-	var sealed []byte
-	if err := conn.Invoke(ctx, kms.MethodSeal, &req, &sealed, grpc.ForceCodec(rawCodec{})); err != nil {
+	reqMD, respMD := sideroKMS(t)
+	call := func(method, node string, data []byte) ([]byte, error) {
+		req := dynamicpb.NewMessage(reqMD)
+		req.Set(reqMD.Fields().ByNumber(1), protoreflect.ValueOfString(node))
+		req.Set(reqMD.Fields().ByNumber(2), protoreflect.ValueOfBytes(data))
+		resp := dynamicpb.NewMessage(respMD)
+		if err := conn.Invoke(ctx, method, req, resp); err != nil {
+			return nil, err
+		}
+		return resp.Get(respMD.Fields().ByNumber(1)).Bytes(), nil
+	}
+	sealed, err := call(kms.MethodSeal, nodeA, secret)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if len(sealed) < 2 || sealed[0] != 0x0a {
-		t.Fatalf("Seal response %x does not start with field 1 (0x0a)", sealed)
+	opened, err := call(kms.MethodUnseal, nodeA, sealed)
+	if err != nil || !bytes.Equal(opened, secret) {
+		t.Fatalf("Unseal via grpc-go = %q, %v", opened, err)
 	}
-	var resp kms.Response
-	if err := resp.Unmarshal(sealed); err != nil {
-		t.Fatal(err)
-	}
-	req = (&kms.Request{NodeUUID: nodeA, Data: resp.Data}).Marshal()
-	var opened []byte
-	if err := conn.Invoke(ctx, kms.MethodUnseal, &req, &opened, grpc.ForceCodec(rawCodec{})); err != nil {
-		t.Fatal(err)
-	}
-	if err := resp.Unmarshal(opened); err != nil || !bytes.Equal(resp.Data, secret) {
-		t.Fatalf("Unseal via grpc-go = %q, %v", resp.Data, err)
+	if _, err := call(kms.MethodUnseal, nodeB, sealed); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("wrong node via grpc-go: %v, want PermissionDenied", err)
 	}
 	// Standard gRPC health, with the standard proto codec.
 	h, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: kms.ServiceName})
@@ -545,5 +576,48 @@ func TestClientRetriesUntilServerUp(t *testing.T) {
 	}
 	if failures == 0 {
 		t.Fatal("expected failed attempts before the server came up")
+	}
+}
+
+// TestGRPCGoClientTLS: a grpc-go client over TLS with a client certificate,
+// as a Talos node with an https:// endpoint connects.
+func TestGRPCGoClientTLS(t *testing.T) {
+	p := newPKI(t)
+	_, ep := serve(t, Config{BindClientCert: true}, p, "mtls")
+	cas, err := kms.LoadCAs(p.path(tlsgen.CACert))
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := tlsgen.ClientFiles(nodeA)
+	cert, err := tls.LoadX509KeyPair(p.path(certFile), p.path(keyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := credentials.NewTLS(&tls.Config{RootCAs: cas, Certificates: []tls.Certificate{cert}})
+	conn, err := grpc.NewClient("passthrough:///"+strings.TrimPrefix(ep, "https://"), grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx := context.Background()
+	req := (&kms.Request{NodeUUID: nodeA, Data: secret}).Marshal()
+	var out []byte
+	if err := conn.Invoke(ctx, kms.MethodSeal, &req, &out, grpc.ForceCodec(rawCodec{})); err != nil {
+		t.Fatal(err)
+	}
+	var resp kms.Response
+	if err := resp.Unmarshal(out); err != nil {
+		t.Fatal(err)
+	}
+	req = (&kms.Request{NodeUUID: nodeA, Data: resp.Data}).Marshal()
+	if err := conn.Invoke(ctx, kms.MethodUnseal, &req, &out, grpc.ForceCodec(rawCodec{})); err != nil {
+		t.Fatal(err)
+	}
+	if err := resp.Unmarshal(out); err != nil || !bytes.Equal(resp.Data, secret) {
+		t.Fatalf("Unseal over grpc-go TLS = %q, %v", resp.Data, err)
+	}
+	req = (&kms.Request{NodeUUID: nodeB, Data: resp.Data}).Marshal()
+	if err := conn.Invoke(ctx, kms.MethodUnseal, &req, &out, grpc.ForceCodec(rawCodec{})); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("node A's certificate asking for node B: %v, want PermissionDenied", err)
 	}
 }
