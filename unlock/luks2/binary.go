@@ -92,15 +92,16 @@ var errNoMagic = errors.New("no LUKS2 signature")
 // readCopy reads and verifies the metadata copy at off.
 func readCopy(r io.ReaderAt, off int64) (*headerCopy, error) {
 	bin := make([]byte, binHeaderSize)
-	if _, err := r.ReadAt(bin, off); err != nil {
-		return nil, fmt.Errorf("read header at %d: %w (device truncated?)", off, err)
-	}
+	n, err := r.ReadAt(bin, off)
 	magic := magicSecondary
 	if off == 0 {
 		magic = magicPrimary
 	}
-	if !bytes.Equal(bin[:6], magic) {
+	if n < len(magic) || !bytes.Equal(bin[:len(magic)], magic) {
 		return nil, errNoMagic
+	}
+	if err != nil && n < binHeaderSize {
+		return nil, fmt.Errorf("read header at %d: %w (device truncated?)", off, err)
 	}
 	if v := binary.BigEndian.Uint16(bin[offVersion:]); v != 2 {
 		return nil, fmt.Errorf("header at %d: version %d, want 2", off, v)

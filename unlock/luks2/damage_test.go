@@ -108,10 +108,11 @@ func TestNotLUKS(t *testing.T) {
 		path string
 		want error
 	}{
-		{"empty", write("empty", nil), nil},
+		{"empty", write("empty", nil), ErrNotLUKS},
+		{"short text", write("text", []byte("root:x:0:0:root:/root:/bin/bash\n")), ErrNotLUKS},
 		{"zeros", write("zeros", make([]byte, 1<<20)), ErrNotLUKS},
 		{"random", write("random", random), ErrNotLUKS},
-		{"truncated in binary header", write("t1", full[:1000]), nil},
+		{"truncated in binary header", write("t1", full[:1000]), ErrNoValidHeader},
 		{"truncated in JSON", write("t2", full[:8000]), ErrNoValidHeader},
 	} {
 		f, err := os.Open(c.path)

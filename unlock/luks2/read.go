@@ -18,8 +18,11 @@ import (
 // LUKS signature at all, ErrNoValidHeader when every copy is damaged.
 func ReadHeader(r io.ReaderAt) (*Header, error) {
 	first := make([]byte, 8)
-	if _, err := r.ReadAt(first, 0); err != nil {
-		return nil, fmt.Errorf("read LUKS header: %w (device too short or unreadable)", err)
+	if n, err := r.ReadAt(first, 0); n < len(first) {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%w: device shorter than a LUKS header", ErrNotLUKS)
+		}
+		return nil, fmt.Errorf("read LUKS header: %w", err)
 	}
 	if bytes.Equal(first[:6], magicPrimary) && first[6] == 0 && first[7] == 1 {
 		return readLUKS1(r)
