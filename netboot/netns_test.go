@@ -3,9 +3,12 @@ package netboot
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -16,6 +19,10 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/net/dns/dnsmessage"
+	"golang.org/x/sys/unix"
+
+	"github.com/cryptinit/cryptinit/netboot/kms"
 )
 
 // The namespace test runs the real netlink and DHCP code in two network
@@ -93,13 +100,14 @@ func TestNetnsDHCPAndStatic(t *testing.T) {
 		name, cmdline, addr, gw, dns string
 		method                       Method
 	}{
-		{"dhcp", "ip=eth0:dhcp", "10.77.0.50/24", "10.77.0.1", "10.77.0.53", MethodDHCP},
-		{"any link", "", "10.77.0.50/24", "10.77.0.1", "10.77.0.53", MethodDHCP},
-		{"static", "ip=10.77.0.9::10.77.0.1:255.255.255.0:node9:eth0:none:10.77.0.54", "10.77.0.9/24", "10.77.0.1", "10.77.0.54", MethodStatic},
+		{"dhcp", "ip=eth0:dhcp", "10.77.0.50/24", "10.77.0.1", "10.77.0.1", MethodDHCP},
+		{"any link", "", "10.77.0.50/24", "10.77.0.1", "10.77.0.1", MethodDHCP},
+		{"static", "ip=10.77.0.9::10.77.0.1:255.255.255.0:node9:eth0:none:10.77.0.1", "10.77.0.9/24", "10.77.0.1", "10.77.0.1", MethodStatic},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			resolv := t.TempDir() + "/resolv.conf"
+			os.WriteFile(resolv, nil, 0o644)
 			out, err := helper(client, "up", "CMDLINE="+tt.cmdline, "RESOLV="+resolv).CombinedOutput()
 			if err != nil {
 				t.Fatalf("Up in namespace: %v\n%s", err, out)
@@ -122,7 +130,7 @@ func TestNetnsDHCPAndStatic(t *testing.T) {
 			if tt.method == MethodDHCP && (ifc.DHCPServer.String() != "10.77.0.1" || ifc.Lease != time.Hour) {
 				t.Fatalf("lease facts %+v", ifc)
 			}
-			for _, want := range []string{"KERNEL-OK", "DOWN-OK"} {
+			for _, want := range []string{"KERNEL-OK", "KMS-OK", "DOWN-OK"} {
 				if !strings.Contains(string(out), want) {
 					t.Fatalf("helper did not report %s:\n%s", want, out)
 				}
@@ -165,7 +173,7 @@ func dhcpServer(t *testing.T) {
 			dhcpv4.WithServerIP(server),
 			dhcpv4.WithNetmask(net.CIDRMask(24, 32)),
 			dhcpv4.WithRouter(server),
-			dhcpv4.WithDNS(net.IPv4(10, 77, 0, 53)),
+			dhcpv4.WithDNS(server),
 			dhcpv4.WithLeaseTime(3600),
 			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(server)),
 		)
@@ -181,6 +189,8 @@ func dhcpServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	go dnsServer(t)
+	go kmsStub(t)
 	fmt.Println("DHCP-READY")
 	s.Serve() // until the parent kills us
 }
@@ -190,7 +200,13 @@ func upInNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := Up(context.Background(), Config{IP: specs, ResolvConf: os.Getenv("RESOLV"),
+	// Up writes /etc/resolv.conf, where Go's resolver reads it; in this
+	// helper that path is a bind mount of a temporary file, private to the
+	// mount namespace `ip netns exec` made.
+	if err := unix.Mount(os.Getenv("RESOLV"), "/etc/resolv.conf", "", unix.MS_BIND, ""); err != nil {
+		t.Fatalf("bind mount resolv.conf: %v", err)
+	}
+	s, err := Up(context.Background(), Config{IP: specs, ResolvConf: "/etc/resolv.conf",
 		CarrierTimeout: 10 * time.Second, DHCPTimeout: 2 * time.Second, DHCPAttempts: 3, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
@@ -226,6 +242,15 @@ func upInNamespace(t *testing.T) {
 	conn.Close()
 	fmt.Println("KERNEL-OK")
 
+	// The KMS by name: DNS from the lease (or ip=), then a gRPC call.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got, err := kms.New(kms.Options{Attempts: 2, Backoff: 100 * time.Millisecond}).Unseal(ctx, "grpc://"+kmsName+":4050", "node-1", []byte("blob"))
+	if err != nil || string(got) != "opened:node-1:blob" {
+		t.Fatalf("KMS call by name: %q, %v", got, err)
+	}
+	fmt.Println("KMS-OK")
+
 	if err := s.Down(); err != nil {
 		t.Fatal(err)
 	}
@@ -235,4 +260,78 @@ func upInNamespace(t *testing.T) {
 		t.Fatalf("after Down: addrs %v flags %v", addrs, link.Attrs().Flags)
 	}
 	fmt.Println("DOWN-OK")
+}
+
+const kmsName = "kms.cryptinit.test"
+
+// dnsServer answers A queries for kmsName with 10.77.0.1 and NXDOMAIN for
+// everything else, on 10.77.0.1:53 in the server namespace.
+func dnsServer(t *testing.T) {
+	pc, err := net.ListenPacket("udp4", "10.77.0.1:53")
+	if err != nil {
+		t.Errorf("dns: %v", err)
+		return
+	}
+	buf := make([]byte, 1500)
+	for {
+		n, peer, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		var p dnsmessage.Parser
+		h, err := p.Start(buf[:n])
+		if err != nil {
+			continue
+		}
+		q, err := p.Question()
+		if err != nil {
+			continue
+		}
+		rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RCode: dnsmessage.RCodeNameError}
+		found := strings.EqualFold(q.Name.String(), kmsName+".")
+		if found {
+			rh.RCode = dnsmessage.RCodeSuccess
+		}
+		b := dnsmessage.NewBuilder(nil, rh)
+		b.StartQuestions()
+		b.Question(q)
+		b.StartAnswers()
+		if found && q.Type == dnsmessage.TypeA {
+			b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60}, dnsmessage.AResource{A: [4]byte{10, 77, 0, 1}})
+		}
+		if out, err := b.Finish(); err == nil {
+			pc.WriteTo(out, peer)
+		}
+	}
+}
+
+// kmsStub answers sidero.kms Unseal over h2c on 10.77.0.1:4050 with
+// "opened:<node>:<data>": enough to prove the network path; the real server
+// is tested against the client in cmd/kms-server.
+func kmsStub(t *testing.T) {
+	lis, err := net.Listen("tcp4", "10.77.0.1:4050")
+	if err != nil {
+		t.Errorf("kms stub: %v", err)
+		return
+	}
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Protocols: p, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		var req kms.Request
+		if len(b) < 5 || r.URL.Path != kms.MethodUnseal || req.Unmarshal(b[5:]) != nil {
+			w.Header().Set("Content-Type", "application/grpc")
+			w.Header().Set("Grpc-Status", "3")
+			return
+		}
+		msg := (&kms.Response{Data: []byte("opened:" + req.NodeUUID + ":" + string(req.Data))}).Marshal()
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Trailer", "Grpc-Status")
+		frame := make([]byte, 5+len(msg))
+		binary.BigEndian.PutUint32(frame[1:5], uint32(len(msg)))
+		copy(frame[5:], msg)
+		w.Write(frame)
+		w.Header().Set("Grpc-Status", "0")
+	})}
+	srv.Serve(lis)
 }
