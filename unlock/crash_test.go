@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/cryptinit/cryptinit/unlock/keys"
+	"github.com/cryptinit/cryptinit/unlock/meta"
+	"github.com/cryptinit/cryptinit/unlock/probe"
 )
 
 var errCrash = errors.New("injected crash")
@@ -133,3 +135,75 @@ func TestSyncCrashSafety(t *testing.T) {
 // fastKDF keeps the many KDF runs of the crash test cheap: the test is
 // about write order, not KDF strength.
 const fastKDF = "  kdf: {type: pbkdf2, iterations: 1000}\n"
+
+// memMeta is an in-memory META partition.
+type memMeta []byte
+
+func (m memMeta) ReadAt(p []byte, off int64) (int, error)  { return copy(p, m[off:]), nil }
+func (m memMeta) WriteAt(p []byte, off int64) (int, error) { return copy(m[off:], p), nil }
+
+// TestFormatCrashResumes crashes the first-boot format after each of its
+// writes: with the META journal the next boot formats again (or opens what
+// was completed); without it the half-written partition is refused, never
+// formatted blindly.
+func TestFormatCrashResumes(t *testing.T) {
+	kms := &fakeKMS{}
+	y := "kind: VolumeConfig\nname: EPHEMERAL\nencryption:\n  keys:\n" +
+		"    - {slot: 0, kms: {endpoint: grpc://kms:1}}\n" +
+		"    - {slot: 1, static: {passphrase: b}}\n" + fastKDF
+	vol := volume(t, y, "EPHEMERAL")
+	dir := t.TempDir()
+	for n := 0; ; n++ {
+		path := filepath.Join(dir, "fmt.img")
+		os.Remove(path)
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Truncate(imageSize)
+		journal := meta.Journal{Dev: make(memMeta, meta.Size)}
+		e := &Engine{Env: keys.Env{NodeUUID: keys.StaticUUID(testUUID), KMS: kms}, Journal: journal}
+		dev := &crashDev{f: f, left: n}
+		res, err := e.Unlock(ctx, vol, dev, imageSize)
+		if !dev.crashed {
+			if err != nil || !res.Formatted {
+				t.Fatalf("uncrashed format: %v", err)
+			}
+			if pending, _ := journal.FormatPending("EPHEMERAL"); pending {
+				t.Fatal("journal not cleared after a finished format")
+			}
+			t.Logf("format + sync make %d writes; crashed after each of them", n)
+			f.Close()
+			break
+		}
+		// next boot, same META
+		next, err := e.Unlock(ctx, vol, f, imageSize)
+		if err != nil {
+			t.Fatalf("crash after %d writes: next boot: %v", n, err)
+		}
+		next.Zero()
+		if !opens(t, f, "b", 1) {
+			t.Fatalf("crash after %d writes: slot 1 does not open after the next boot", n)
+		}
+		if r, err := e.Open(ctx, vol, f); err != nil || r.Slot != 0 {
+			t.Fatalf("crash after %d writes: kms slot 0 does not open after the next boot: %v", n, err)
+		}
+		if pending, _ := journal.FormatPending("EPHEMERAL"); pending {
+			t.Fatalf("crash after %d writes: journal left pending", n)
+		}
+		f.Close()
+	}
+}
+
+func TestFormatCrashWithoutJournalIsRefused(t *testing.T) {
+	f := image(t, imageSize)
+	vol := volume(t, staticConfig("EPHEMERAL", map[int]string{0: "a"}), "EPHEMERAL")
+	dev := &crashDev{f: f, left: 1} // the keyslot area is written, no header
+	if _, err := (&Engine{}).Unlock(ctx, vol, dev, imageSize); err == nil {
+		t.Fatal("crash not reported")
+	}
+	_, err := (&Engine{}).Unlock(ctx, vol, f, imageSize)
+	if !errors.Is(err, probe.ErrNotEmpty) {
+		t.Fatalf("half-formatted partition without journal: %v", err)
+	}
+}

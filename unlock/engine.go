@@ -30,6 +30,17 @@ type Engine struct {
 	Now        func() time.Time // nil: time.Now
 	Log        *slog.Logger     // nil: discard; never given secrets
 	Rand       io.Reader        // volume keys; nil: crypto/rand
+	// Journal, when set (meta.Journal on the META partition), records each
+	// format while it runs, so that one interrupted by a crash is redone on
+	// the next boot. Without it such a partition counts as not empty.
+	Journal FormatJournal
+}
+
+// FormatJournal remembers formats in progress across a crash.
+type FormatJournal interface {
+	BeginFormat(volumeID string) error
+	EndFormat(volumeID string) error
+	FormatPending(volumeID string) (bool, error)
 }
 
 // Result is an opened (or freshly formatted) volume.
@@ -149,15 +160,48 @@ func (e *Engine) Unlock(ctx context.Context, vol config.Volume, dev luks2.Device
 	case errors.Is(err, luks2.ErrNotLUKS):
 		// never format over anything: Format checks the empty rule
 		return e.Format(ctx, vol, dev, size)
+	case errors.Is(err, luks2.ErrNoValidHeader) && e.formatPending(vol.ID):
+		// our own format was cut short while writing the header
+		return e.Format(ctx, vol, dev, size)
 	case err != nil:
 		return nil, fmt.Errorf("unlock %s: read LUKS2 header: %w (nothing was written)", vol.ID, err)
 	}
 	res, err := e.open(ctx, &vol, dev, hdr)
+	if err != nil && errors.Is(err, ErrNoKeyOpens) && e.formatPending(vol.ID) {
+		// the header was written but our format never finished (e.g. the
+		// token of its kms/tpm key is missing): it never held data
+		e.log().Warn("redoing an interrupted format", "volume", vol.ID, "err", err)
+		if err := probe.Wipe(dev, size); err != nil {
+			return nil, fmt.Errorf("unlock %s: clear the interrupted format: %w", vol.ID, err)
+		}
+		return e.Format(ctx, vol, dev, size)
+	}
 	if err != nil {
 		return nil, err
 	}
+	if e.formatPending(vol.ID) {
+		// the format finished before the crash: forget it
+		e.endFormat(vol.ID)
+	}
 	res.Sync = e.Sync(ctx, vol, dev, res)
 	return res, nil
+}
+
+func (e *Engine) formatPending(id string) bool {
+	if e.Journal == nil {
+		return false
+	}
+	pending, err := e.Journal.FormatPending(id)
+	if err != nil {
+		e.log().Warn("format journal unreadable", "volume", id, "err", err)
+	}
+	return pending
+}
+
+func (e *Engine) endFormat(id string) {
+	if err := e.Journal.EndFormat(id); err != nil {
+		e.log().Warn("format journal not cleared", "volume", id, "err", err)
+	}
 }
 
 // Open finds the key that opens the volume; it never writes.
@@ -174,12 +218,33 @@ func (e *Engine) Open(ctx context.Context, vol config.Volume, dev io.ReaderAt) (
 // A partition that is not empty is refused with a *probe.NotEmptyError and
 // left untouched.
 func (e *Engine) Format(ctx context.Context, vol config.Volume, dev luks2.Device, size int64) (*Result, error) {
+	if _, err := luks2.ReadHeader(dev); err == nil || !errors.Is(err, luks2.ErrNotLUKS) && !errors.Is(err, luks2.ErrNoValidHeader) {
+		return nil, fmt.Errorf("format %s: refusing: the partition holds a LUKS header (%v); nothing was written", vol.ID, err)
+	}
 	if _, err := probe.CheckEmpty(dev, size); err != nil {
-		return nil, fmt.Errorf("format %s: %w", vol.ID, err)
+		if !e.formatPending(vol.ID) {
+			return nil, fmt.Errorf("format %s: %w", vol.ID, err)
+		}
+		// what is there is our own interrupted format: no valid LUKS
+		// header, so nothing on it can be opened; start again
+		e.log().Warn("redoing an interrupted format", "volume", vol.ID, "found", err)
+		if err := probe.Wipe(dev, size); err != nil {
+			return nil, fmt.Errorf("format %s: clear the interrupted format: %w", vol.ID, err)
+		}
+	}
+	if e.Journal != nil {
+		if err := e.Journal.BeginFormat(vol.ID); err != nil {
+			// formatting still works; only a crash during it would then
+			// need a manual wipe
+			e.log().Warn("format not journalled", "volume", vol.ID, "err", err)
+		}
 	}
 	res, err := e.format(ctx, &vol, dev, size)
 	if err != nil {
 		return nil, err
+	}
+	if e.Journal != nil {
+		e.endFormat(vol.ID)
 	}
 	res.Sync = e.Sync(ctx, vol, dev, res)
 	return res, nil

@@ -46,6 +46,11 @@ const (
 	// TagWipeRequest is cryptinit's one-shot "wipe these volumes at next
 	// boot" list (first user-reserved tag): volume IDs separated by '\n'.
 	TagWipeRequest = TagUserReserved1
+
+	// TagFormatPending is cryptinit's "format in progress" list (second
+	// user-reserved tag): volume IDs separated by '\n', set right before
+	// the engine starts writing a new LUKS2 header, cleared when it is done.
+	TagFormatPending = TagUserReserved2
 )
 
 // TagName returns a short name for a known tag, or "".
@@ -55,7 +60,7 @@ func TagName(tag uint32) string {
 		TagStagedUpgradeInstallOptions: "StagedUpgradeInstallOptions",
 		TagStateEncryptionConfig:       "StateEncryptionConfig", TagMetalNetworkPlatformConfig: "MetalNetworkPlatformConfig",
 		TagDownloadURLCode: "DownloadURLCode", TagWipeRequest: "cryptinit WipeRequest",
-		TagUserReserved2: "UserReserved2", TagUserReserved3: "UserReserved3",
+		TagFormatPending: "cryptinit FormatPending", TagUserReserved3: "UserReserved3",
 		TagUUIDOverride: "UUIDOverride", TagUniqueMachineToken: "UniqueMachineToken",
 		TagDiskImageBootloader: "DiskImageBootloader",
 	}[tag]

@@ -1,0 +1,86 @@
+package meta
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Journal records in META which volumes are being formatted
+// (TagFormatPending), so that a format interrupted by a crash or power loss
+// can be redone on the next boot instead of leaving a partition full of
+// half-written key material that the empty rule would refuse forever. It
+// implements unlock's FormatJournal.
+type Journal struct {
+	Dev ReadWriterAt // the META partition
+}
+
+func (j Journal) load() (*Meta, error) {
+	m, err := Read(j.Dev)
+	if errors.Is(err, ErrBlank) {
+		return New(), nil
+	}
+	return m, err
+}
+
+func listTag(m *Meta, tag uint32) []string {
+	v, _ := m.Get(tag)
+	var ids []string
+	for _, id := range strings.Split(string(v), "\n") {
+		if id = strings.TrimSpace(id); id != "" {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// BeginFormat records that volumeID is about to be formatted.
+func (j Journal) BeginFormat(volumeID string) error {
+	m, err := j.load()
+	if err != nil {
+		return fmt.Errorf("record format of %s in META: %w", volumeID, err)
+	}
+	ids := listTag(m, TagFormatPending)
+	if slices.Contains(ids, volumeID) {
+		return nil
+	}
+	m.Set(TagFormatPending, []byte(strings.Join(append(ids, volumeID), "\n")))
+	if err := m.Write(j.Dev); err != nil {
+		return fmt.Errorf("record format of %s in META: %w", volumeID, err)
+	}
+	return nil
+}
+
+// EndFormat clears volumeID's record.
+func (j Journal) EndFormat(volumeID string) error {
+	m, err := j.load()
+	if err != nil {
+		return fmt.Errorf("clear format record of %s in META: %w", volumeID, err)
+	}
+	ids := listTag(m, TagFormatPending)
+	i := slices.Index(ids, volumeID)
+	if i < 0 {
+		return nil
+	}
+	ids = slices.Delete(ids, i, i+1)
+	if len(ids) == 0 {
+		m.Delete(TagFormatPending)
+	} else {
+		m.Set(TagFormatPending, []byte(strings.Join(ids, "\n")))
+	}
+	if err := m.Write(j.Dev); err != nil {
+		return fmt.Errorf("clear format record of %s in META: %w", volumeID, err)
+	}
+	return nil
+}
+
+// FormatPending reports whether a format of volumeID was started and not
+// finished.
+func (j Journal) FormatPending(volumeID string) (bool, error) {
+	m, err := j.load()
+	if err != nil {
+		return false, err
+	}
+	return slices.Contains(listTag(m, TagFormatPending), volumeID), nil
+}
