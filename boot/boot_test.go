@@ -1,0 +1,572 @@
+package boot
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cryptinit/cryptinit/boot/cmdline"
+	"github.com/cryptinit/cryptinit/boot/console"
+	"github.com/cryptinit/cryptinit/boot/devices"
+	"github.com/cryptinit/cryptinit/boot/dmcrypt"
+	"github.com/cryptinit/cryptinit/boot/timeline"
+	"github.com/cryptinit/cryptinit/unlock"
+	"github.com/cryptinit/cryptinit/unlock/config"
+	"github.com/cryptinit/cryptinit/unlock/keys"
+	"github.com/cryptinit/cryptinit/unlock/luks2"
+	"github.com/cryptinit/cryptinit/unlock/meta"
+	"golang.org/x/sys/unix"
+)
+
+// A cheap KDF keeps these tests fast on a shared 2-core machine.
+const cheapKDF = "  kdf: {type: pbkdf2, iterations: 1000}\n"
+
+const testUUID = "6b3c5e0a-9d21-4f7e-8c44-2a1f9b7d0e53"
+
+func volumeDoc(kind, name, keys string) string {
+	return "apiVersion: v1alpha1\nkind: " + kind + "\nname: " + name + "\nencryption:\n  provider: luks2\n  keys:\n" + keys + cheapKDF
+}
+
+var basicConfig = strings.Join([]string{
+	volumeDoc("VolumeConfig", "STATE", "    - nodeID: {}\n      slot: 0\n"),
+	volumeDoc("VolumeConfig", "EPHEMERAL", "    - static:\n        passphrase: eph-pass\n      slot: 0\n      lockToSTATE: true\n"),
+	volumeDoc("UserVolumeConfig", "data", "    - static:\n        passphrase: data-pass\n      slot: 0\n"),
+}, "---\n")
+
+// node is a fake machine: partitions are files, mappings are files, mounts
+// are recorded; the unlock engine and META code are real.
+type node struct {
+	t     *testing.T
+	dir   string // partitions and mapped volumes
+	parts map[string]string
+	con   bytes.Buffer
+
+	mu      sync.Mutex
+	mounts  []call
+	mkfs    []string
+	mapped  map[string]dmcrypt.Spec
+	wantErr error // returned by Devices.Wait
+}
+
+type call struct{ source, target, fstype string }
+
+func newNode(t *testing.T, labels map[string]int64) *node {
+	n := &node{t: t, dir: t.TempDir(), parts: map[string]string{}, mapped: map[string]dmcrypt.Spec{}}
+	for l, size := range labels {
+		p := filepath.Join(n.dir, l)
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(p, size); err != nil {
+			t.Fatal(err)
+		}
+		n.parts[l] = p
+	}
+	return n
+}
+
+func (n *node) Wait(ctx context.Context, required []string, timeout time.Duration) (*devices.Found, error) {
+	if n.wantErr != nil {
+		return nil, n.wantErr
+	}
+	f := &devices.Found{ByLabel: map[string]devices.Block{}}
+	for l, p := range n.parts {
+		f.ByLabel[l] = devices.Block{Name: "vd-" + l, Label: l, Path: p}
+	}
+	var missing []string
+	for _, r := range required {
+		if _, ok := f.ByLabel[r]; !ok {
+			missing = append(missing, r)
+		}
+	}
+	if len(missing) > 0 {
+		return f, &devices.NotFoundError{Missing: missing, Waited: timeout}
+	}
+	return f, nil
+}
+
+func (n *node) Map(spec dmcrypt.Spec) (string, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(spec.Key) == 0 {
+		return "", errors.New("no key")
+	}
+	spec.Key = nil // must not be kept
+	n.mapped[spec.Name] = spec
+	p := filepath.Join(n.dir, spec.Name)
+	if _, err := os.Stat(p); err != nil {
+		os.WriteFile(p, nil, 0o600)
+		os.Truncate(p, 2<<20)
+	}
+	return p, nil
+}
+
+func (n *node) Make(ctx context.Context, fstype, dev, label string) error {
+	n.mu.Lock()
+	n.mkfs = append(n.mkfs, label+":"+fstype)
+	n.mu.Unlock()
+	f, err := os.OpenFile(dev, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = f.WriteAt([]byte("XFSB"), 0)
+	return err
+}
+
+func (n *node) Mount(source, target, fstype string, flags uintptr, data string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.mounts = append(n.mounts, call{source, target, fstype})
+	return nil
+}
+
+func (n *node) Unmount(string) error { return nil }
+
+// boot makes a Boot on this node with root as its filesystem root.
+func (n *node) boot(root, cfg string, cl string) *Boot {
+	n.t.Helper()
+	if cfg != "" {
+		p := filepath.Join(root, EmbeddedConfig)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+			n.t.Fatal(err)
+		}
+	} else {
+		os.Remove(filepath.Join(root, EmbeddedConfig))
+	}
+	init := filepath.Join(root, NewRoot, "sbin/init")
+	os.MkdirAll(filepath.Dir(init), 0o755)
+	os.WriteFile(init, nil, 0o755)
+	n.con.Reset()
+	start := time.Now()
+	log := console.NewLogger(start, &n.con, nil)
+	return &Boot{
+		Root: root, Cmdline: cmdline.Parse("root=PARTLABEL=ROOT rootfstype=ext4 " + cl), Log: log,
+		Timeline: timeline.New(start, nil, func(s timeline.Step) { log.Raw(s.Line()) }),
+		Devices:  n, Open: openFile, Mapper: n, Mkfs: n, Mounter: n,
+		Keys:         keys.Env{NodeUUID: keys.StaticUUID(testUUID)},
+		MemAvailable: 1 << 30,
+	}
+}
+
+func standardParts() map[string]int64 {
+	return map[string]int64{"META": meta.Size, "STATE": 20 << 20, "EPHEMERAL": 20 << 20, "u-data": 20 << 20, "ROOT": 1 << 20}
+}
+
+func TestFirstAndSecondBoot(t *testing.T) {
+	n := newNode(t, standardParts())
+	root := t.TempDir()
+	b := n.boot(root, basicConfig, "")
+	res, err := b.Run(context.Background())
+	if err != nil {
+		t.Fatalf("first boot: %v\n%s", err, n.con.String())
+	}
+	if res.Root != NewRoot || res.Init != "/sbin/init" {
+		t.Errorf("result %+v", res)
+	}
+	// STATE is mounted before any other volume; the root after all of them;
+	// then the moves, shallowest first (/var before /var/mnt/data).
+	var order []string
+	for _, c := range n.mounts {
+		order = append(order, strings.TrimPrefix(c.target, root)+"<"+filepath.Base(c.source))
+	}
+	got := strings.Join(order, " ")
+	if !strings.HasPrefix(got, "/cryptinit/mnt/STATE<luks2-STATE ") {
+		t.Errorf("STATE not mounted first: %s", got)
+	}
+	if !strings.Contains(got, " /sysroot<ROOT /sysroot/var<EPHEMERAL /sysroot/system/state<STATE /sysroot/var/mnt/data<u-data") {
+		t.Errorf("root and moves out of order: %s", got)
+	}
+	if len(n.mkfs) != 3 {
+		t.Errorf("mkfs ran %v, want 3 fresh volumes", n.mkfs)
+	}
+	for _, name := range []string{"luks2-STATE", "luks2-EPHEMERAL", "luks2-u-data"} {
+		s, ok := n.mapped[name]
+		if !ok || s.Offset != 16<<20 || s.Size != 4<<20 || !strings.HasSuffix(s.UUID, "-"+name) {
+			t.Errorf("mapping %s = %+v", name, s)
+		}
+	}
+	// META now carries STATE's config; STATE has the salt and the config copy.
+	mf, _ := os.Open(n.parts["META"])
+	m, err := meta.Read(mf)
+	mf.Close()
+	if err != nil {
+		t.Fatalf("META: %v", err)
+	}
+	if _, ok := m.Get(meta.TagStateEncryptionConfig); !ok {
+		t.Error("META tag 9 not written")
+	}
+	stateDir := filepath.Join(root, StagingDir, "STATE")
+	if _, err := os.Stat(filepath.Join(stateDir, keys.SaltFile)); err != nil {
+		t.Errorf("no salt on STATE: %v", err)
+	}
+	if c, err := os.ReadFile(filepath.Join(stateDir, "cryptinit/config.yaml")); err != nil || string(c) != basicConfig {
+		t.Errorf("config copy on STATE: %v", err)
+	}
+	if err := b.WriteTimeline(); err != nil {
+		t.Fatal(err)
+	}
+	tl, _ := os.ReadFile(filepath.Join(root, TimelineFile))
+	for _, step := range []string{`"step": "devices"`, `"step": "meta"`, `"step": "key"`, `"step": "dm-setup"`, `"step": "mkfs"`, `"step": "move-mounts"`} {
+		if !bytes.Contains(tl, []byte(step)) {
+			t.Errorf("timeline lacks %s", step)
+		}
+	}
+	if strings.Contains(n.con.String(), "eph-pass") || strings.Contains(n.con.String(), testUUID) {
+		t.Error("a secret was logged")
+	}
+
+	// Second boot without any machine config: STATE from META, the others
+	// from the copy on STATE; nothing is formatted again.
+	n.mounts, n.mkfs = nil, nil
+	b = n.boot(root, "", "")
+	if _, err := b.Run(context.Background()); err != nil {
+		t.Fatalf("second boot: %v\n%s", err, n.con.String())
+	}
+	if len(n.mkfs) != 0 {
+		t.Errorf("second boot made filesystems: %v", n.mkfs)
+	}
+	out := n.con.String()
+	for _, want := range []string{"STATE encryption config from META", "copy on STATE", "EPHEMERAL: opened with slot 0", "u-data: opened with slot 0"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("second boot log lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestWrongKeyBannerAndPrompt(t *testing.T) {
+	n := newNode(t, standardParts())
+	root := t.TempDir()
+	if _, err := n.boot(root, basicConfig, "").Run(context.Background()); err != nil {
+		t.Fatalf("first boot: %v\n%s", err, n.con.String())
+	}
+	wrong := strings.Replace(basicConfig, "data-pass", "not-the-pass", 1)
+
+	// No console: a banner naming u-data and its slot, no prompt.
+	b := n.boot(root, wrong, "")
+	_, err := b.Run(context.Background())
+	var f *Fatal
+	if !errors.As(err, &f) {
+		t.Fatalf("got %v, want *Fatal", err)
+	}
+	if f.Failure.Volume != "u-data" || !errors.Is(f.Failure.Reason, unlock.ErrNoKeyOpens) || len(f.Failure.Slots) != 1 || f.Failure.Slots[0].Slot != 0 {
+		t.Errorf("failure %+v", f.Failure)
+	}
+	banner := strings.Join(f.Failure.Banner("10s", false), "\n")
+	if !strings.Contains(banner, "FAIL u-data") || !strings.Contains(banner, "slot 0 (static)") || !strings.Contains(banner, "recovery passphrase") {
+		t.Errorf("banner:\n%s", banner)
+	}
+
+	// A console: the second typed passphrase opens it.
+	b = n.boot(root, wrong, "")
+	p := &fakePrompt{answers: []string{"nope", "data-pass"}}
+	b.Prompt = p
+	if _, err := b.Run(context.Background()); err != nil {
+		t.Fatalf("prompted boot: %v\n%s", err, n.con.String())
+	}
+	if p.asked != 2 || !strings.Contains(n.con.String(), "u-data: opened with slot 0 by the passphrase typed at the console") {
+		t.Errorf("asked %d times; log:\n%s", p.asked, n.con.String())
+	}
+
+	// Nobody types: the prompt times out and the banner lists the try.
+	b = n.boot(root, wrong, "")
+	b.Prompt = &fakePrompt{}
+	_, err = b.Run(context.Background())
+	if !errors.As(err, &f) || len(f.Failure.Slots) != 2 || f.Failure.Slots[1].Kind != "console passphrase" {
+		t.Errorf("timeout: %v %+v", err, f)
+	}
+	// cryptinit.prompt-timeout=0 disables the prompt.
+	b = n.boot(root, wrong, "cryptinit.prompt-timeout=0")
+	p = &fakePrompt{answers: []string{"data-pass"}}
+	b.Prompt = p
+	if _, err := b.Run(context.Background()); err == nil || p.asked != 0 {
+		t.Errorf("prompt-timeout=0: err %v, asked %d", err, p.asked)
+	}
+}
+
+type fakePrompt struct {
+	mu      sync.Mutex
+	answers []string
+	asked   int
+}
+
+func (p *fakePrompt) Passphrase(volume string, try, tries int) ([]byte, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.asked >= len(p.answers) {
+		return nil, console.ErrPromptTimeout
+	}
+	p.asked++
+	return []byte(p.answers[p.asked-1]), nil
+}
+
+func TestNeverFormatsData(t *testing.T) {
+	n := newNode(t, standardParts())
+	f, _ := os.OpenFile(n.parts["EPHEMERAL"], os.O_WRONLY, 0)
+	f.WriteAt([]byte("XFSB"), 0)
+	f.Close()
+	_, err := n.boot(t.TempDir(), basicConfig, "").Run(context.Background())
+	var fe *Fatal
+	if !errors.As(err, &fe) {
+		t.Fatalf("got %v", err)
+	}
+	all := fe.Failures()
+	if len(all) != 1 || all[0].Volume != "EPHEMERAL" || !strings.Contains(all[0].Reason.Error(), "xfs") || !strings.Contains(all[0].Hint, "never formats") {
+		t.Errorf("failures %+v", all)
+	}
+	b := make([]byte, 4)
+	f, _ = os.Open(n.parts["EPHEMERAL"])
+	f.ReadAt(b, 0)
+	f.Close()
+	if string(b) != "XFSB" {
+		t.Error("EPHEMERAL was overwritten")
+	}
+}
+
+func TestPlainVolumesAndLUKSWithoutConfig(t *testing.T) {
+	n := newNode(t, standardParts())
+	root := t.TempDir()
+	b := n.boot(root, "", "")
+	if _, err := b.Run(context.Background()); err != nil {
+		t.Fatalf("%v\n%s", err, n.con.String())
+	}
+	// No config: STATE and EPHEMERAL are plain xfs; u-data is not ours.
+	if strings.Join(n.mkfs, ",") != "STATE:xfs,EPHEMERAL:xfs" {
+		t.Errorf("mkfs %v", n.mkfs)
+	}
+	if len(n.mapped) != 0 {
+		t.Errorf("mapped %v without encryption config", n.mapped)
+	}
+	// A LUKS header where no config encrypts the volume stops the boot.
+	n2 := newNode(t, standardParts())
+	dev, _ := os.OpenFile(n2.parts["EPHEMERAL"], os.O_RDWR, 0)
+	if _, err := luks2.Format(dev, 20<<20, []byte("x"), luks2.FormatOptions{KDF: luks2.KDF{Type: "pbkdf2", Hash: "sha256", Iterations: 1000}}); err != nil {
+		t.Fatal(err)
+	}
+	dev.Close()
+	_, err := n2.boot(t.TempDir(), "", "").Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "no config encrypts EPHEMERAL") {
+		t.Errorf("got %v", err)
+	}
+}
+
+func TestDevicesMissing(t *testing.T) {
+	n := newNode(t, map[string]int64{"ROOT": 1 << 20})
+	_, err := n.boot(t.TempDir(), basicConfig, "").Run(context.Background())
+	var f *Fatal
+	if !errors.As(err, &f) || !strings.Contains(f.Failure.Hint, "GPT partition names") || !strings.Contains(err.Error(), "STATE") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestBadConfigStops(t *testing.T) {
+	n := newNode(t, standardParts())
+	_, err := n.boot(t.TempDir(), "kind: VolumeConfig\nname: STATE\nencryption:\n  keys:\n    - slot: 0\n", "").Run(context.Background())
+	var f *Fatal
+	if !errors.As(err, &f) || !strings.Contains(f.Failure.Hint, "fix the machine config") {
+		t.Fatalf("got %v", err)
+	}
+	if len(n.mounts) != 0 {
+		t.Errorf("mounted with a bad config: %v", n.mounts)
+	}
+}
+
+func TestConfigPrecedence(t *testing.T) {
+	n := newNode(t, standardParts())
+	root := t.TempDir()
+	onlyState := volumeDoc("VolumeConfig", "STATE", "    - nodeID: {}\n      slot: 0\n")
+	os.WriteFile(filepath.Join(root, "other.yaml"), []byte(onlyState), 0o600)
+
+	// cryptinit.config= beats the embedded config.
+	b := n.boot(root, basicConfig, "cryptinit.config=/other.yaml")
+	mc, err := b.loadMachineConfig(context.Background())
+	if err != nil || mc.source != SourceCmdline+"/other.yaml" || len(mc.cfg.Volumes) != 1 {
+		t.Fatalf("cmdline source: %v %+v", err, mc)
+	}
+	// An unreadable one falls back to the embedded config.
+	b = n.boot(root, basicConfig, "cryptinit.config=/missing.yaml")
+	mc, err = b.loadMachineConfig(context.Background())
+	if err != nil || mc.source != SourceEmbedded || len(mc.cfg.Volumes) != 3 {
+		t.Fatalf("fallback: %v %+v", err, mc)
+	}
+	if !strings.Contains(n.con.String(), "cryptinit.config=/missing.yaml not read") {
+		t.Errorf("fallback not logged:\n%s", n.con.String())
+	}
+	// A device source is mounted read-only and read.
+	b = n.boot(root, "", "cryptinit.config=PARTLABEL=ESP:/cryptinit/config.yaml")
+	n.parts["ESP"] = n.parts["ROOT"]
+	os.MkdirAll(filepath.Join(root, ConfigSrcDir, "cryptinit"), 0o755)
+	os.WriteFile(filepath.Join(root, ConfigSrcDir, "cryptinit/config.yaml"), []byte(onlyState), 0o600)
+	f, _ := os.OpenFile(n.parts["ESP"], os.O_WRONLY, 0)
+	f.WriteAt([]byte("XFSB"), 0) // stands in for the ESP's filesystem
+	f.Close()
+	n.mounts = nil
+	mc, err = b.loadMachineConfig(context.Background())
+	if err != nil || !strings.HasPrefix(mc.source, SourceCmdline+"PARTLABEL=ESP") {
+		t.Fatalf("device source: %v %+v\n%s", err, mc, n.con.String())
+	}
+	if len(n.mounts) != 1 || n.mounts[0].source != n.parts["ESP"] || n.mounts[0].fstype != "xfs" {
+		t.Errorf("mounts %+v", n.mounts)
+	}
+}
+
+func TestParseConfigSpec(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want ConfigSpec
+		ok   bool
+	}{
+		{"/etc/x.yaml", ConfigSpec{Path: "/etc/x.yaml"}, true},
+		{"PARTLABEL=ESP:/cryptinit/config.yaml", ConfigSpec{Device: "PARTLABEL=ESP", Path: "/cryptinit/config.yaml"}, true},
+		{"/dev/vda1:/c.yaml", ConfigSpec{Device: "/dev/vda1", Path: "/c.yaml"}, true},
+		{"/dev/vda1", ConfigSpec{}, false},
+		{"UUID=1:/c.yaml", ConfigSpec{}, false},
+		{"relative.yaml", ConfigSpec{}, false},
+	} {
+		got, err := ParseConfigSpec(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("ParseConfigSpec(%q) = %+v, %v", tc.in, got, err)
+		}
+	}
+}
+
+func TestDefaultMountPoint(t *testing.T) {
+	for id, want := range map[string]string{"STATE": "/system/state", "EPHEMERAL": "/var", "u-data": "/var/mnt/data"} {
+		if got := DefaultMountPoint(id); got != want {
+			t.Errorf("%s: %s", id, got)
+		}
+	}
+}
+
+// concurrencyUnlocker tracks how much KDF memory is in use at once.
+type concurrencyUnlocker struct {
+	mu          sync.Mutex
+	inUse, peak int
+	running     int
+	peakRunning int
+}
+
+func (c *concurrencyUnlocker) Unlock(ctx context.Context, vol config.Volume, dev luks2.Device, size int64) (*unlock.Result, error) {
+	c.mu.Lock()
+	c.running++
+	if c.running > c.peakRunning {
+		c.peakRunning = c.running
+	}
+	c.mu.Unlock()
+	time.Sleep(30 * time.Millisecond)
+	c.mu.Lock()
+	c.running--
+	c.mu.Unlock()
+	return &unlock.Result{VolumeID: vol.ID, UUID: "u", VolumeKey: make([]byte, 64), Formatted: true, Kind: "static",
+		Mapping: luks2.Mapping{Cipher: "aes-xts-plain64", KeySize: 64, Offset: 16 << 20, Dynamic: true, SectorSize: 512}}, nil
+}
+
+func TestConcurrencyWithinMemory(t *testing.T) {
+	cfg := func(mem string) string {
+		kdf := "  kdf: {type: argon2id, memoryKiB: " + mem + ", iterations: 1, parallelism: 1}\n"
+		var docs []string
+		for _, name := range []string{"a", "b", "c", "d"} {
+			docs = append(docs, strings.Replace(volumeDoc("UserVolumeConfig", name, "    - static:\n        passphrase: p\n      slot: 0\n"), cheapKDF, kdf, 1))
+		}
+		return strings.Join(docs, "---\n")
+	}
+	for _, tc := range []struct {
+		name     string
+		mem      int64
+		kdfKiB   string
+		wantPeak int
+	}{
+		{"room for one", 48 << 20, "32768", 1},
+		{"room for two", 80 << 20, "32768", 2},
+		{"room for all", 1 << 30, "32768", 4},
+		{"bigger than the machine still runs, alone", 16 << 20, "65536", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			parts := map[string]int64{"STATE": 20 << 20, "ROOT": 1 << 20}
+			for _, name := range []string{"a", "b", "c", "d"} {
+				parts["u-"+name] = 20 << 20
+			}
+			n := newNode(t, parts)
+			b := n.boot(t.TempDir(), cfg(tc.kdfKiB), "")
+			b.MemAvailable = tc.mem
+			cu := &concurrencyUnlocker{}
+			b.NewUnlocker = func(keys.Env, *console.Logger) Unlocker { return cu }
+			if _, err := b.Run(context.Background()); err != nil {
+				t.Fatalf("%v\n%s", err, n.con.String())
+			}
+			if cu.peakRunning != tc.wantPeak {
+				t.Errorf("peak concurrent unlocks %d, want %d", cu.peakRunning, tc.wantPeak)
+			}
+		})
+	}
+}
+
+func TestMemAvailable(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "meminfo")
+	os.WriteFile(p, []byte("MemTotal:        1000 kB\nMemFree:          500 kB\nMemAvailable:     800 kB\n"), 0o644)
+	if got, err := MemAvailable(p); err != nil || got != 800<<10 {
+		t.Errorf("got %d %v", got, err)
+	}
+	os.WriteFile(p, []byte("MemTotal: 1 kB\n"), 0o644)
+	if _, err := MemAvailable(p); err == nil {
+		t.Error("no MemAvailable line accepted")
+	}
+}
+
+func TestMeasurementsAndLatch(t *testing.T) {
+	n := newNode(t, standardParts())
+	b := n.boot(t.TempDir(), basicConfig, "")
+	m := &fakeMeasurer{}
+	b.Measurer = m
+	tpmLike := &kindUnlocker{kind: "tpm"}
+	b.NewUnlocker = func(keys.Env, *console.Logger) Unlocker { return tpmLike }
+	if _, err := b.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(m.calls, ",")
+	if !strings.HasPrefix(got, "phase:enter-initrd,") || !strings.HasSuffix(got, ",phase:leave-initrd") || strings.Count(got, "latch:") != 3 {
+		t.Errorf("measurements %s", got)
+	}
+	for _, k := range m.keys {
+		if !bytes.Equal(k, bytes.Repeat([]byte{7}, 64)) {
+			t.Errorf("latched key %x", k)
+		}
+	}
+}
+
+type fakeMeasurer struct {
+	mu    sync.Mutex
+	calls []string
+	keys  [][]byte
+}
+
+func (f *fakeMeasurer) MeasurePhase(p string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, "phase:"+p)
+	return nil
+}
+
+func (f *fakeMeasurer) LatchVolumeKey(id string, key []byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, "latch:"+id)
+	f.keys = append(f.keys, append([]byte(nil), key...))
+	return nil
+}
+
+type kindUnlocker struct{ kind string }
+
+func (k *kindUnlocker) Unlock(ctx context.Context, vol config.Volume, dev luks2.Device, size int64) (*unlock.Result, error) {
+	return &unlock.Result{VolumeID: vol.ID, UUID: "u", VolumeKey: bytes.Repeat([]byte{7}, 64), Formatted: true, Kind: k.kind,
+		Mapping: luks2.Mapping{Cipher: "aes-xts-plain64", KeySize: 64, Offset: 16 << 20, Dynamic: true, SectorSize: 512}}, nil
+}
+
+var _ = unix.MS_RDONLY
