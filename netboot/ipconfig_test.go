@@ -72,3 +72,35 @@ func TestParseCmdline(t *testing.T) {
 		t.Fatalf("no ip= gives %+v", got)
 	}
 }
+
+func FuzzParseIP(f *testing.F) {
+	for _, s := range []string{"dhcp", "eth0:dhcp", "192.168.1.10::192.168.1.1:255.255.255.0:node1:eth0:none:8.8.8.8", "1.2.3.4::1.2.3.1:24::eth0:off"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := ParseIP(s)
+		if err != nil {
+			if !errors.Is(err, ErrBadIP) {
+				t.Fatalf("ParseIP(%q) error %v is not ErrBadIP", s, err)
+			}
+			return
+		}
+		switch c.Method {
+		case MethodDHCP, MethodOff:
+		case MethodStatic:
+			if !c.Addr.IsValid() || !c.Addr.Addr().Is4() || c.Addr.Bits() < 1 {
+				t.Fatalf("ParseIP(%q) static without a usable address: %+v", s, c)
+			}
+			if c.Gateway.IsValid() && !c.Addr.Masked().Contains(c.Gateway) {
+				t.Fatalf("ParseIP(%q) gateway outside the subnet: %+v", s, c)
+			}
+		default:
+			t.Fatalf("ParseIP(%q) method %q", s, c.Method)
+		}
+		for _, d := range c.DNS {
+			if !d.Is4() {
+				t.Fatalf("ParseIP(%q) DNS %v", s, d)
+			}
+		}
+	})
+}
