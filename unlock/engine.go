@@ -218,8 +218,10 @@ func (e *Engine) Open(ctx context.Context, vol config.Volume, dev io.ReaderAt) (
 // A partition that is not empty is refused with a *probe.NotEmptyError and
 // left untouched.
 func (e *Engine) Format(ctx context.Context, vol config.Volume, dev luks2.Device, size int64) (*Result, error) {
-	if _, err := luks2.ReadHeader(dev); err == nil || !errors.Is(err, luks2.ErrNotLUKS) && !errors.Is(err, luks2.ErrNoValidHeader) {
-		return nil, fmt.Errorf("format %s: refusing: the partition holds a LUKS header (%v); nothing was written", vol.ID, err)
+	if hdr, err := luks2.ReadHeader(dev); err == nil {
+		return nil, fmt.Errorf("format %s: %w: it already holds a LUKS%d volume (UUID %s); nothing was written", vol.ID, probe.ErrNotEmpty, hdr.Version, hdr.UUID)
+	} else if !errors.Is(err, luks2.ErrNotLUKS) && !errors.Is(err, luks2.ErrNoValidHeader) {
+		return nil, fmt.Errorf("format %s: %w; nothing was written", vol.ID, err)
 	}
 	if _, err := probe.CheckEmpty(dev, size); err != nil {
 		if !e.formatPending(vol.ID) {

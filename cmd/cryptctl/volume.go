@@ -68,6 +68,7 @@ func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
 	write := op != "open"
 
 	var cfg *config.Config
+	var err error
 	if f.config != "" {
 		c, err := config.ParseFile(f.config)
 		if err != nil {
@@ -78,7 +79,18 @@ func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
 		}
 		cfg = c
 	}
-	vol, uuidOverride, err := volumeConfig(cmd.ErrOrStderr(), cfg, f, write)
+	var metaDev *os.File
+	if f.metaDev != "" {
+		flag := os.O_RDONLY
+		if write {
+			flag = os.O_RDWR
+		}
+		if metaDev, err = os.OpenFile(f.metaDev, flag, 0); err != nil {
+			return err
+		}
+		defer metaDev.Close()
+	}
+	vol, uuidOverride, err := volumeConfig(cmd.ErrOrStderr(), cfg, f, metaDev, write)
 	if err != nil {
 		return err
 	}
@@ -92,6 +104,9 @@ func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
 	e := &unlock.Engine{
 		Env:      keys.Env{NodeUUID: uuid, KMS: kmsClient},
 		StateDir: f.stateDir,
+	}
+	if metaDev != nil && write {
+		e.Journal = meta.Journal{Dev: metaDev}
 	}
 	if f.verbose {
 		e.Log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
@@ -143,14 +158,9 @@ func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
 
 // volumeConfig picks the volume's config: the machine config's, or for
 // STATE the one in META (tag 9); it also returns META tag 15 (UUID override).
-func volumeConfig(log io.Writer, cfg *config.Config, f *volumeFlags, write bool) (*config.Volume, []byte, error) {
+func volumeConfig(log io.Writer, cfg *config.Config, f *volumeFlags, mf *os.File, write bool) (*config.Volume, []byte, error) {
 	var override []byte
-	if f.metaDev != "" {
-		mf, err := os.OpenFile(f.metaDev, map[bool]int{true: os.O_RDWR, false: os.O_RDONLY}[write], 0)
-		if err != nil {
-			return nil, nil, err
-		}
-		defer mf.Close()
+	if mf != nil {
 		m, err := meta.Read(mf)
 		if err != nil && !errors.Is(err, meta.ErrBlank) {
 			return nil, nil, fmt.Errorf("META %s: %w", f.metaDev, err)

@@ -42,7 +42,7 @@ func TestVolumeAndMetaCmds(t *testing.T) {
 	if out, err := cryptctl(t, "volume", "format", "--config", cfg+"1.yaml", "--volume", "EPHEMERAL", "--device", img); err != nil || !strings.Contains(out, "formatted EPHEMERAL") {
 		t.Fatalf("format: %v\n%s", err, out)
 	}
-	if _, err := cryptctl(t, "volume", "format", "--config", cfg+"1.yaml", "--volume", "EPHEMERAL", "--device", img); err == nil || !strings.Contains(err.Error(), "not empty (LUKS2") {
+	if _, err := cryptctl(t, "volume", "format", "--config", cfg+"1.yaml", "--volume", "EPHEMERAL", "--device", img); err == nil || !strings.Contains(err.Error(), "already holds a LUKS2 volume") {
 		t.Fatalf("second format: %v", err)
 	}
 	if out, err := cryptctl(t, "volume", "sync", "--config", cfg+"2.yaml", "--volume", "EPHEMERAL", "--device", img); err != nil || !strings.Contains(out, "added [1]") {
