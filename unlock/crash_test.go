@@ -161,7 +161,7 @@ func TestFormatCrashResumes(t *testing.T) {
 			t.Fatal(err)
 		}
 		f.Truncate(imageSize)
-		journal := meta.Journal{Dev: make(memMeta, meta.Size)}
+		journal := &meta.Journal{Dev: make(memMeta, meta.Size)}
 		e := &Engine{Env: keys.Env{NodeUUID: keys.StaticUUID(testUUID), KMS: kms}, Journal: journal}
 		dev := &crashDev{f: f, left: n}
 		res, err := e.Unlock(ctx, vol, dev, imageSize)

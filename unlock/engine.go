@@ -30,7 +30,7 @@ type Engine struct {
 	Now        func() time.Time // nil: time.Now
 	Log        *slog.Logger     // nil: discard; never given secrets
 	Rand       io.Reader        // volume keys; nil: crypto/rand
-	// Journal, when set (meta.Journal on the META partition), records each
+	// Journal, when set (a *meta.Journal on the META partition), records each
 	// format while it runs, so that one interrupted by a crash is redone on
 	// the next boot. Without it such a partition counts as not empty.
 	Journal FormatJournal

@@ -106,7 +106,7 @@ func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
 		StateDir: f.stateDir,
 	}
 	if metaDev != nil && write {
-		e.Journal = meta.Journal{Dev: metaDev}
+		e.Journal = &meta.Journal{Dev: metaDev}
 	}
 	if f.verbose {
 		e.Log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // Journal records in META which volumes are being formatted
@@ -12,11 +13,14 @@ import (
 // can be redone on the next boot instead of leaving a partition full of
 // half-written key material that the empty rule would refuse forever. It
 // implements unlock's FormatJournal.
+// Use one *Journal per META partition: it serialises its read-modify-write
+// cycles, so volumes formatted concurrently do not lose each other's records.
 type Journal struct {
 	Dev ReadWriterAt // the META partition
+	mu  sync.Mutex
 }
 
-func (j Journal) load() (*Meta, error) {
+func (j *Journal) load() (*Meta, error) {
 	m, err := Read(j.Dev)
 	if errors.Is(err, ErrBlank) {
 		return New(), nil
@@ -36,7 +40,9 @@ func listTag(m *Meta, tag uint32) []string {
 }
 
 // BeginFormat records that volumeID is about to be formatted.
-func (j Journal) BeginFormat(volumeID string) error {
+func (j *Journal) BeginFormat(volumeID string) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
 	m, err := j.load()
 	if err != nil {
 		return fmt.Errorf("record format of %s in META: %w", volumeID, err)
@@ -53,7 +59,9 @@ func (j Journal) BeginFormat(volumeID string) error {
 }
 
 // EndFormat clears volumeID's record.
-func (j Journal) EndFormat(volumeID string) error {
+func (j *Journal) EndFormat(volumeID string) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
 	m, err := j.load()
 	if err != nil {
 		return fmt.Errorf("clear format record of %s in META: %w", volumeID, err)
@@ -77,7 +85,9 @@ func (j Journal) EndFormat(volumeID string) error {
 
 // FormatPending reports whether a format of volumeID was started and not
 // finished.
-func (j Journal) FormatPending(volumeID string) (bool, error) {
+func (j *Journal) FormatPending(volumeID string) (bool, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
 	m, err := j.load()
 	if err != nil {
 		return false, err

@@ -339,7 +339,7 @@ func FuzzDecodeStateConfig(f *testing.F) {
 }
 
 func TestJournal(t *testing.T) {
-	j := Journal{Dev: make(image, Size)}
+	j := &Journal{Dev: make(image, Size)}
 	if p, err := j.FormatPending("EPHEMERAL"); p || err != nil {
 		t.Fatal(p, err)
 	}
