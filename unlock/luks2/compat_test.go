@@ -205,6 +205,18 @@ func TestWritesOnCryptsetupHeaders(t *testing.T) {
 	if dump := mustCryptsetup(t, nil, "luksDump", img); !strings.Contains(dump, "allow-discards no-read-workqueue") {
 		t.Errorf("cryptsetup does not show our flags:\n%s", dump)
 	}
+	// Re-key slot 0 in place; cryptsetup opens it with the new passphrase only.
+	pNew := []byte("zero, renewed")
+	if err := ReplaceKeyslot(f, vk, pNew, 0, kdfArgon2i); err != nil {
+		t.Fatal(err)
+	}
+	if err := csTestKey(t, img, pNew, 0); err != nil {
+		t.Errorf("cryptsetup after ReplaceKeyslot: %v", err)
+	}
+	if err := csTestKey(t, img, p0, -1); err == nil {
+		t.Error("the replaced passphrase still opens")
+	}
+	p0 = pNew
 	if err := KillKeyslot(f, 1); err != nil {
 		t.Fatal(err)
 	}

@@ -251,3 +251,51 @@ func sortIDs(ids []string) []string {
 	})
 	return ids
 }
+
+// ReplaceKeyslot re-keys an existing keyslot in one step: passphrase (with
+// kdf) replaces whatever opened slot before, for the same volumeKey. Unlike
+// KillKeyslot followed by AddKeyslot it works on the last keyslot, and a
+// crash leaves either the old or the new passphrase working: the new key
+// material goes to a free area first, then both header copies switch the
+// slot to it, and only then is the old area wiped. Tokens and the slot's
+// priority are kept.
+func ReplaceKeyslot(dev Device, volumeKey, passphrase []byte, slot int, kdf KDF) error {
+	if slot < 0 || slot >= MaxKeyslots {
+		return fmt.Errorf("replace keyslot %d: %w", slot, ErrSlotRange)
+	}
+	h, m, err := loadForWrite(dev)
+	if err != nil {
+		return fmt.Errorf("replace keyslot %d: %w", slot, err)
+	}
+	id := strconv.Itoa(slot)
+	old, ok := m.Keyslots[id]
+	if !ok {
+		return fmt.Errorf("replace keyslot %d in %s: %w", slot, h.UUID, ErrSlotNotFound)
+	}
+	if err := h.VerifyVolumeKey(volumeKey); err != nil {
+		return fmt.Errorf("replace keyslot %d: %w", slot, err)
+	}
+	ks, material, err := sealKeyslot(m, h.MetadataSize, volumeKey, passphrase, kdf)
+	if err != nil {
+		return fmt.Errorf("replace keyslot %d in %s: %w", slot, h.UUID, err)
+	}
+	ks.Priority = old.Priority
+	m.Keyslots[id] = ks
+	u, err := prepareNext(h, m)
+	if err != nil {
+		return fmt.Errorf("replace keyslot %d in %s: %w", slot, h.UUID, err)
+	}
+	if _, err := dev.WriteAt(material, int64(ks.Area.Offset)); err != nil {
+		return fmt.Errorf("replace keyslot %d in %s: write key material: %w", slot, h.UUID, err)
+	}
+	if err := dev.Sync(); err != nil {
+		return fmt.Errorf("replace keyslot %d in %s: sync key material: %w", slot, h.UUID, err)
+	}
+	if err := u.write(dev); err != nil {
+		return fmt.Errorf("replace keyslot %d in %s: %w", slot, h.UUID, err)
+	}
+	if err := wipeArea(dev, old.Area.Offset, old.Area.Size); err != nil {
+		return fmt.Errorf("replace keyslot %d in %s (headers already updated): %w", slot, h.UUID, err)
+	}
+	return nil
+}
