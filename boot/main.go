@@ -25,7 +25,7 @@ import (
 // Main is cryptinit as PID 1. It never returns: it execs the real init,
 // reboots, or (cryptinit.debug=shell) runs a shell and then reboots.
 func Main() {
-	start := time.Now()
+	start, startMono := time.Now(), monotonicNow()
 	logger := console.NewLogger(start, os.Stdout, nil)
 	rebootDelay := cmdline.DefaultRebootDelay
 	debugShell := false
@@ -43,7 +43,7 @@ func Main() {
 	logger.SetOutputs(os.Stdout, kmsg)
 	log.SetFlags(0)
 	log.SetOutput(logger)
-	logger.Printf("cryptinit starting as pid %d on Linux %s (%s)", os.Getpid(), release(), startupNote(start))
+	logger.Printf("cryptinit starting as pid %d on Linux %s (%s)", os.Getpid(), release(), startupNote(startMono))
 	for _, r := range early {
 		if r.Err != nil {
 			logger.Printf("mount: %v", r.Err)
@@ -202,32 +202,56 @@ func release() string {
 	return unix.ByteSliceToString(u.Release[:])
 }
 
-// startupNote says when the kernel started us and how long the Go runtime
-// took before main, from /proc/self/stat (10 ms resolution).
-func startupNote(mainStart time.Time) string {
-	b, err := os.ReadFile("/proc/self/stat")
+// startupNote says how long the Go runtime took between the kernel's exec
+// of /init and main, from the kernel's own "Run /init as init process"
+// record in /dev/kmsg (printk time and CLOCK_MONOTONIC share their origin
+// closely enough for milliseconds).
+func startupNote(mainMono time.Duration) string {
+	execAt, ok := kernelInitExec()
+	if !ok || mainMono <= 0 {
+		return "exec time unknown"
+	}
+	return fmt.Sprintf("kernel ran /init at %.3fs, Go runtime start-up %.0fms", execAt.Seconds(), float64(mainMono-execAt)/float64(time.Millisecond))
+}
+
+// kernelInitExec finds when the kernel exec'd the init, in the kernel log.
+func kernelInitExec() (time.Duration, bool) {
+	fd, err := unix.Open("/dev/kmsg", unix.O_RDONLY|unix.O_NONBLOCK, 0)
 	if err != nil {
-		return "start time unknown"
+		return 0, false
 	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return "start time unknown"
+	defer unix.Close(fd)
+	buf := make([]byte, 8192)
+	for i := 0; i < 100000; i++ {
+		n, err := unix.Read(fd, buf)
+		if err == unix.EPIPE {
+			continue // a record was overwritten; go on
+		}
+		if err != nil || n <= 0 {
+			return 0, false
+		}
+		head, msg, ok := strings.Cut(string(buf[:n]), ";")
+		if !ok || !strings.HasPrefix(msg, "Run ") || !strings.Contains(msg, " as init process") {
+			continue
+		}
+		f := strings.Split(head, ",")
+		if len(f) < 3 {
+			return 0, false
+		}
+		us, err := strconv.ParseInt(f[2], 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		return time.Duration(us) * time.Microsecond, true
 	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return "start time unknown"
-	}
-	ticks, err := strconv.ParseInt(f[19], 10, 64) // field 22: starttime
-	if err != nil {
-		return "start time unknown"
-	}
+	return 0, false
+}
+
+// monotonicNow is CLOCK_MONOTONIC, the clock of kernel log time stamps.
+func monotonicNow() time.Duration {
 	var ts unix.Timespec
-	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) != nil {
-		return "start time unknown"
+	if unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts) != nil {
+		return 0
 	}
-	execAt := time.Duration(ticks) * 10 * time.Millisecond
-	now := time.Duration(ts.Nano())
-	runtime := now - execAt - time.Since(mainStart)
-	return fmt.Sprintf("exec'd at uptime %.2fs, Go runtime start-up %.0fms", execAt.Seconds(), float64(runtime)/float64(time.Millisecond))
+	return time.Duration(ts.Nano())
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/cryptinit/cryptinit/boot/console"
 	"github.com/cryptinit/cryptinit/boot/modules"
@@ -124,5 +125,10 @@ func loadModules(log *console.Logger, extra []string) error {
 	for _, f := range failed {
 		log.Printf("modules: %s", f)
 	}
+	var slow []string
+	for _, t := range l.Slowest(5) {
+		slow = append(slow, fmt.Sprintf("%s %.0fms", t.Module, float64(t.Took)/float64(time.Millisecond)))
+	}
+	log.Printf("modules: slowest: %s", strings.Join(slow, ", "))
 	return nil
 }

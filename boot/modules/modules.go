@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Prober loads one module file by name and its modules.dep dependencies;
@@ -28,6 +29,7 @@ type Loader struct {
 	Prober Prober
 
 	files   map[string]bool     // normalised names of shipped modules (from modules.dep)
+	deps    map[string][]string // modules.dep: hard dependencies by normalised name
 	aliases []alias             // modules.alias, in file order
 	softPre map[string][]string // softdep pre:, by normalised module name
 	softPst map[string][]string // softdep post:
@@ -41,18 +43,22 @@ type alias struct{ pattern, module string }
 // Open reads the tables in dir. modules.dep must exist; softdep and alias
 // files are optional.
 func Open(dir string, p Prober) (*Loader, error) {
-	l := &Loader{Dir: dir, Prober: p, files: map[string]bool{}, softPre: map[string][]string{},
+	l := &Loader{Dir: dir, Prober: p, files: map[string]bool{}, deps: map[string][]string{}, softPre: map[string][]string{},
 		softPst: map[string][]string{}, done: map[string]*once{}}
 	dep, err := os.ReadFile(filepath.Join(dir, "modules.dep"))
 	if err != nil {
 		return nil, fmt.Errorf("modules: %w", err)
 	}
 	for _, line := range strings.Split(string(dep), "\n") {
-		path, _, ok := strings.Cut(line, ":")
+		path, deps, ok := strings.Cut(line, ":")
 		if !ok {
 			continue
 		}
-		l.files[Normalize(ModuleName(path))] = true
+		name := Normalize(ModuleName(path))
+		l.files[name] = true
+		for _, d := range strings.Fields(deps) {
+			l.deps[name] = append(l.deps[name], Normalize(ModuleName(d)))
+		}
 	}
 	if b, err := os.ReadFile(filepath.Join(dir, "modules.alias")); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
@@ -192,6 +198,14 @@ func (l *Loader) loadModule(mod string, stack []string) error {
 	for _, pre := range l.softPre[mod] {
 		l.load(pre, stack)
 	}
+	// Hard dependencies go through here too, not only through the
+	// Prober, so that their own soft dependencies are loaded first
+	// (xfs needs libcrc32c, which needs a crc32c driver before it).
+	for _, d := range l.deps[mod] {
+		if err := l.loadModule(d, stack); err != nil {
+			return fmt.Errorf("load %s: dependency: %w", mod, err)
+		}
+	}
 	// Only the probe itself runs once per module: holding nothing while
 	// the soft dependencies load means no lock cycle between goroutines.
 	l.mu.Lock()
@@ -202,9 +216,11 @@ func (l *Loader) loadModule(mod string, stack []string) error {
 	}
 	l.mu.Unlock()
 	o.Do(func() {
+		start := time.Now()
 		if err := l.Prober.Probe(mod, ""); err != nil {
 			o.err = fmt.Errorf("load %s: %w", mod, err)
 		}
+		o.took = time.Since(start)
 	})
 	if o.err == nil {
 		for _, post := range l.softPst[mod] {
@@ -216,7 +232,30 @@ func (l *Loader) loadModule(mod string, stack []string) error {
 
 type once struct {
 	sync.Once
-	err error
+	err  error
+	took time.Duration
+}
+
+// Timing is how long one module's probe took (its modules.dep
+// dependencies included, as kmodule loads them inside the probe).
+type Timing struct {
+	Module string
+	Took   time.Duration
+}
+
+// Slowest returns the n slowest probes so far, slowest first.
+func (l *Loader) Slowest(n int) []Timing {
+	l.mu.Lock()
+	var ts []Timing
+	for m, o := range l.done {
+		ts = append(ts, Timing{m, o.took})
+	}
+	l.mu.Unlock()
+	sort.Slice(ts, func(i, j int) bool { return ts[i].Took > ts[j].Took })
+	if len(ts) > n {
+		ts = ts[:n]
+	}
+	return ts
 }
 
 // Result is the outcome of LoadAll for one name.

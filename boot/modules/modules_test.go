@@ -116,13 +116,14 @@ func TestSoftdepLoadsFirst(t *testing.T) {
 	if err := l.Load("ext4"); err != nil {
 		t.Fatal(err)
 	}
-	// ext4 pre: crypto-crc32c -> crc32c_intel fails, crc32c_generic loads, before ext4.
-	want := []string{"crc32c_generic", "ext4"}
+	// ext4 pre: crypto-crc32c -> crc32c_intel fails, crc32c_generic loads,
+	// then ext4's modules.dep dependencies, then ext4.
+	want := []string{"crc32c_generic", "jbd2", "mbcache", "crc16", "ext4"}
 	if !reflect.DeepEqual(p.loaded, want) {
 		t.Errorf("load order %q, want %q", p.loaded, want)
 	}
 	// Loading again does not probe again.
-	if err := l.Load("ext4"); err != nil || len(p.loaded) != 2 {
+	if err := l.Load("ext4"); err != nil || len(p.loaded) != 5 {
 		t.Errorf("second load: err %v, loaded %q", err, p.loaded)
 	}
 }
@@ -139,13 +140,34 @@ func TestAliasFailsWhenAllFail(t *testing.T) {
 	}
 }
 
+// TestSoftdepOfHardDependency is the xfs case: xfs needs libcrc32c
+// (modules.dep), and libcrc32c needs a crc32c driver first (softdep); the
+// driver must be loaded before libcrc32c even when only xfs is asked for.
+func TestSoftdepOfHardDependency(t *testing.T) {
+	p := &fakeProber{}
+	l, _ := Open(writeTables(t), p)
+	if err := l.Load("xfs"); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"crc32c_generic", "libcrc32c", "xfs"}
+	if !reflect.DeepEqual(p.loaded, want) {
+		t.Errorf("order %q, want %q", p.loaded, want)
+	}
+	// A failing dependency fails the module and says so.
+	p2 := &fakeProber{fail: map[string]bool{"dm_mod": true}}
+	l2, _ := Open(writeTables(t), p2)
+	if err := l2.Load("dm_crypt"); err == nil || !strings.Contains(err.Error(), "dependency") || len(p2.loaded) != 0 {
+		t.Errorf("got %v, loaded %q", err, p2.loaded)
+	}
+}
+
 func TestPostSoftdepAndMissingPostIgnored(t *testing.T) {
 	p := &fakeProber{}
 	l, _ := Open(writeTables(t), p)
 	if err := l.Load("dm-crypt"); err != nil {
 		t.Fatalf("a missing post: softdep must not fail the module: %v", err)
 	}
-	if !reflect.DeepEqual(p.loaded, []string{"dm_crypt"}) {
+	if !reflect.DeepEqual(p.loaded, []string{"dm_mod", "dm_crypt"}) {
 		t.Errorf("loaded %q", p.loaded)
 	}
 }
