@@ -52,7 +52,7 @@ func hintFor(err error) string {
 	switch {
 	case errors.Is(err, probe.ErrNotEmpty):
 		hints = append(hints, "cryptinit never formats a partition that holds data. If its data may go,",
-			"stage a wipe (cryptctl meta wipe-request, or talosctl reset --system-labels-to-wipe) and reboot;",
+			"stage a wipe (cryptctl meta request-wipe --volume ID META-DEVICE) and reboot;",
 			"otherwise remove the encryption section of this volume from the config")
 	case errors.Is(err, unlock.ErrNoKeyEnrolls):
 		hints = append(hints, "no configured key could be created for the new volume: check the key sources",

@@ -7,8 +7,8 @@ import (
 
 // SlotReport says what happened when one key slot was tried.
 type SlotReport struct {
-	Slot int
-	Kind string // static, nodeID, kms, tpm, passphrase...
+	Slot int    // -1: any slot (a typed passphrase)
+	Kind string // static, nodeID, kms, tpm, console passphrase...
 	Err  error  // nil if it opened the volume
 }
 
@@ -52,7 +52,11 @@ func (f Failure) Banner(rebootIn string, debugShell bool) []string {
 			if s.Err != nil {
 				res = "failed: " + s.Err.Error()
 			}
-			lines = append(lines, fmt.Sprintf("    slot %d (%s): %s", s.Slot, s.Kind, res))
+			slot := fmt.Sprintf("slot %d", s.Slot)
+			if s.Slot < 0 {
+				slot = "any slot"
+			}
+			lines = append(lines, fmt.Sprintf("    %s (%s): %s", slot, s.Kind, res))
 		}
 	} else if f.Volume != "" {
 		lines = append(lines, "  no key slot was tried")

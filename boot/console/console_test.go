@@ -50,6 +50,7 @@ func TestBanner(t *testing.T) {
 		Slots: []SlotReport{
 			{Slot: 0, Kind: "tpm", Err: errors.New("PCR policy mismatch")},
 			{Slot: 1, Kind: "kms", Err: errors.New("connection refused")},
+			{Slot: -1, Kind: "console passphrase", Err: errors.New("no passphrase typed")},
 		},
 		Hint: "check the KMS endpoint\nor type a recovery key",
 	}
@@ -58,7 +59,7 @@ func TestBanner(t *testing.T) {
 	if lines[0] != "FAIL EPHEMERAL: no key slot opened the volume" {
 		t.Errorf("first line %q", lines[0])
 	}
-	for _, want := range []string{"/dev/vda4", "slot 0 (tpm): failed: PCR policy mismatch", "slot 1 (kms): failed: connection refused",
+	for _, want := range []string{"/dev/vda4", "slot 0 (tpm): failed: PCR policy mismatch", "slot 1 (kms): failed: connection refused", "any slot (console passphrase): failed: no passphrase typed",
 		"what to do: check the KMS endpoint", "or type a recovery key", "rebooting in 10s"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("banner lacks %q:\n%s", want, text)
@@ -109,7 +110,7 @@ func TestPromptNoEcho(t *testing.T) {
 		for {
 			n, err := master.Read(buf)
 			all = append(all, buf[:n]...)
-			if bytes.Contains(all, []byte("): ")) && len(all) > 0 {
+			if bytes.Contains(all, []byte("press Enter:")) {
 				master.Write([]byte("s3cret pass\n"))
 				break
 			}

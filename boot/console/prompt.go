@@ -56,8 +56,9 @@ func (p *Prompter) Passphrase(volume string, try, tries int) ([]byte, error) {
 	}
 	defer withFD(p.TTY, func(fd int) error { return unix.IoctlSetTermios(fd, unix.TCSETS, old) })
 
-	fmt.Fprintf(p.TTY, "%sEnter passphrase or recovery key for %s (try %d of %d, %s): ", Prefix, volume, try, tries, p.Timeout)
-	defer fmt.Fprint(p.TTY, "\n")
+	// The question ends with a newline so that serial consoles and log
+	// readers that work line by line see it before anything is typed.
+	fmt.Fprintf(p.TTY, "%sEnter passphrase or recovery key for %s (try %d of %d, %s), then press Enter:\n", Prefix, volume, try, tries, p.Timeout)
 	return readLine(p.TTY, p.Timeout)
 }
 
