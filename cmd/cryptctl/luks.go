@@ -27,7 +27,7 @@ Headers written here are accepted by cryptsetup 2.6. Keys are read as raw bytes
 from --key-file / --new-key-file ("-" reads stdin); they are never arguments.
 Exit codes: 0 success, 1 error, 2 no key slot opens with the given key.`,
 	}
-	cmd.AddCommand(newLuksFormatCmd(), newLuksDumpCmd(), newLuksAddKeyCmd(), newLuksRemoveKeyCmd(),
+	cmd.AddCommand(newLuksFormatCmd(), newLuksDumpCmd(), newLuksAddKeyCmd(), newLuksChangeKeyCmd(), newLuksRemoveKeyCmd(),
 		newLuksTestKeyCmd(), newLuksTokenCmd(), newLuksFlagsCmd())
 	return cmd
 }
@@ -386,6 +386,57 @@ func newLuksAddKeyCmd() *cobra.Command {
 	cmd.Flags().StringVar(&vkFile, "volume-key-file", "", "authorise with the raw volume key instead")
 	cmd.Flags().StringVar(&newKeyFile, "new-key-file", "", "the passphrase to add (- = stdin)")
 	cmd.Flags().IntVar(&slot, "key-slot", luks2.AnySlot, "key slot to use (default: first free)")
+	kf.register(cmd)
+	return cmd
+}
+
+func newLuksChangeKeyCmd() *cobra.Command {
+	var keyFile, newKeyFile string
+	var slot int
+	var kf luksKDFFlags
+	cmd := &cobra.Command{
+		Use:   "change-key DEVICE --key-file FILE --new-key-file FILE [--key-slot N]",
+		Short: "Replace the passphrase of the key slot the old one opens, in one crash-safe step",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			fail := func(err error) error { return luksNoKey(fmt.Errorf("change-key %s: %w", args[0], err)) }
+			kdf, err := kf.kdf()
+			if err != nil {
+				return fail(err)
+			}
+			if keyFile == "-" && newKeyFile == "-" {
+				return fail(errors.New("--key-file and --new-key-file cannot both be stdin"))
+			}
+			pass, err := luksReadKey(cmd, "key-file", keyFile)
+			if err != nil {
+				return fail(err)
+			}
+			defer clear(pass)
+			newPass, err := luksReadKey(cmd, "new-key-file", newKeyFile)
+			if err != nil {
+				return fail(err)
+			}
+			defer clear(newPass)
+			dev, h, err := luksReadHeader(cmd, args[0], true)
+			if err != nil {
+				return fail(err)
+			}
+			defer dev.Close()
+			vk, used, err := h.Unlock(dev, pass, slot)
+			if err != nil {
+				return fail(err)
+			}
+			defer clear(vk)
+			if err := luks2.ReplaceKeyslot(dev, vk, newPass, used, kdf); err != nil {
+				return fail(err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "key slot %d of %s has a new passphrase\n", used, args[0])
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&keyFile, "key-file", "", "the current passphrase (- = stdin)")
+	cmd.Flags().StringVar(&newKeyFile, "new-key-file", "", "the new passphrase (- = stdin)")
+	cmd.Flags().IntVar(&slot, "key-slot", luks2.AnySlot, "only change this key slot")
 	kf.register(cmd)
 	return cmd
 }

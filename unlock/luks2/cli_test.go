@@ -134,6 +134,17 @@ func TestCLI(t *testing.T) {
 		}
 	}
 
+	// change-key re-keys slot 2 in place.
+	k3 := keyFile(t, []byte("three"))
+	mustRun(t, nil, append([]string{"change-key", img, "--key-file", k0, "--new-key-file", k3}, cheap...)...)
+	if err := csTestKey(t, img, []byte("three"), 2); err != nil {
+		t.Errorf("cryptsetup after change-key: %v", err)
+	}
+	if _, _, code := run(t, nil, "test-key", img, "--key-file", k0); code != 2 {
+		t.Errorf("old passphrase still opens after change-key (exit %d)", code)
+	}
+	k0 = k3
+
 	// tokens
 	tok := `{"type":"talos-tpm2","keyslots":["9"],"UserData":{"pcrs":[7]}}`
 	mustRun(t, []byte(tok), "token", "import", img, "--token-id", "9")
