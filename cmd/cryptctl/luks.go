@@ -313,6 +313,13 @@ func luksDumpHuman(w io.Writer, h *luks2.Header) {
 	for _, id := range luksSorted(h.Tokens) {
 		t := h.Tokens[id]
 		fmt.Fprintf(w, "  %d: %s\n", id, t.Type)
+		if t.Type == "luks2-keyring" {
+			var kr struct {
+				KeyDescription string `json:"key_description"`
+			}
+			json.Unmarshal(t.Raw, &kr)
+			fmt.Fprintf(w, "\tKey description: %s\n", kr.KeyDescription)
+		}
 		for _, s := range t.Keyslots {
 			fmt.Fprintf(w, "\tKeyslot:    %d\n", s)
 		}

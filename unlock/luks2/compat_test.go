@@ -306,6 +306,9 @@ func TestRefusals(t *testing.T) {
 		{"token not object", second(ImportToken(f, 1, []byte(`[1]`), false)), ErrBadToken},
 		{"token no type", second(ImportToken(f, 1, []byte(`{"keyslots":[]}`), false)), ErrBadToken},
 		{"token no keyslots", second(ImportToken(f, 1, []byte(`{"type":"x"}`), false)), ErrBadToken},
+		{"token numeric keyslot", second(ImportToken(f, 1, []byte(`{"type":"x","keyslots":[0]}`), false)), ErrBadToken},
+		{"token keyslot 00", second(ImportToken(f, 1, []byte(`{"type":"x","keyslots":["00"]}`), false)), ErrBadToken},
+		{"keyring token without description", second(ImportToken(f, 1, []byte(`{"type":"luks2-keyring","keyslots":[]}`), false)), ErrBadToken},
 		{"bad flag", SetFlags(f, []string{"go-faster"}), ErrUnsupported},
 	} {
 		if !errors.Is(c.err, c.want) {

@@ -324,6 +324,16 @@ func parseToken(raw []byte, m *metadata) (Token, error) {
 	if t.Keyslots == nil {
 		return Token{}, fmt.Errorf("%w: missing \"keyslots\" array of strings", ErrBadToken)
 	}
+	if *t.Type == "luks2-keyring" {
+		// cryptsetup's built-in type: without a key description cryptsetup
+		// rejects the whole header.
+		var kr struct {
+			KeyDescription *string `json:"key_description"`
+		}
+		if json.Unmarshal(raw, &kr) != nil || kr.KeyDescription == nil {
+			return Token{}, fmt.Errorf("%w: luks2-keyring token needs a string \"key_description\"", ErrBadToken)
+		}
+	}
 	tok := Token{Type: *t.Type}
 	for _, s := range *t.Keyslots {
 		id, err := parseID("keyslot", s, MaxKeyslots)
