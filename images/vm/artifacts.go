@@ -11,7 +11,7 @@ import (
 type Artifacts struct {
 	Dir        string // OUT
 	Kernel     string // vmlinuz
-	Initramfs  string // initramfs.cpio.zst, cryptinit as /init
+	Initramfs  string // initramfs.img (xz), cryptinit as /init
 	RootFS     string // root.ext4, the tiny real root
 	Smoke      string // smoke-overlay.cpio, an /init for the harness self-test
 	UKI        string // cryptinit.efi, signed
@@ -66,7 +66,7 @@ func LoadArtifacts() (*Artifacts, error) {
 	a := &Artifacts{
 		Dir:        out,
 		Kernel:     filepath.Join(out, "vmlinuz"),
-		Initramfs:  filepath.Join(out, "initramfs.cpio.zst"),
+		Initramfs:  filepath.Join(out, "initramfs.img"),
 		RootFS:     filepath.Join(out, "root.ext4"),
 		Smoke:      filepath.Join(out, "smoke-overlay.cpio"),
 		UKI:        filepath.Join(out, "cryptinit.efi"),
