@@ -339,3 +339,25 @@ func TestFromConfig(t *testing.T) {
 		t.Error("key without kind accepted")
 	}
 }
+
+func FuzzParseSalt(f *testing.F) {
+	f.Add([]byte("diskSalt:\n" + strings.Repeat("    - 7\n", 32)))
+	f.Add([]byte("diskSalt: [1, 2, 3]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		salt, err := ParseSalt(data)
+		if err != nil {
+			return
+		}
+		if len(salt) != SaltSize {
+			t.Fatalf("salt of %d bytes accepted", len(salt))
+		}
+		out, err := MarshalSalt(salt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := ParseSalt(out)
+		if err != nil || !bytes.Equal(back, salt) {
+			t.Fatalf("round trip: %v", err)
+		}
+	})
+}

@@ -192,3 +192,26 @@ func TestWipe(t *testing.T) {
 		t.Fatal("not empty after wipe")
 	}
 }
+
+func FuzzProbe(f *testing.F) {
+	f.Add([]byte("XFSB"), int64(0))
+	f.Add([]byte("SKUL\xba\xbe"), int64(16<<10))
+	f.Add([]byte{0xfc, 0x4e, 0x2b, 0xa9}, int64(4096))
+	f.Fuzz(func(t *testing.T, data []byte, off int64) {
+		const size = 2 << 20
+		if off < 0 || off > size-int64(len(data)) {
+			return
+		}
+		b := make(mem, size)
+		copy(b[off:], data)
+		res, err := Probe(b, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// anything non-zero written where the empty rule looks is not empty
+		nonzero := firstNonZero(data) >= 0
+		if res.Empty() && nonzero && (off < ZeroCheckSize || off+int64(len(data)) > size-ZeroCheckSize) {
+			t.Fatalf("non-zero bytes at %d counted as empty", off)
+		}
+	})
+}
