@@ -321,3 +321,31 @@ func TestRefusals(t *testing.T) {
 }
 
 func second(_ int, err error) error { return err }
+
+// An unbound key (cryptsetup luksAddKey --unbound) is listed, never opens the
+// volume, and killing it removes its digest as cryptsetup does.
+func TestUnboundKeyslot(t *testing.T) {
+	needCryptsetup(t)
+	img := newImage(t, imageSize)
+	p0, pu := []byte("bound"), []byte("unbound")
+	csFormat(t, img, p0)
+	mustCryptsetup(t, nil, "luksAddKey", "-q", "--unbound", "--key-size", "256", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
+		"--key-file", keyFile(t, p0), img, keyFile(t, pu))
+	h := readHeaderFile(t, img)
+	if len(h.Keyslots) != 2 || len(h.Digests) != 2 {
+		t.Fatalf("keyslots %v digests %v", idsOf(h.Keyslots), idsOf(h.Digests))
+	}
+	if _, _, err := unlockFile(t, img, pu, AnySlot); !errors.Is(err, ErrNoKeyslotOpens) {
+		t.Errorf("unbound key opened the volume: %v", err)
+	}
+	if err := KillKeyslot(openRW(t, img), 1); err != nil {
+		t.Fatal(err)
+	}
+	cs := csMetadata(t, img)
+	if got := csIDs(cs["digests"]); !slices.Equal(got, []int{0}) {
+		t.Errorf("cryptsetup lists digests %v after killing the unbound key", got)
+	}
+	if err := csTestKey(t, img, p0, 0); err != nil {
+		t.Error(err)
+	}
+}

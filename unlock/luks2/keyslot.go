@@ -224,8 +224,11 @@ func KillKeyslot(dev Device, slot int) error {
 		return fmt.Errorf("remove keyslot %d from %s: %w (add another key first)", slot, h.UUID, ErrLastKeyslot)
 	}
 	delete(m.Keyslots, id)
-	for _, d := range m.Digests {
+	for did, d := range m.Digests {
 		d.Keyslots = slices.DeleteFunc(d.Keyslots, func(s string) bool { return s == id })
+		if len(d.Keyslots) == 0 {
+			delete(m.Digests, did) // as cryptsetup does, e.g. for an unbound key's digest
+		}
 	}
 	for tid, raw := range m.Tokens {
 		nr, err := tokenWithoutSlot(raw, id)
