@@ -35,26 +35,9 @@ func benchBoot(b *testing.B, fw Firmware) {
 			for k, v := range r.Split() {
 				sums[name+"-"+k+"-ms"] += v
 			}
-			if sr := switchRootAt(r); sr > 0 {
-				sums[name+"-init-to-switchroot-ms"] += sr
-			}
 		}
 	}
 	for k, v := range sums {
 		b.ReportMetric(v/float64(b.N), k)
 	}
-}
-
-// switchRootAt is when (ms since the init started) the init reached
-// switch_root, from its timeline: the start of a step named like switch_root,
-// else the end of the last step.
-func switchRootAt(r *RootReport) float64 {
-	end := 0.0
-	for _, s := range r.Timeline {
-		if s.Name == "switch_root" || s.Name == "switch-root" || s.Name == "switchroot" {
-			return s.Start
-		}
-		end = max(end, s.Start+s.Duration)
-	}
-	return end
 }

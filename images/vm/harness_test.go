@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -150,7 +151,7 @@ func TestConsoleExpect(t *testing.T) {
 
 func TestParseRootReport(t *testing.T) {
 	console := strings.Join([]string{
-		`cryptinit: timeline {"step":"kdf","volume":"STATE","slot":0,"start_ms":10,"duration_ms":1500}`,
+		`cryptinit: timeline {"step":"key","volume":"STATE","slot":0,"start_ms":10,"duration_ms":1500}`,
 		`CRYPTINIT-ROOT: reached real root, pid 1, kernel 6.1.0-56-amd64`,
 		`CRYPTINIT-ROOT: mount /system/state /dev/mapper/luks2-STATE xfs rw,relatime`,
 		`CRYPTINIT-ROOT: marker /system/state found 2`,
@@ -186,6 +187,18 @@ func TestParseRootReport(t *testing.T) {
 	}
 	if len(r.Timeline) != 1 || r.Timeline[0].Duration != 1500 || r.Split()["kdf"] != 1500 {
 		t.Errorf("timeline %+v split %v", r.Timeline, r.Split())
+	}
+	r.Timeline = []Step{
+		{Name: "modules", Start: 0, Duration: 100},
+		{Name: "devices", Start: 100, Duration: 50},
+		{Name: "unlock", Volume: "STATE", Start: 150, Duration: 1000},
+		{Name: "key", Volume: "STATE", Start: 150, Duration: 700},
+		{Name: "mkfs", Volume: "STATE", Start: 900, Duration: 200},
+		{Name: "switch_root", Start: 1300},
+	}
+	want := map[string]float64{"modules": 100, "wait": 50, "kdf": 700, "mkfs": 200, "total": 1300, "other": 250}
+	if got := r.Split(); !reflect.DeepEqual(got, want) {
+		t.Errorf("Split = %v, want %v", got, want)
 	}
 	if _, err := ParseRootReport(strings.Replace(console, "CRYPTINIT-ROOT: done", "", 1)); err == nil {
 		t.Error("a report without its done line was accepted")

@@ -146,26 +146,50 @@ func (r *RootReport) points() []string {
 	return p
 }
 
-// Split sums the timeline by kind of work, for boot-time reports: KDF, mkfs,
-// device waits and the rest, in milliseconds. Steps are matched by name.
+// Split sums the init's timeline by kind of work, in milliseconds: "kdf"
+// (key steps: unseal + LUKS2 KDF, and typed passphrases), "mkfs", "wait"
+// (waiting for the partitions), "modules", "other" (the rest, up to
+// switch_root) and "total" (init start to switch_root). The "unlock" step
+// contains key steps and is not summed itself. Volumes after STATE unlock
+// concurrently, so the parts can add up to more than the total.
 func (r *RootReport) Split() map[string]float64 {
 	out := map[string]float64{}
 	for _, s := range r.Timeline {
-		out[category(s.Name)] += s.Duration
+		if c := category(s.Name); c != "" {
+			out[c] += s.Duration
+		}
+	}
+	if t := r.SwitchRootAt(); t > 0 {
+		out["total"] = t
+		out["other"] = max(0, t-out["kdf"]-out["mkfs"]-out["wait"]-out["modules"])
 	}
 	return out
 }
 
 func category(step string) string {
-	s := strings.ToLower(step)
-	switch {
-	case strings.Contains(s, "kdf") || strings.Contains(s, "argon") || strings.Contains(s, "pbkdf") || strings.Contains(s, "unlock") || strings.Contains(s, "keyslot"):
+	switch step {
+	case "key", "prompt-kdf":
 		return "kdf"
-	case strings.Contains(s, "mkfs"):
+	case "mkfs":
 		return "mkfs"
-	case strings.Contains(s, "wait") || strings.Contains(s, "device"):
+	case "devices":
 		return "wait"
+	case "modules":
+		return "modules"
 	default:
-		return "other"
+		return ""
 	}
+}
+
+// SwitchRootAt is when (ms since the init started) it reached switch_root:
+// the start of the "switch_root" step, else the end of the last step.
+func (r *RootReport) SwitchRootAt() float64 {
+	end := 0.0
+	for _, s := range r.Timeline {
+		if s.Name == "switch_root" {
+			return s.Start
+		}
+		end = max(end, s.Start+s.Duration)
+	}
+	return end
 }
