@@ -28,15 +28,18 @@
 // writes leaves a device that opens with every key valid before the change, or
 // with every key valid after it:
 //
-//  1. new key material (AddKeyslot, Format) goes into a keyslot area that no
-//     header references yet; Sync.
+//  1. new key material (Format, AddKeyslot, ReplaceKeyslot) goes into a
+//     keyslot area that no header references yet; Sync.
 //  2. the secondary copy is written: its JSON area, Sync, then its binary
 //     header, Sync. From here on readers pick the new metadata (higher
 //     seqid) even if step 3 never happens.
 //  3. the primary copy is written the same way: JSON area, Sync, binary
 //     header, Sync.
 //  4. only now is key material that the new metadata no longer references
-//     overwritten (KillKeyslot); Sync.
+//     overwritten with random bytes (KillKeyslot, ReplaceKeyslot); Sync.
+//
+// The new metadata is encoded and validated before step 1, so a change that
+// does not fit the JSON area or would not validate writes nothing at all.
 //
 // A torn copy fails its checksum, so the other copy is used. Writing the JSON
 // area before the binary header, whose fields all sit in its first 512-byte
