@@ -215,8 +215,10 @@ func (e *Engine) Open(ctx context.Context, vol config.Volume, dev io.ReaderAt) (
 
 // Format formats an empty partition with the first key that can be
 // created, adds the other configured keys and returns the opened volume.
-// A partition that is not empty is refused with a *probe.NotEmptyError and
-// left untouched.
+// A partition that is not empty is refused with an error wrapping
+// probe.ErrNotEmpty (a *probe.NotEmptyError names what was found) and is
+// left untouched. With a Journal, a format of this volume cut short by a
+// crash is redone: what it left cannot be opened by anyone.
 func (e *Engine) Format(ctx context.Context, vol config.Volume, dev luks2.Device, size int64) (*Result, error) {
 	if hdr, err := luks2.ReadHeader(dev); err == nil {
 		return nil, fmt.Errorf("format %s: %w: it already holds a LUKS%d volume (UUID %s); nothing was written", vol.ID, probe.ErrNotEmpty, hdr.Version, hdr.UUID)
