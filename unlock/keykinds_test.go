@@ -124,3 +124,28 @@ func TestLUKS1OpensWithoutSync(t *testing.T) {
 		t.Fatal("a LUKS1 volume was written")
 	}
 }
+
+// TestTokensReadByCryptsetup checks that cryptsetup accepts the headers the
+// engine writes with Talos and recovery tokens, and exports them unchanged.
+func TestTokensReadByCryptsetup(t *testing.T) {
+	needTool(t, "cryptsetup")
+	dev := image(t, imageSize)
+	e := &Engine{Env: keys.Env{NodeUUID: keys.StaticUUID(testUUID), KMS: &fakeKMS{}, TPM: &fakeTPM{}}}
+	y := "kind: VolumeConfig\nname: EPHEMERAL\nencryption:\n  keys:\n" +
+		"    - {slot: 0, kms: {endpoint: grpc://kms:1}}\n" +
+		"    - {slot: 1, tpm: {}}\n" +
+		"    - {slot: 2, static: {passphrase: rescue}, recovery: true}\n" + smallKDF
+	r, err := e.Unlock(ctx, volume(t, y, "EPHEMERAL"), dev, imageSize)
+	if err != nil || len(r.Sync.Problems) > 0 {
+		t.Fatalf("%v %v", err, r)
+	}
+	r.Zero()
+	hdr, _ := luks2.ReadHeader(dev)
+	for id, typ := range map[int]string{0: "sideroKMS", 1: "talos-tpm2", 2: "cryptinit-recovery"} {
+		out := run(t, nil, "cryptsetup", "token", "export", "--token-id", itoa(id), dev.Name())
+		if !strings.Contains(out, `"type":"`+typ+`"`) || strings.TrimSpace(out) != string(hdr.Tokens[id].Raw) {
+			t.Errorf("token %d: cryptsetup exports %s, we wrote %s", id, out, hdr.Tokens[id].Raw)
+		}
+	}
+	run(t, []byte("rescue"), "cryptsetup", "open", "--test-passphrase", "--key-slot", "2", "--key-file", "-", dev.Name())
+}
