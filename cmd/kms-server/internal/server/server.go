@@ -123,6 +123,7 @@ func New(cfg Config) (*Server, error) {
 		grpc.MaxRecvMsgSize(cfg.MaxMessage),
 		grpc.MaxSendMsgSize(cfg.MaxData + keyring.Overhead + 64),
 		grpc.ConnectionTimeout(10 * time.Second),
+		grpc.StatsHandler(auditStats{s}),
 	}
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
@@ -262,6 +263,7 @@ func methodHandler(op, fullMethod string) func(any, context.Context, func(any) e
 // handle serves one Seal or Unseal: rate limit, decode, checks, crypto,
 // then metrics and one audit line whatever the outcome.
 func (s *Server) handle(ctx context.Context, op string, dec func(any) error) (resp *kms.Response, err error) {
+	markHandled(ctx)
 	start := s.now()
 	ev := event{Time: start.UTC(), Op: op}
 	p, _ := peer.FromContext(ctx)

@@ -328,7 +328,8 @@ func grpcConn(t *testing.T, ep string) *grpc.ClientConn {
 }
 
 func TestGarbageAndOversized(t *testing.T) {
-	_, ep := serve(t, Config{MaxMessage: 1024, MaxData: 64}, pki{}, "")
+	var audit syncBuffer
+	_, ep := serve(t, Config{MaxMessage: 1024, MaxData: 64, Audit: &audit}, pki{}, "")
 	conn := grpcConn(t, ep)
 	ctx := context.Background()
 	invoke := func(method string, b []byte) error {
@@ -357,6 +358,15 @@ func TestGarbageAndOversized(t *testing.T) {
 				t.Fatalf("err = %v, want %v", err, tt.want)
 			}
 		})
+	}
+	// Every refused KMS call is audited, the oversized one too (grpc-go
+	// refuses it before the handler); the unknown method is not a KMS call.
+	lines := strings.Split(strings.TrimSpace(audit.String()), "\n")
+	if len(lines) != len(tests)-1 {
+		t.Fatalf("audit has %d lines, want %d:\n%s", len(lines), len(tests)-1, audit.String())
+	}
+	if !strings.Contains(audit.String(), `"result":"ResourceExhausted","message":"grpc: received message larger than max`) {
+		t.Fatalf("oversized request not audited:\n%s", audit.String())
 	}
 }
 
