@@ -54,11 +54,11 @@ func deriveKey(k KDF, passphrase []byte, keyLen int) ([]byte, error) {
 }
 
 // pbkdf2Key is PBKDF2-HMAC (RFC 8018). It is ours rather than
-// golang.org/x/crypto/pbkdf2 because that one copies the password into an
-// immutable string (which cannot be zeroed), and because snapshotting the
-// keyed inner and outer hash states once makes each iteration two block
-// compressions without re-keying, which is what keeps us on par with
-// cryptsetup's OpenSSL backend.
+// golang.org/x/crypto/pbkdf2 or crypto/pbkdf2 because those copy the
+// password into an immutable string, which cannot be zeroed. Snapshotting
+// the keyed inner and outer hash states once keeps each iteration at two
+// block compressions; BenchmarkPBKDF2VsStdlib shows it no slower than
+// crypto/pbkdf2, and BenchmarkUnlockVsCryptsetup faster than cryptsetup.
 func pbkdf2Key(newHash func() hash.Hash, password, salt []byte, iter, keyLen int) []byte {
 	inner, outer := newHash(), newHash()
 	bs, hs := inner.BlockSize(), inner.Size()
