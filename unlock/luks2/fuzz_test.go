@@ -107,6 +107,15 @@ func FuzzReadHeader(f *testing.F) {
 			}
 		}
 		_ = h.VerifyVolumeKey(make([]byte, 32))
+		for _, k := range h.Keyslots {
+			if k.KDF.Iterations > 10000 || k.KDF.Memory > 1024 || k.KDF.Time > 2 {
+				return // legitimate but too slow to fuzz
+			}
+		}
+		dev := bytes.NewReader(fuzzDevice(hdr, js, fix))
+		if key, _, err := h.Unlock(dev, []byte("seed"), AnySlot); err == nil && len(key) == 0 {
+			t.Fatal("Unlock succeeded with an empty key")
+		}
 	})
 }
 
