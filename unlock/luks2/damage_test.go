@@ -52,6 +52,12 @@ func TestDamagedHeaders(t *testing.T) {
 		}, nil, true, "primary LUKS2 header damaged"},
 		{"secondary checksum", func(t *testing.T, img string) { smash(t, img, 0x4000+offCsum, 4) }, nil, false, "secondary LUKS2 header damaged"},
 		{"both", func(t *testing.T, img string) { smash(t, img, 200, 4); smash(t, img, 0x4000+5000, 1) }, ErrNoValidHeader, false, ""},
+		{"foreign secondary with a higher seqid", func(t *testing.T, img string) {
+			other, _ := formatPBKDF2(t, []byte("someone else"))
+			SetFlags(openRW(t, other), nil) // seqid 2 > ours
+			b, _ := os.ReadFile(other)
+			openRW(t, img).WriteAt(b[0x4000:0x8000], 0x4000)
+		}, nil, false, "belongs to another volume"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

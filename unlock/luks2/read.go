@@ -64,6 +64,10 @@ func ReadHeader(r io.ReaderAt) (*Header, error) {
 	switch {
 	case primary == nil:
 		use = secondary
+	case secondary != nil && secondary.uuid != primary.uuid:
+		// Copies of two different volumes (a stale secondary): never let
+		// the foreign one win on seqid.
+		warnings = append(warnings, fmt.Sprintf("secondary LUKS2 header belongs to another volume (UUID %s); using the primary", secondary.uuid))
 	case secondary != nil && secondary.seqid > primary.seqid:
 		use = secondary
 		warnings = append(warnings, fmt.Sprintf("primary LUKS2 header is older (seqid %d) than the secondary (seqid %d), an interrupted write; using the secondary", primary.seqid, secondary.seqid))
