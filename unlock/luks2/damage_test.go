@@ -234,3 +234,36 @@ func TestLegacyKeyslotCiphers(t *testing.T) {
 		})
 	}
 }
+
+// A cryptsetup header with 64 KiB metadata copies and a wiped primary: the
+// secondary is found by probing, opens, and a write restores the primary.
+func TestSecondaryProbeOnCryptsetupHeader(t *testing.T) {
+	needCryptsetup(t)
+	img := newImage(t, imageSize)
+	pass := []byte("probe")
+	csFormat(t, img, pass, "--luks2-metadata-size", "65536", "--luks2-keyslots-size", "4194304")
+	openRW(t, img).WriteAt(make([]byte, 4096), 0)
+	h := readHeaderFile(t, img)
+	if !h.FromSecondary || h.MetadataSize != 65536 {
+		t.Fatalf("FromSecondary %v metadata size %d", h.FromSecondary, h.MetadataSize)
+	}
+	if _, _, err := unlockFile(t, img, pass, AnySlot); err != nil {
+		t.Fatal(err)
+	}
+	if err := SetFlags(openRW(t, img), []string{"allow-discards"}); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 6)
+	f, _ := os.Open(img)
+	f.ReadAt(b, 0)
+	f.Close()
+	if !bytes.Equal(b, magicPrimary) {
+		t.Error("primary not rewritten")
+	}
+	if dump := mustCryptsetup(t, nil, "luksDump", img); !strings.Contains(dump, "Metadata area: \t65536 [bytes]") || !strings.Contains(dump, "allow-discards") {
+		t.Errorf("cryptsetup after repair:\n%s", dump)
+	}
+	if err := csTestKey(t, img, pass, 0); err != nil {
+		t.Error(err)
+	}
+}
