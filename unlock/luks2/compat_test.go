@@ -2,12 +2,15 @@ package luks2
 
 import (
 	"bytes"
+	"crypto/aes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/xts"
 )
 
 // Our Format, checked by cryptsetup: dump and open, per KDF, key and sector size.
@@ -347,5 +350,50 @@ func TestUnboundKeyslot(t *testing.T) {
 	}
 	if err := csTestKey(t, img, p0, 0); err != nil {
 		t.Error(err)
+	}
+}
+
+// The data segment as cryptsetup encrypts it (offline reencrypt of a known
+// pattern): sector n of the segment decrypts with the volume key from our
+// Unlock and the XTS tweak IVTweak + (n*SectorSize)/512, i.e. IVs count
+// 512-byte sectors, as documented on Mapping.
+func TestDataSegmentIV(t *testing.T) {
+	needCryptsetup(t)
+	for _, sector := range []int{512, 4096} {
+		t.Run(fmt.Sprint(sector), func(t *testing.T) {
+			img := newImage(t, 24<<20)
+			pattern := func(i int) []byte { return []byte(fmt.Sprintf("blk%012d\n", i)) }
+			f := openRW(t, img)
+			var buf bytes.Buffer
+			for i := 0; i < (24<<20)/16; i++ {
+				buf.Write(pattern(i))
+			}
+			f.WriteAt(buf.Bytes(), 0)
+			pass := []byte("iv")
+			mustCryptsetup(t, nil, "reencrypt", "-q", "--encrypt", "--type", "luks2", "--reduce-device-size", "16M", "--sector-size", itoa(sector),
+				"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file", keyFile(t, pass), img)
+			h := readHeaderFile(t, img)
+			m, err := h.Mapping()
+			if err != nil || m.SectorSize != sector {
+				t.Fatalf("mapping %+v %v", m, err)
+			}
+			vk, _, err := unlockFile(t, img, pass, AnySlot)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := xts.NewCipher(aes.NewCipher, vk)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range []int{0, 1, 7, 100} {
+				ct := make([]byte, sector)
+				f.ReadAt(ct, int64(m.Offset)+int64(n*sector))
+				pt := make([]byte, sector)
+				c.Decrypt(pt, ct, m.IVTweak+uint64(n*sector/512))
+				if want := pattern(n * sector / 16); !bytes.HasPrefix(pt, want) {
+					t.Errorf("sector %d decrypts to %q, want %q", n, pt[:16], want)
+				}
+			}
+		})
 	}
 }

@@ -166,14 +166,20 @@ type Header struct {
 	checksum string    // binary header checksum algorithm
 }
 
-// Mapping is what a dm-crypt table needs for the volume's data segment.
+// Mapping is what a dm-crypt table needs for the volume's data segment:
+//
+//	0 <size/512> crypt <Cipher> <hex key> <IVTweak> <dev> <Offset/512> [n] [allow_discards] [sector_size:<SectorSize>]
+//
+// As cryptsetup does for LUKS2, the IV counts 512-byte sectors even when
+// SectorSize is 4096: do not add iv_large_sectors (TestDataSegmentIV proves
+// this on data cryptsetup encrypted).
 type Mapping struct {
 	Cipher        string // dm-crypt cipher spec, e.g. "aes-xts-plain64"
 	KeySize       int    // bytes
 	Offset        uint64 // bytes from the start of the device
 	Size          uint64 // bytes; 0 with Dynamic
 	Dynamic       bool   // the segment runs to the end of the device
-	IVTweak       uint64 // in 512-byte sectors, as dm-crypt's iv_offset
+	IVTweak       uint64 // dm-crypt's iv_offset, in 512-byte sectors
 	SectorSize    int    // encryption sector size in bytes
 	AllowDiscards bool
 	Flags         []string // all persistent flags (allow-discards, same-cpu-crypt, ...)
