@@ -45,6 +45,9 @@ func Main() {
 	log.SetOutput(logger)
 	logger.Printf("cryptinit starting as pid %d on Linux %s (%s)", os.Getpid(), release(), startupNote(startMono))
 	for _, r := range early {
+		if r.Err != nil && r.Point.FSType == "efivarfs" {
+			continue // its module is not loaded yet: mounted after the modules
+		}
 		if r.Err != nil {
 			logger.Printf("mount: %v", r.Err)
 		} else if !r.Skipped {
@@ -230,21 +233,30 @@ func kernelInitExec() (time.Duration, bool) {
 		if err != nil || n <= 0 {
 			return 0, false
 		}
-		head, msg, ok := strings.Cut(string(buf[:n]), ";")
-		if !ok || !strings.HasPrefix(msg, "Run ") || !strings.Contains(msg, " as init process") {
-			continue
+		if d, ok := parseInitExec(string(buf[:n])); ok {
+			return d, true
 		}
-		f := strings.Split(head, ",")
-		if len(f) < 3 {
-			return 0, false
-		}
-		us, err := strconv.ParseInt(f[2], 10, 64)
-		if err != nil {
-			return 0, false
-		}
-		return time.Duration(us) * time.Microsecond, true
 	}
 	return 0, false
+}
+
+// parseInitExec reads the time stamp of a /dev/kmsg record
+// ("6,1234,7874012,-;Run /init as init process") when it is the kernel's
+// note that it exec'd the init.
+func parseInitExec(record string) (time.Duration, bool) {
+	head, msg, ok := strings.Cut(record, ";")
+	if !ok || !strings.HasPrefix(msg, "Run ") || !strings.Contains(msg, " as init process") {
+		return 0, false
+	}
+	f := strings.Split(head, ",")
+	if len(f) < 3 {
+		return 0, false
+	}
+	us, err := strconv.ParseInt(f[2], 10, 64)
+	if err != nil || us < 0 {
+		return 0, false
+	}
+	return time.Duration(us) * time.Microsecond, true
 }
 
 // monotonicNow is CLOCK_MONOTONIC, the clock of kernel log time stamps.

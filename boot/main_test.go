@@ -1,0 +1,25 @@
+package boot
+
+import (
+	"testing"
+	"time"
+)
+
+func TestParseInitExec(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"6,812,7874012,-;Run /init as init process\n", 7874012 * time.Microsecond, true},
+		{"6,812,7874012,-,caller=T1;Run /sbin/init as init process\n", 7874012 * time.Microsecond, true},
+		{"6,811,7000000,-;Freeing unused kernel image memory: 2000K\n", 0, false},
+		{"6,812,x,-;Run /init as init process\n", 0, false},
+		{"garbage", 0, false},
+	} {
+		got, ok := parseInitExec(tc.in)
+		if ok != tc.ok || got != tc.want {
+			t.Errorf("parseInitExec(%q) = %v %v", tc.in, got, ok)
+		}
+	}
+}
