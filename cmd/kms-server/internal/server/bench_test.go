@@ -84,7 +84,7 @@ func BenchmarkBootStorm(b *testing.B) {
 		stop := sampleHeap(&peakHeap)
 		start := time.Now()
 		lat, err := storm(calls, stormClients, func(i int) error {
-			cl := kms.New(kms.Options{RootCAs: cas, Attempts: 1, AttemptTimeout: 30 * time.Second})
+			cl := kms.New(kms.Options{RootCAs: cas, Attempts: 1, AttemptTimeout: 2 * time.Minute})
 			defer cl.Close()
 			key, err := cl.Unseal(context.Background(), ep, nodes[i], blobs[i])
 			if err == nil && !strings.HasPrefix(string(key), "key-of-node-") {
@@ -105,7 +105,11 @@ func BenchmarkBootStorm(b *testing.B) {
 			lat, err := storm(tangCalls, stormClients, func(int) error { return tang.recover() })
 			tangTime += time.Since(start)
 			if err != nil {
-				b.Fatal(err)
+				// tang is the yardstick, not the product: drop its figures
+				// rather than the whole benchmark.
+				b.Logf("tang storm failed, its figures are left out: %v", err)
+				tang = nil
+				continue
 			}
 			tangLat = append(tangLat, lat...)
 		}
@@ -228,7 +232,7 @@ func startTang(b *testing.B) (*tangServer, error) {
 	if out, err := exec.Command(tangd+"-keygen", dir).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("tangd-keygen: %v: %s", err, out)
 	}
-	ts := &tangServer{client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true, MaxConnsPerHost: 0}, Timeout: 30 * time.Second}}
+	ts := &tangServer{client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 2 * time.Minute}}
 	files, _ := filepath.Glob(filepath.Join(dir, "*.jwk"))
 	for _, f := range files {
 		raw, err := os.ReadFile(f)
