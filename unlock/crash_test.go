@@ -100,8 +100,9 @@ func TestSyncCrashSafety(t *testing.T) {
 			f.Close()
 			break
 		}
-		if len(res.Sync.Problems) == 0 {
-			t.Fatalf("crash after %d writes not reported", n)
+		if len(res.Sync.Problems) == 0 && (len(res.Sync.Removed) != 1 || len(res.Sync.Added) != 2 || len(res.Sync.Replaced) != 1) {
+			// only the last write, the sync fingerprint, may fail silently
+			t.Fatalf("crash after %d writes not reported: %v", n, res.Sync)
 		}
 		// after the crash: the key that opened still opens, through a
 		// fresh read of whatever is on disk

@@ -386,3 +386,63 @@ func TestConsumeWipeRequest(t *testing.T) {
 		t.Fatal("wiped twice")
 	}
 }
+
+// TestSyncFingerprintSkipsUnchanged: once a full sync has checked every key,
+// later boots with nothing changed skip the checks (one KDF per boot), and
+// any change to the config, a key's source or the header brings them back.
+func TestSyncFingerprintSkipsUnchanged(t *testing.T) {
+	dev := image(t, imageSize)
+	uuid := keys.StaticUUID(testUUID)
+	e := &Engine{Env: keys.Env{NodeUUID: &uuid}}
+	y := "kind: VolumeConfig\nname: EPHEMERAL\nencryption:\n  keys:\n" +
+		"    - {slot: 0, static: {passphrase: a}}\n" +
+		"    - {slot: 1, nodeID: {}}\n" +
+		"    - {slot: 2, static: {passphrase: c}}\n" + smallKDF
+	vol := volume(t, y, "EPHEMERAL")
+	boot := func(name string) *SyncReport {
+		t.Helper()
+		r, err := e.Unlock(ctx, vol, dev, imageSize)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		r.Zero()
+		if len(r.Sync.Problems) > 0 {
+			t.Fatalf("%s: %v", name, r.Sync)
+		}
+		return r.Sync
+	}
+	if s := boot("format"); s.UpToDate || len(s.Added) != 2 {
+		t.Fatalf("format: %v", s)
+	}
+	if s := boot("second"); !s.UpToDate {
+		t.Fatalf("second boot checked again: %v", s)
+	}
+	// the header changes behind our back: a slot is removed
+	if err := luks2.KillKeyslot(dev, 2); err != nil {
+		t.Fatal(err)
+	}
+	if s := boot("slot killed"); s.UpToDate || len(s.Added) != 1 || s.Added[0] != 2 {
+		t.Fatalf("after kill: %v", s)
+	}
+	if s := boot("settled"); !s.UpToDate {
+		t.Fatalf("settled: %v", s)
+	}
+	// the node UUID changes (META tag 15): slot 1's key changed
+	uuid = keys.StaticUUID("0b9d5e7c-3a41-4f6e-8d2c-7f1a9e4b6c03")
+	if s := boot("new uuid"); s.UpToDate || len(s.Replaced) != 1 || s.Replaced[0] != 1 {
+		t.Fatalf("new uuid: %v", s)
+	}
+	// the config changes a passphrase
+	vol = volume(t, strings.Replace(y, "passphrase: c", "passphrase: c2", 1), "EPHEMERAL")
+	if s := boot("new passphrase"); s.UpToDate || len(s.Replaced) != 1 || s.Replaced[0] != 2 {
+		t.Fatalf("new passphrase: %v", s)
+	}
+	if !opens(t, dev, "c2", 2) || !opens(t, dev, "0b9d5e7c-3a41-4f6e-8d2c-7f1a9e4b6c03EPHEMERAL", 1) {
+		t.Fatal("keys not as configured")
+	}
+	hdr, _ := luks2.ReadHeader(dev)
+	id, digest := storedFingerprint(hdr)
+	if id != 31 || len(digest) != 32 {
+		t.Fatalf("fingerprint token %d %x", id, digest)
+	}
+}

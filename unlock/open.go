@@ -12,9 +12,10 @@ import (
 	"github.com/cryptinit/cryptinit/unlock/luks2"
 )
 
-// tokenFor returns the raw token stored with id == slot (Talos's rule).
+// tokenFor returns the raw token stored with id == slot (Talos's rule);
+// the engine's own fingerprint token belongs to no slot.
 func tokenFor(hdr *luks2.Header, slot int) []byte {
-	if t, ok := hdr.Tokens[slot]; ok {
+	if t, ok := hdr.Tokens[slot]; ok && t.Type != TokenSyncState {
 		return t.Raw
 	}
 	return nil
@@ -45,7 +46,11 @@ func (e *Engine) tryKey(ctx context.Context, volID string, k keys.Key, slot int,
 		return nil, err
 	}
 	defer keys.Zero(pass)
-	vk, _, err := hdr.Unlock(dev, pass, slot)
+	unlockSlot := e.unlockSlot
+	if unlockSlot == nil {
+		unlockSlot = (*luks2.Header).Unlock
+	}
+	vk, _, err := unlockSlot(hdr, dev, pass, slot)
 	if errors.Is(err, luks2.ErrNoKeyslotOpens) {
 		return nil, keys.ErrWrongKey
 	}

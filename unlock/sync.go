@@ -2,6 +2,7 @@ package unlock
 
 import (
 	"context"
+	"crypto/hmac"
 	"errors"
 	"fmt"
 	"slices"
@@ -19,6 +20,9 @@ type SyncReport struct {
 	Removed  []int   // slots the config does not name
 	Kept     []int   // slots the config does not name, kept as recovery keys
 	Problems []error // each names the slot; never fatal
+	// UpToDate: nothing changed since the last full sync (its fingerprint
+	// matched), so no key was checked.
+	UpToDate bool
 }
 
 // Changed reports whether Sync wrote anything.
@@ -39,6 +43,9 @@ func (r *SyncReport) String() string {
 	add("kept recovery", r.Kept)
 	for _, p := range r.Problems {
 		parts = append(parts, "problem: "+p.Error())
+	}
+	if len(parts) == 0 && r.UpToDate {
+		return "in sync (unchanged since the last check)"
 	}
 	if len(parts) == 0 {
 		return "in sync"
@@ -74,6 +81,33 @@ func (e *Engine) Sync(ctx context.Context, vol config.Volume, dev luks2.Device, 
 	}
 	vk := opened.VolumeKey
 	kdf := kdfFor(vol.Encryption)
+	configured := map[int]bool{}
+	for _, ck := range ks {
+		configured[ck.Slot] = true
+	}
+	if hdr, err := luks2.ReadHeader(dev); err == nil && !failedBeforeOpener(opened) {
+		if _, stored := storedFingerprint(hdr); stored != nil {
+			if fp := e.syncFingerprint(ctx, &vol, hdr, ks, vk); fp != nil && hmac.Equal(fp, stored) {
+				rep.UpToDate = true
+				return rep
+			}
+		}
+	}
+	defer func() {
+		// remember a clean state so that the next boot can skip the checks
+		if len(rep.Problems) > 0 || ctx.Err() != nil {
+			return
+		}
+		hdr, err := luks2.ReadHeader(dev)
+		if err != nil {
+			return
+		}
+		if fp := e.syncFingerprint(ctx, &vol, hdr, ks, vk); fp != nil {
+			if err := storeFingerprint(dev, hdr, fp, configured); err != nil {
+				e.log().Warn("sync fingerprint not stored", "volume", vol.ID, "err", err)
+			}
+		}
+	}()
 	// what Open already learnt about the slots tried before the opener
 	known := map[int]error{}
 	for _, a := range opened.Attempts {
@@ -81,9 +115,7 @@ func (e *Engine) Sync(ctx context.Context, vol config.Volume, dev luks2.Device, 
 			known[a.Slot] = a.Err
 		}
 	}
-	configured := map[int]bool{}
 	for _, ck := range ks {
-		configured[ck.Slot] = true
 		if ctx.Err() != nil {
 			problem(ck.Slot, ck.Kind(), "stopped: %v", ctx.Err())
 			return rep
@@ -225,4 +257,16 @@ func (e *Engine) markRecovery(volID string, dev luks2.Device, hdr *luks2.Header,
 	if err != nil {
 		problem(ck.Slot, ck.Kind(), "mark as recovery key: %v", err)
 	}
+}
+
+// failedBeforeOpener reports whether a configured key tried before the one
+// that opened failed in a way sync acts on: then sync runs in full.
+func failedBeforeOpener(opened *Result) bool {
+	for _, a := range opened.Attempts {
+		if a.Slot != opened.Slot && (errors.Is(a.Err, keys.ErrWrongKey) || errors.Is(a.Err, keys.ErrNoToken) ||
+			errors.Is(a.Err, keys.ErrBadToken) || errors.Is(a.Err, ErrSlotEmpty)) {
+			return true
+		}
+	}
+	return false
 }
