@@ -55,5 +55,7 @@
 // Passphrases, volume keys and every derived key are []byte and are zeroed by
 // this package as soon as it no longer needs its own copies; callers own (and
 // should zero) the keys returned to them. Nothing secret is logged or put in an
-// error message.
+// error message. What Go does not let us reach stays until the garbage
+// collector reuses it: AES key schedules inside crypto/aes, hash states and
+// argon2's work memory inside golang.org/x/crypto.
 package luks2
