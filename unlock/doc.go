@@ -20,5 +20,7 @@
 // longer opens them, and removes slots the config does not name (except
 // recovery slots); it never touches the slot that opened the volume, so a
 // crash at any point leaves that configured key working. Sync problems are
-// reported in the result, never fatal.
+// reported in the result, never fatal. A clean sync leaves a fingerprint
+// token (HMAC under the volume key) so that boots where nothing changed
+// skip the per-key KDF checks (see syncstate.go).
 package unlock
