@@ -220,3 +220,17 @@ func TestFormatLayoutEqualsCryptsetup(t *testing.T) {
 		})
 	}
 }
+
+// json-c is case-sensitive; so are we, where encoding/json would not be.
+func TestJSONNamesAreCaseSensitive(t *testing.T) {
+	img, _ := formatPBKDF2(t, []byte("pw"))
+	rewriteJSON(t, img, func(m map[string]any) {
+		m["Keyslots"] = m["keyslots"]
+		delete(m, "keyslots")
+	})
+	f, _ := os.Open(img)
+	defer f.Close()
+	if _, err := ReadHeader(f); !errors.Is(err, ErrNoValidHeader) || !strings.Contains(err.Error(), `lacks "keyslots"`) {
+		t.Errorf("ReadHeader: %v", err)
+	}
+}

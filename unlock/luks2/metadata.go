@@ -92,6 +92,17 @@ type jsonRequirements struct {
 // It also reports whether re-encoding the typed form reproduces every field
 // (exact == false means a write would lose something).
 func parseMetadata(text []byte) (m *metadata, exact bool, err error) {
+	// encoding/json matches field names case-insensitively, json-c (and so
+	// cryptsetup) does not: insist on the exact top-level names.
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(text, &top); err != nil {
+		return nil, false, fmt.Errorf("parse LUKS2 JSON metadata: %w", err)
+	}
+	for _, k := range []string{"keyslots", "tokens", "segments", "digests", "config"} {
+		if _, ok := top[k]; !ok {
+			return nil, false, fmt.Errorf("LUKS2 JSON metadata lacks %q", k)
+		}
+	}
 	m = new(metadata)
 	if err := json.Unmarshal(text, m); err != nil {
 		return nil, false, fmt.Errorf("parse LUKS2 JSON metadata: %w", err)
