@@ -22,7 +22,7 @@ type Artifacts struct {
 	OSRelease  string // os-release used for UKIs made by tests
 	InitBinary string // out/bin/cryptinit
 	PCRKey     string // keys/pcr-key.pem when the build signed PCR policies, else ""
-	Cryptctl   string // bin/cryptctl, used with PCRKey
+	Cryptctl   string // bin/cryptctl when the image build could build it, else ""
 }
 
 // Firmware files from Debian's ovmf package.

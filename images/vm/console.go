@@ -90,6 +90,16 @@ var ErrConsoleClosed = fmt.Errorf("vm: console closed (QEMU exited)")
 // after the previous Expect, and returns the index of the pattern and the line.
 // Output up to the end of that line is consumed.
 func (c *Console) Expect(timeout time.Duration, patterns ...string) (int, string, error) {
+	return c.expect(timeout, false, patterns)
+}
+
+// ExpectPrompt is Expect that also matches the unfinished last line: a prompt
+// waits for input without printing a newline. A match consumes all output.
+func (c *Console) ExpectPrompt(timeout time.Duration, patterns ...string) (int, string, error) {
+	return c.expect(timeout, true, patterns)
+}
+
+func (c *Console) expect(timeout time.Duration, partial bool, patterns []string) (int, string, error) {
 	res := make([]*regexp.Regexp, len(patterns))
 	for i, p := range patterns {
 		res[i] = regexp.MustCompile(p)
@@ -110,6 +120,16 @@ func (c *Console) Expect(timeout time.Duration, patterns ...string) (int, string
 			for i, re := range res {
 				if re.MatchString(line) {
 					c.cursor += scanned
+					c.mu.Unlock()
+					return i, line, nil
+				}
+			}
+		}
+		if partial && scanned < len(text) {
+			line := ansi.ReplaceAllString(string(text[scanned:]), "")
+			for i, re := range res {
+				if re.MatchString(line) {
+					c.cursor += len(text)
 					c.mu.Unlock()
 					return i, line, nil
 				}

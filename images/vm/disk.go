@@ -134,6 +134,58 @@ func (d *Disk) Wipe(label string, n int64) error {
 	return fmt.Errorf("vm: disk %s has no partition %s", d.Path, label)
 }
 
+// WipeAll zeroes the whole partition labelled label, as a full
+// `talosctl reset --system-labels-to-wipe` does.
+func (d *Disk) WipeAll(label string) error {
+	for _, p := range d.Partitions {
+		if p.Label == label {
+			return d.Wipe(label, p.Size)
+		}
+	}
+	return fmt.Errorf("vm: disk %s has no partition %s", d.Path, label)
+}
+
+// EditPartition copies the partition labelled label to a scratch file, runs
+// edit on that file (e.g. `cryptctl meta set ... FILE`), and writes it back.
+func (d *Disk) EditPartition(label string, edit func(file string) error) error {
+	var size int64
+	for _, p := range d.Partitions {
+		if p.Label == label {
+			size = p.Size
+		}
+	}
+	if size == 0 {
+		return fmt.Errorf("vm: disk %s has no partition %s", d.Path, label)
+	}
+	buf := make([]byte, size)
+	if err := d.ReadAt(label, buf, 0); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "cryptinit-part-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	file := filepath.Join(dir, label+".img")
+	if err := os.WriteFile(file, buf, 0o600); err != nil {
+		return err
+	}
+	if err := edit(file); err != nil {
+		return fmt.Errorf("vm: edit %s of %s: %w", label, d.Path, err)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	if int64(len(b)) != size {
+		return fmt.Errorf("vm: edit %s changed its size from %d to %d", label, size, len(b))
+	}
+	return d.fill(Partition{Label: label, Size: size, Fill: func(w io.WriterAt, _ int64) error {
+		_, err := w.WriteAt(b, 0)
+		return err
+	}})
+}
+
 // sectionWriter confines writes to one partition.
 type sectionWriter struct {
 	f    *os.File

@@ -246,3 +246,19 @@ func TestLUKSKeyslotsAgainstCryptsetup(t *testing.T) {
 		t.Error("a wiped partition still reads as LUKS")
 	}
 }
+
+func TestConsoleExpectPrompt(t *testing.T) {
+	c := newConsole(io.Discard, nil)
+	c.Write([]byte("cryptinit: starting\ncryptinit: Enter passphrase for EPHEMERAL: "))
+	if _, _, err := c.Expect(50*time.Millisecond, `Enter passphrase`); err == nil {
+		t.Error("Expect matched an unfinished line")
+	}
+	if _, line, err := c.ExpectPrompt(time.Second, `Enter passphrase.*EPHEMERAL`); err != nil || !strings.HasSuffix(line, "EPHEMERAL: ") {
+		t.Errorf("ExpectPrompt = %q, %v", line, err)
+	}
+	// The prompt is consumed: its line, finished later, does not match again.
+	c.Write([]byte("\ncryptinit: EPHEMERAL: opened\n"))
+	if _, line, err := c.Expect(time.Second, `Enter passphrase|opened`); err != nil || !strings.Contains(line, "opened") {
+		t.Errorf("after the prompt: %q, %v", line, err)
+	}
+}

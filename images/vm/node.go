@@ -335,6 +335,16 @@ func (v *VM) Expect(timeout time.Duration, patterns ...string) (int, string) {
 	return i, line
 }
 
+// ExpectPrompt waits for a prompt (an unfinished line) matching pattern.
+func (v *VM) ExpectPrompt(pattern string) string {
+	v.t.Helper()
+	_, line, err := v.Console.ExpectPrompt(BootTimeout, pattern)
+	if err != nil {
+		v.t.Fatalf("%v after %s\n--- console tail ---\n%s\n--- (full log %s)", err, time.Since(v.started).Round(time.Second), v.Console.Tail(40), v.Log)
+	}
+	return line
+}
+
 // ExpectLine waits for one pattern; see Expect.
 func (v *VM) ExpectLine(pattern string) string {
 	v.t.Helper()

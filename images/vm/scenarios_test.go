@@ -2,6 +2,8 @@ package vm
 
 import (
 	"bytes"
+	"fmt"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -97,7 +99,7 @@ func TestVMRecoveryPrompt(t *testing.T) {
 	wrong := string(TestConfig(t, "recovery-wrong.yaml"))
 	vm := n.Boot(BootOptions{Config: []byte(strings.ReplaceAll(wrong, "WRONG_KEY", "wrong-one")),
 		Cmdline: fastFail + " cryptinit.prompt-timeout=60s"})
-	vm.ExpectLine(PatPrompt + `.*EPHEMERAL`)
+	vm.ExpectPrompt(PatPrompt + `.*EPHEMERAL`)
 	vm.Type("typed-recovery-passphrase\n")
 	r = vm.RootReport()
 	mustMount(t, r, "/var", "luks2-EPHEMERAL")
@@ -108,7 +110,7 @@ func TestVMRecoveryPrompt(t *testing.T) {
 
 	vm = n.Boot(BootOptions{Config: []byte(strings.ReplaceAll(wrong, "WRONG_KEY", "wrong-two")),
 		Cmdline: fastFail + " cryptinit.prompt-timeout=3s"})
-	vm.ExpectLine(PatPrompt)
+	vm.ExpectPrompt(PatPrompt)
 	line := vm.ExpectFailureAndReboot()
 	if !strings.Contains(line, "EPHEMERAL") {
 		t.Errorf("failure banner does not name EPHEMERAL: %s", line)
@@ -150,7 +152,7 @@ func TestVMLockToStateWiped(t *testing.T) {
 	cfg := TestConfig(t, "locked.yaml")
 	_, r := n.BootToRoot(BootOptions{Config: cfg, Cmdline: fastFail})
 	mustMount(t, r, "/var", "luks2-EPHEMERAL")
-	if err := n.Disks[0].Wipe("STATE", 32*MiB); err != nil {
+	if err := n.Disks[0].WipeAll("STATE"); err != nil {
 		t.Fatal(err)
 	}
 	vm := n.Boot(BootOptions{Config: cfg, Cmdline: fastFail + " cryptinit.prompt-timeout=0"})
@@ -165,11 +167,15 @@ func TestVMLockToStateWiped(t *testing.T) {
 	}
 }
 
-// TestVMStagedWipeEncrypts is scenario (h): EPHEMERAL starts unencrypted; the
-// operator stages an encrypted config and wipes EPHEMERAL
-// (talosctl reset --system-labels-to-wipe EPHEMERAL); the next boot encrypts it.
+// TestVMStagedWipeEncrypts is scenario (h): EPHEMERAL starts unencrypted;
+// the operator stages an encrypted config and a wipe request in META
+// (cryptctl meta request-wipe, what talosctl reset --system-labels-to-wipe
+// asks for); the next boot wipes EPHEMERAL and encrypts it.
 func TestVMStagedWipeEncrypts(t *testing.T) {
 	a := RequireInit(t)
+	if a.Cryptctl == "" {
+		t.Fatal("out/bin/cryptctl is missing: the image build could not build ./cmd/cryptctl")
+	}
 	t.Parallel()
 	n := NewNode(t, a, "staged", TalosLayout())
 	_, r := n.BootToRoot(BootOptions{Config: TestConfig(t, "plain-ephemeral.yaml"), Cmdline: fastFail})
@@ -177,17 +183,20 @@ func TestVMStagedWipeEncrypts(t *testing.T) {
 		t.Fatalf("first boot: /var should be a plain filesystem, got %+v", r.Mounts["/var"])
 	}
 	mustMarker(t, r, "/var", 0)
-	if err := n.Disks[0].Wipe("EPHEMERAL", 16*MiB); err != nil {
+	err := n.Disks[0].EditPartition("META", func(file string) error {
+		out, err := exec.Command(a.Cryptctl, "meta", "request-wipe", "--volume", "EPHEMERAL", file).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%w: %s", err, out)
+		}
+		return nil
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	_, r = n.BootToRoot(BootOptions{Config: TestConfig(t, "encrypted-ephemeral.yaml"), Cmdline: fastFail})
 	mustMount(t, r, "/var", "luks2-EPHEMERAL")
 	mustMarker(t, r, "/var", 0) // fresh encrypted volume
-	hdr := make([]byte, 6)
-	if err := n.Disks[0].ReadAt("EPHEMERAL", hdr, 0); err != nil {
-		t.Fatal(err)
-	}
-	if string(hdr) != "LUKS\xba\xbe" {
-		t.Errorf("EPHEMERAL does not start with a LUKS header after the staged wipe: %q", hdr)
+	if slots, err := n.Disks[0].LUKSKeyslots("EPHEMERAL"); err != nil || len(slots) != 1 {
+		t.Errorf("EPHEMERAL after the staged wipe: keyslots %v, %v", slots, err)
 	}
 }

@@ -16,20 +16,20 @@ func (a *Artifacts) BuildUKI(initrd, cmdline, out string, sign bool) error {
 		key, cert = "", ""
 	}
 	var pcr *uki.PCRSigner
-	if a.PCRKey != "" {
+	if a.PCRKey != "" && a.Cryptctl != "" {
 		pcr = &uki.PCRSigner{Cryptctl: a.Cryptctl, Key: a.PCRKey}
 	}
 	return uki.Build(uki.Spec{Linux: a.Kernel, Initrd: initrd, Cmdline: cmdline, OSRel: a.OSRelease}, key, cert, out, pcr)
 }
 
-// pcrSigning finds the PCR key and cryptctl the image build used, if any.
+// pcrSigning finds cryptctl and the PCR key the image build made, if any.
 func (a *Artifacts) pcrSigning() {
 	key, tool := a.Dir+"/keys/pcr-key.pem", a.Dir+"/bin/cryptctl"
-	if _, err := os.Stat(key); err != nil {
-		return
-	}
 	if _, err := os.Stat(tool); err != nil {
 		return
 	}
-	a.PCRKey, a.Cryptctl = key, tool
+	a.Cryptctl = tool
+	if _, err := os.Stat(key); err == nil {
+		a.PCRKey = key
+	}
 }
