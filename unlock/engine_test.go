@@ -2,6 +2,7 @@ package unlock
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -444,5 +445,38 @@ func TestSyncFingerprintSkipsUnchanged(t *testing.T) {
 	id, digest := storedFingerprint(hdr)
 	if id != 31 || len(digest) != 32 {
 		t.Fatalf("fingerprint token %d %x", id, digest)
+	}
+}
+
+// countingKMS counts unseals: an unchanged boot asks the KMS once per volume.
+type countingKMS struct {
+	fakeKMS
+	unseals int
+}
+
+func (c *countingKMS) Unseal(ctx context.Context, endpoint, node string, sealed []byte) ([]byte, error) {
+	c.unseals++
+	return c.fakeKMS.Unseal(ctx, endpoint, node, sealed)
+}
+
+func TestFingerprintAsksTheOpenerOnce(t *testing.T) {
+	dev := image(t, imageSize)
+	kms := &countingKMS{}
+	e := &Engine{Env: keys.Env{NodeUUID: keys.StaticUUID(testUUID), KMS: kms}}
+	y := "kind: VolumeConfig\nname: EPHEMERAL\nencryption:\n  keys:\n" +
+		"    - {slot: 0, kms: {endpoint: grpc://kms:1}}\n" +
+		"    - {slot: 1, static: {passphrase: b}}\n" + smallKDF
+	vol := volume(t, y, "EPHEMERAL")
+	for i := 0; i < 2; i++ {
+		r, err := e.Unlock(ctx, vol, dev, imageSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Zero()
+	}
+	kms.unseals = 0
+	r, err := e.Unlock(ctx, vol, dev, imageSize)
+	if err != nil || !r.Sync.UpToDate || kms.unseals != 1 {
+		t.Fatalf("err %v, sync %v, %d unseals", err, r.Sync, kms.unseals)
 	}
 }

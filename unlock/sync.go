@@ -87,7 +87,7 @@ func (e *Engine) Sync(ctx context.Context, vol config.Volume, dev luks2.Device, 
 	}
 	if hdr, err := luks2.ReadHeader(dev); err == nil && !failedBeforeOpener(opened) {
 		if _, stored := storedFingerprint(hdr); stored != nil {
-			if fp := e.syncFingerprint(ctx, &vol, hdr, ks, vk); fp != nil && hmac.Equal(fp, stored) {
+			if fp := e.syncFingerprint(ctx, &vol, hdr, ks, vk, opened.Slot); fp != nil && hmac.Equal(fp, stored) {
 				rep.UpToDate = true
 				return rep
 			}
@@ -102,7 +102,7 @@ func (e *Engine) Sync(ctx context.Context, vol config.Volume, dev luks2.Device, 
 		if err != nil {
 			return
 		}
-		if fp := e.syncFingerprint(ctx, &vol, hdr, ks, vk); fp != nil {
+		if fp := e.syncFingerprint(ctx, &vol, hdr, ks, vk, opened.Slot); fp != nil {
 			if err := storeFingerprint(dev, hdr, fp, configured); err != nil {
 				e.log().Warn("sync fingerprint not stored", "volume", vol.ID, "err", err)
 			}

@@ -20,7 +20,8 @@ import (
 // HMAC-SHA256 keyed with the volume key over every configured key's slot,
 // kind and current passphrase (derived again at each boot: no KDF, but a
 // TPM unseal or KMS round trip for those kinds, so a key that became
-// unavailable still forces the full check and its report), every keyslot
+// unavailable still forces the full check and its report; the key that
+// opened the volume counts as "opened" instead), every keyslot
 // (id and KDF salt, which changes whenever a slot is rewritten) and every
 // other token. When the next boot computes the same fingerprint, nothing
 // sync would act on has changed, so it skips the KDF checks. The HMAC key
@@ -37,7 +38,7 @@ type syncToken struct {
 
 // syncFingerprint computes the fingerprint, or nil when a key cannot be
 // derived now (then sync runs in full).
-func (e *Engine) syncFingerprint(ctx context.Context, vol *config.Volume, hdr *luks2.Header, ks []config.Key, vk []byte) []byte {
+func (e *Engine) syncFingerprint(ctx context.Context, vol *config.Volume, hdr *luks2.Header, ks []config.Key, vk []byte, opener int) []byte {
 	mac := hmac.New(sha256.New, vk)
 	mac.Write([]byte("cryptinit sync v1\x00" + vol.ID + "\x00"))
 	for _, ck := range ks {
@@ -48,6 +49,13 @@ func (e *Engine) syncFingerprint(ctx context.Context, vol *config.Volume, hdr *l
 		writeInt(mac, ck.Slot)
 		writeBytes(mac, []byte(k.Kind()))
 		writeBool(mac, ck.Recovery)
+		if ck.Slot == opener {
+			// it opened the volume this boot: proven, and asking a TPM or
+			// KMS for it twice would cost a round trip (or hit the PCR 15
+			// latch)
+			writeBytes(mac, []byte("opened"))
+			continue
+		}
 		kctx, cancel := e.keyContext(ctx)
 		pass, err := k.Passphrase(kctx, keys.Slot{VolumeID: vol.ID, Slot: ck.Slot, Token: tokenFor(hdr, ck.Slot), Assigned: assignedTokens(hdr, ck.Slot)})
 		cancel()
