@@ -250,3 +250,25 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestReferenceExample parses the annotated example of configs/README.md, so
+// the reference cannot drift from the parser.
+func TestReferenceExample(t *testing.T) {
+	doc, err := os.ReadFile("../../configs/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "```yaml\n")
+	block, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("no yaml block in configs/README.md")
+	}
+	cfg, err := Parse([]byte(block))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := cfg.Volume("EPHEMERAL")
+	if v == nil || len(v.Encryption.Keys) != 5 || v.MountPoint == "" || v.Encryption.KDF == nil || !v.Encryption.Keys[4].Recovery {
+		t.Fatalf("reference example parsed as %+v", v)
+	}
+}
