@@ -361,3 +361,18 @@ func FuzzParseSalt(f *testing.F) {
 		}
 	})
 }
+
+// TestSysfsMatchesSMBIOS checks, on a machine that exposes both, that the
+// kernel's product_uuid equals our SMBIOS type 1 parse (compat-formats.md
+// marks this unconfirmed).
+func TestSysfsMatchesSMBIOS(t *testing.T) {
+	ctx := context.Background()
+	fromSysfs, err1 := SysfsUUID{}.NodeUUID(ctx)
+	fromTable, err2 := SMBIOSUUID{}.NodeUUID(ctx)
+	if err1 != nil || err2 != nil {
+		t.Skipf("no DMI here (sysfs: %v; table: %v); runs on machines and VMs with SMBIOS", err1, err2)
+	}
+	if fromSysfs != fromTable {
+		t.Fatalf("sysfs product_uuid %q != SMBIOS type 1 %q", fromSysfs, fromTable)
+	}
+}
