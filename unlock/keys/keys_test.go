@@ -376,3 +376,17 @@ func TestSysfsMatchesSMBIOS(t *testing.T) {
 		t.Fatalf("sysfs product_uuid %q != SMBIOS type 1 %q", fromSysfs, fromTable)
 	}
 }
+
+// TestQEMUSMBIOSTable parses a real SMBIOS table: /sys/firmware/dmi/tables/DMI
+// of a QEMU 7.2 q35 guest started with -smbios type=1,uuid=8c4b2a34-...,
+// whose kernel (Debian 6.1) showed the same UUID in product_uuid.
+func TestQEMUSMBIOSTable(t *testing.T) {
+	table, err := os.ReadFile("testdata/qemu-q35-dmi.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := SystemUUIDFromSMBIOS(table)
+	if err != nil || got != testUUID {
+		t.Fatalf("got %q %v, the guest kernel said %q", got, err, testUUID)
+	}
+}
