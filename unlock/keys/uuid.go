@@ -60,7 +60,10 @@ func (s SMBIOSUUID) NodeUUID(context.Context) (string, error) {
 
 // SystemUUIDFromSMBIOS finds the type 1 (System Information) structure in a
 // raw SMBIOS table and formats its UUID the way Linux does for SMBIOS 2.6+
-// (first three fields little-endian), lower-case and hyphenated.
+// (first three fields little-endian), lower-case and hyphenated. Checked
+// against a QEMU q35 guest, whose kernel shows the same in product_uuid
+// (testdata/qemu-q35-dmi.bin); firmware older than SMBIOS 2.6 stored the
+// fields big-endian and is not handled.
 func SystemUUIDFromSMBIOS(table []byte) (string, error) {
 	for off := 0; off+4 <= len(table); {
 		typ, length := table[off], int(table[off+1])
