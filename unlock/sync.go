@@ -60,9 +60,9 @@ var ownedTokens = []string{keys.TokenKMS, keys.TokenTPM, keys.TokenRecovery}
 // Sync brings the volume's keyslots in line with the config, using the
 // volume key of opened (from Open or Format). The order keeps the volume
 // openable by a configured key after a crash at any write: the slot that
-// opened it is never modified; keys are added before anything is removed,
-// and a replacement key is created (KMS/TPM sealed) before its old slot is
-// killed.
+// opened it is never modified; slots are removed only after every add and
+// replacement, and a replacement key is created (KMS/TPM sealed) before its
+// slot is re-keyed in place.
 func (e *Engine) Sync(ctx context.Context, vol config.Volume, dev luks2.Device, opened *Result) *SyncReport {
 	rep := &SyncReport{}
 	problem := func(slot int, kind string, format string, args ...any) {
@@ -189,8 +189,8 @@ func (e *Engine) Sync(ctx context.Context, vol config.Volume, dev luks2.Device, 
 
 // enroll creates ck's key and writes it to its slot: token first, then the
 // keyslot, so a crash leaves at worst an orphan token that the next sync
-// replaces. With replace, the old keyslot is killed only after the new key
-// exists.
+// replaces. With replace, the new key exists (KMS/TPM sealed) before the
+// slot is touched, and the slot is re-keyed in one crash-safe step.
 func (e *Engine) enroll(ctx context.Context, volID string, dev luks2.Device, ck config.Key, k keys.Key,
 	vk []byte, kdf luks2.KDF, replace bool, problem func(int, string, string, ...any)) bool {
 	kctx, cancel := e.keyContext(ctx)
@@ -206,12 +206,6 @@ func (e *Engine) enroll(ctx context.Context, volID string, dev luks2.Device, ck 
 		problem(ck.Slot, k.Kind(), "token: %v", err)
 		return false
 	}
-	if replace {
-		if err := luks2.KillKeyslot(dev, ck.Slot); err != nil {
-			problem(ck.Slot, k.Kind(), "remove the stale key: %v", err)
-			return false
-		}
-	}
 	if tok != nil {
 		if _, err := luks2.ImportToken(dev, ck.Slot, tok, true); err != nil {
 			problem(ck.Slot, k.Kind(), "store token: %v", err)
@@ -220,7 +214,13 @@ func (e *Engine) enroll(ctx context.Context, volID string, dev luks2.Device, ck 
 	} else {
 		e.dropOwnedToken(volID, dev, ck.Slot, problem)
 	}
-	if _, err := luks2.AddKeyslot(dev, vk, enr.Passphrase, ck.Slot, kdf); err != nil {
+	if replace {
+		// one step: after a crash the slot holds the old or the new key
+		if err := luks2.ReplaceKeyslot(dev, vk, enr.Passphrase, ck.Slot, kdf); err != nil {
+			problem(ck.Slot, k.Kind(), "replace keyslot: %v", err)
+			return false
+		}
+	} else if _, err := luks2.AddKeyslot(dev, vk, enr.Passphrase, ck.Slot, kdf); err != nil {
 		problem(ck.Slot, k.Kind(), "add keyslot: %v", err)
 		return false
 	}
