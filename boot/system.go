@@ -52,7 +52,7 @@ func (n netbootNetwork) Up(ctx context.Context) (func() error, error) {
 	r := s.Record()
 	var addrs []string
 	for _, i := range r.Interfaces {
-		addrs = append(addrs, fmt.Sprintf("%+v", i))
+		addrs = append(addrs, fmt.Sprintf("%s %s (%s)", i.Name, i.Addr, i.Method))
 	}
 	n.log.Printf("network: up in %s: %s", r.Took, strings.Join(addrs, "; "))
 	return s.Down, nil

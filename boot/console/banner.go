@@ -41,7 +41,7 @@ func (f Failure) Banner(rebootIn string, debugShell bool) []string {
 	if f.Volume != "" {
 		dev := f.Device
 		if dev == "" {
-			dev = "device unknown"
+			dev = "partition not found"
 		}
 		lines = append(lines, fmt.Sprintf("  volume %s (%s) could not be opened", f.Volume, dev))
 	}
