@@ -4,6 +4,9 @@
 // filesystem type, mount point).
 //
 // A machine config is a multi-document YAML stream. Documents of other kinds
-// are skipped; unknown fields inside ours are errors naming the field and its
-// line, so a typo never silently disables a key.
+// are skipped, except that the main v1alpha1 document's
+// machine.systemDiskEncryption (how Talos configured STATE and EPHEMERAL
+// before VolumeConfig) is read too. Unknown fields inside what we read are
+// errors naming the field and its line, so a typo never silently disables a
+// key.
 package config

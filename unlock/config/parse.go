@@ -57,14 +57,12 @@ func Parse(data []byte) (*Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("document %d: %w", doc, err)
 		}
-		vol, probs, err := parseDocument(doc, &node)
+		vols, probs, err := parseDocument(doc, &node)
 		if err != nil {
 			return nil, err
 		}
 		problems = append(problems, probs...)
-		if vol != nil {
-			cfg.Volumes = append(cfg.Volumes, *vol)
-		}
+		cfg.Volumes = append(cfg.Volumes, vols...)
 	}
 	problems = append(problems, validate(cfg)...)
 	var errs []Problem
@@ -81,9 +79,9 @@ func Parse(data []byte) (*Config, error) {
 	return cfg, nil
 }
 
-// parseDocument turns one YAML document into a Volume, or nil for a document
-// that is not ours.
-func parseDocument(doc int, node *yaml.Node) (*Volume, []Problem, error) {
+// parseDocument turns one YAML document into its volumes (none for a
+// document that is not ours).
+func parseDocument(doc int, node *yaml.Node) ([]Volume, []Problem, error) {
 	if node.Kind == yaml.DocumentNode && len(node.Content) == 1 {
 		node = node.Content[0]
 	}
@@ -91,9 +89,77 @@ func parseDocument(doc int, node *yaml.Node) (*Volume, []Problem, error) {
 		return nil, nil, nil // empty document or not a mapping: not ours
 	}
 	kind := scalarField(node, "kind")
+	if kind == "" && lookup(node, "machine", "systemDiskEncryption") != nil {
+		vols, err := parseSystemDiskEncryption(doc, node)
+		return vols, nil, err
+	}
 	if kind != KindVolumeConfig && kind != KindUserVolumeConfig {
 		return nil, nil, nil
 	}
+	vol, probs, err := parseVolumeDocument(doc, node, kind)
+	if vol == nil || err != nil {
+		return nil, probs, err
+	}
+	return []Volume{*vol}, probs, nil
+}
+
+// KindSystemDiskEncryption is the Kind of volumes configured the pre-1.10
+// Talos way, in the v1alpha1 document's machine.systemDiskEncryption.
+const KindSystemDiskEncryption = "v1alpha1 machine.systemDiskEncryption"
+
+// parseSystemDiskEncryption reads machine.systemDiskEncryption.{state,
+// ephemeral} of a Talos v1alpha1 document (older machine configs); the rest
+// of that document is not cryptinit's and is not checked.
+func parseSystemDiskEncryption(doc int, node *yaml.Node) ([]Volume, error) {
+	sde := lookup(node, "machine", "systemDiskEncryption")
+	if sde.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("document %d: machine.systemDiskEncryption must be a mapping (line %d)", doc, sde.Line)
+	}
+	var vols []Volume
+	for i := 0; i+1 < len(sde.Content); i += 2 {
+		key, val := sde.Content[i], sde.Content[i+1]
+		path := "machine.systemDiskEncryption." + key.Value
+		var id string
+		switch key.Value {
+		case "state":
+			id = StateVolume
+		case "ephemeral":
+			id = EphemeralVolume
+		default:
+			return nil, fmt.Errorf("document %d line %d: unknown field %q (want state or ephemeral)", doc, key.Line, path)
+		}
+		if errs := unknownFields(val, reflect.TypeOf(Encryption{}), path+"."); len(errs) > 0 {
+			return nil, fmt.Errorf("document %d (%s): %w", doc, path, errors.Join(errs...))
+		}
+		var enc Encryption
+		if err := val.Decode(&enc); err != nil {
+			return nil, fmt.Errorf("document %d (%s): %w", doc, path, err)
+		}
+		setKeyLines(val, &enc)
+		vols = append(vols, Volume{ID: id, Kind: KindSystemDiskEncryption, Name: id, Doc: doc, Encryption: &enc, encPath: path})
+	}
+	return vols, nil
+}
+
+// setKeyLines records where each key and its slot are written, for messages
+// and the missing-slot check.
+func setKeyLines(encNode *yaml.Node, enc *Encryption) {
+	keys := lookup(encNode, "keys")
+	if keys == nil {
+		return
+	}
+	for i, k := range keys.Content {
+		if i < len(enc.Keys) {
+			enc.Keys[i].line = k.Line
+			if lookup(k, "slot") != nil {
+				enc.Keys[i].slotLine = line(k, "slot")
+			}
+		}
+	}
+}
+
+// parseVolumeDocument parses a VolumeConfig or UserVolumeConfig document.
+func parseVolumeDocument(doc int, node *yaml.Node, kind string) (*Volume, []Problem, error) {
 	name := scalarField(node, "name")
 	where := fmt.Sprintf("document %d (%s %s)", doc, kind, name)
 	if errs := unknownFields(node, reflect.TypeOf(document{}), ""); len(errs) > 0 {
@@ -107,15 +173,8 @@ func parseDocument(doc int, node *yaml.Node) (*Volume, []Problem, error) {
 	if d.Filesystem != nil {
 		vol.Filesystem = d.Filesystem.Type
 	}
-	if keys := lookup(node, "encryption", "keys"); keys != nil && vol.Encryption != nil {
-		for i, k := range keys.Content {
-			if i < len(vol.Encryption.Keys) {
-				vol.Encryption.Keys[i].line = k.Line
-				if lookup(k, "slot") != nil {
-					vol.Encryption.Keys[i].slotLine = line(k, "slot")
-				}
-			}
-		}
+	if enc := lookup(node, "encryption"); enc != nil && vol.Encryption != nil {
+		setKeyLines(enc, vol.Encryption)
 	}
 	var probs []Problem
 	switch kind {

@@ -272,3 +272,49 @@ func TestReferenceExample(t *testing.T) {
 		t.Fatalf("reference example parsed as %+v", v)
 	}
 }
+
+func TestSystemDiskEncryption(t *testing.T) {
+	const doc = `version: v1alpha1
+machine:
+  type: controlplane
+  install: {disk: /dev/sda}
+  systemDiskEncryption:
+    state:
+      provider: luks2
+      keys:
+        - nodeID: {}
+          slot: 0
+    ephemeral:
+      provider: luks2
+      cipher: aes-xts-plain64
+      options: [no_read_workqueue]
+      keys:
+        - kms: {endpoint: "https://kms:4050"}
+          slot: 1
+        - tpm: {checkSecurebootStatusOnEnroll: true}
+          slot: 2
+cluster:
+  anything: [1, 2]
+`
+	cfg, err := Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, eph := cfg.Volume("STATE"), cfg.Volume("EPHEMERAL")
+	if st == nil || eph == nil || st.Kind != KindSystemDiskEncryption || st.Encryption.Keys[0].Kind() != KindNodeID ||
+		len(eph.Encryption.Keys) != 2 || eph.Encryption.Keys[0].KMS.Endpoint != "https://kms:4050" || !eph.Encryption.Keys[1].TPM.CheckSecurebootStatusOnEnroll {
+		t.Fatalf("volumes %+v", cfg.Volumes)
+	}
+	bad := strings.Replace(doc, "          slot: 2\n", "          slot: 1\n", 1)
+	if _, err := Parse([]byte(bad)); err == nil || !strings.Contains(err.Error(), "machine.systemDiskEncryption.ephemeral.keys[1].slot") {
+		t.Fatalf("duplicate slot: %v", err)
+	}
+	typo := strings.Replace(doc, "nodeID: {}", "nodeid: {}", 1)
+	if _, err := Parse([]byte(typo)); err == nil || !strings.Contains(err.Error(), `"machine.systemDiskEncryption.state.keys[0].nodeid"`) {
+		t.Fatalf("typo: %v", err)
+	}
+	both := doc + "---\nkind: VolumeConfig\nname: STATE\nencryption:\n  keys: [{slot: 0, nodeID: {}}]\n"
+	if _, err := Parse([]byte(both)); err == nil || !strings.Contains(err.Error(), "already configured by document 1") {
+		t.Fatalf("configured twice: %v", err)
+	}
+}

@@ -42,6 +42,7 @@ type Volume struct {
 	Encryption *Encryption // nil: the volume is not encrypted
 	Filesystem string      // "xfs" (default) or "ext4"
 	MountPoint string      // where boot mounts it; empty: boot's default
+	encPath    string      // YAML path of the encryption section, for messages
 }
 
 // Encrypted reports whether the volume has an encryption section.

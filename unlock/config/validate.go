@@ -78,8 +78,16 @@ func validate(cfg *Config) []Problem {
 	return probs
 }
 
-func validateEncryption(v *Volume, add func(field string, line int, warning bool, msg, fix string)) {
+func validateEncryption(v *Volume, add0 func(field string, line int, warning bool, msg, fix string)) {
 	e := v.Encryption
+	// fields are named "encryption.x" below; volumes from
+	// machine.systemDiskEncryption name their own path
+	add := func(field string, line int, warning bool, msg, fix string) {
+		if v.encPath != "" {
+			field = v.encPath + strings.TrimPrefix(field, "encryption")
+		}
+		add0(field, line, warning, msg, fix)
+	}
 	switch e.Provider {
 	case "", "luks2":
 	default:
