@@ -1,8 +1,12 @@
 package boot
 
 import (
+	"bytes"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/cryptinit/cryptinit/boot/console"
 )
 
 func TestParseInitExec(t *testing.T) {
@@ -21,5 +25,20 @@ func TestParseInitExec(t *testing.T) {
 		if ok != tc.ok || got != tc.want {
 			t.Errorf("parseInitExec(%q) = %v %v", tc.in, got, ok)
 		}
+	}
+}
+
+func TestEngineLogToConsole(t *testing.T) {
+	var buf bytes.Buffer
+	l := console.NewLogger(time.Now(), &buf, nil)
+	log := engineLog(l)
+	log.Info("opened", "volume", "STATE")
+	log.Warn("sync problem", "volume", "EPHEMERAL", "slot", 2)
+	out := buf.String()
+	if strings.Contains(out, "opened") {
+		t.Errorf("info lines should stay out of the console: %q", out)
+	}
+	if !strings.Contains(out, "unlock: level=WARN msg=\"sync problem\" volume=EPHEMERAL slot=2\n") || strings.Contains(out, "time=") {
+		t.Errorf("got %q", out)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -32,7 +33,31 @@ func (b *Boot) unlocker(p *plan) Unlocker {
 	if b.NewUnlocker != nil {
 		return b.NewUnlocker(env, b.Log)
 	}
-	return &unlock.Engine{Env: env}
+	return &unlock.Engine{Env: env, Log: engineLog(b.Log)}
+}
+
+// engineLog passes the engine's warnings (interrupted format redone, damaged
+// header copy, key slot sync problems) to the console; it never logs secrets.
+func engineLog(l *console.Logger) *slog.Logger {
+	return slog.New(slog.NewTextHandler(prefixWriter{l, "unlock: "}, &slog.HandlerOptions{
+		Level: slog.LevelWarn,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+}
+
+type prefixWriter struct {
+	l      *console.Logger
+	prefix string
+}
+
+func (w prefixWriter) Write(p []byte) (int, error) {
+	w.l.Printf("%s%s", w.prefix, strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
 
 func (b *Boot) limiter() *memLimiter {
