@@ -68,3 +68,25 @@ func TestVolumeAndMetaCmds(t *testing.T) {
 		t.Fatalf("deleted tag: %v", err)
 	}
 }
+
+func TestVolumeStateFromMETA(t *testing.T) {
+	dir := t.TempDir()
+	img, metaImg := filepath.Join(dir, "s.img"), filepath.Join(dir, "meta.img")
+	os.WriteFile(img, nil, 0o600)
+	os.Truncate(img, 20<<20)
+	os.WriteFile(metaImg, nil, 0o600)
+	os.Truncate(metaImg, 1<<20)
+	uuid := "8c4b2a34-7d2e-4c1f-9a55-3e0f6d21b9a7"
+	out, err := cryptctl(t, "volume", "unlock", "--config", "../../configs/nodeid.yaml", "--volume", "STATE", "--device", img, "--meta", metaImg, "--node-uuid", uuid)
+	if err != nil || !strings.Contains(out, "from the machine config") || !strings.Contains(out, "formatted STATE") {
+		t.Fatalf("unlock: %v\n%s", err, out)
+	}
+	// no machine config: META tag 9, and tag 15 as the node UUID
+	if _, err := cryptctl(t, "meta", "set", "--tag", "15", "--value", uuid, metaImg); err != nil {
+		t.Fatal(err)
+	}
+	out, err = cryptctl(t, "volume", "open", "--volume", "STATE", "--device", img, "--meta", metaImg)
+	if err != nil || !strings.Contains(out, "from the META") || !strings.Contains(out, "opened STATE") {
+		t.Fatalf("open from META: %v\n%s", err, out)
+	}
+}

@@ -230,6 +230,7 @@ func FuzzParse(f *testing.F) {
 		}
 	}
 	f.Add([]byte("kind: VolumeConfig\nname: STATE\nencryption: {keys: [{slot: 99, tpm: {options: {pcrs: [1]}}}]}\n"))
+	f.Add([]byte("machine:\n  systemDiskEncryption:\n    state: {keys: [{slot: 0, nodeID: {}}]}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse(data)
 		if err != nil {
