@@ -307,6 +307,33 @@ func (p *fakePrompt) Passphrase(volume string, try, tries int) ([]byte, error) {
 	return []byte(p.answers[p.asked-1]), nil
 }
 
+// TestLockedToWipedState: EPHEMERAL is locked to STATE; once STATE is
+// wiped (and formatted again with a new salt), EPHEMERAL must not open and
+// the banner's first line says which lockToSTATE slot failed.
+func TestLockedToWipedState(t *testing.T) {
+	n := newNode(t, standardParts())
+	root := t.TempDir()
+	if _, err := n.boot(root, basicConfig, "").Run(context.Background()); err != nil {
+		t.Fatalf("first boot: %v\n%s", err, n.con.String())
+	}
+	os.Truncate(n.parts["STATE"], 0)
+	os.Truncate(n.parts["STATE"], 20<<20)
+	os.Remove(filepath.Join(n.dir, "luks2-STATE"))
+	os.RemoveAll(filepath.Join(root, StagingDir, "STATE")) // the old STATE contents are gone
+	_, err := n.boot(root, basicConfig, "").Run(context.Background())
+	var f *Fatal
+	if !errors.As(err, &f) || f.Failure.Volume != "EPHEMERAL" {
+		t.Fatalf("got %v\n%s", err, n.con.String())
+	}
+	first := f.Failure.Banner("1s", false)[0]
+	if !strings.Contains(first, "EPHEMERAL") || !strings.Contains(first, "lockToSTATE") {
+		t.Errorf("banner first line %q", first)
+	}
+	if !strings.Contains(n.con.String(), "STATE: formatted") {
+		t.Errorf("the wiped STATE was not formatted again:\n%s", n.con.String())
+	}
+}
+
 func TestNeverFormatsData(t *testing.T) {
 	n := newNode(t, standardParts())
 	f, _ := os.OpenFile(n.parts["EPHEMERAL"], os.O_WRONLY, 0)

@@ -34,10 +34,20 @@ func (f Failure) Banner(rebootIn string, debugShell bool) []string {
 	if f.Reason != nil {
 		reason = f.Reason.Error()
 	}
-	lines := []string{
-		fmt.Sprintf("FAIL %s: %s", what, reason),
-		rule,
+	// The first line stands alone in logs: it names the slots tried.
+	first := fmt.Sprintf("FAIL %s: %s", what, strings.SplitN(reason, "\n", 2)[0])
+	if len(f.Slots) > 0 {
+		var tried []string
+		for _, s := range f.Slots {
+			if s.Slot < 0 {
+				tried = append(tried, s.Kind)
+			} else {
+				tried = append(tried, fmt.Sprintf("%d %s", s.Slot, s.Kind))
+			}
+		}
+		first += " (tried: " + strings.Join(tried, ", ") + ")"
 	}
+	lines := []string{first, rule}
 	if f.Volume != "" {
 		dev := f.Device
 		if dev == "" {

@@ -56,7 +56,7 @@ func TestBanner(t *testing.T) {
 	}
 	lines := f.Banner("10s", false)
 	text := strings.Join(lines, "\n")
-	if lines[0] != "FAIL EPHEMERAL: no key slot opened the volume" {
+	if lines[0] != "FAIL EPHEMERAL: no key slot opened the volume (tried: 0 tpm, 1 kms, console passphrase)" {
 		t.Errorf("first line %q", lines[0])
 	}
 	for _, want := range []string{"/dev/vda4", "slot 0 (tpm): failed: PCR policy mismatch", "slot 1 (kms): failed: connection refused", "any slot (console passphrase): failed: no passphrase typed",
