@@ -334,6 +334,43 @@ func TestLockedToWipedState(t *testing.T) {
 	}
 }
 
+// TestStagedWipe: a wipe request in META for EPHEMERAL is consumed (and
+// cleared) on the next boot, which formats EPHEMERAL again; the other
+// volumes keep their contents.
+func TestStagedWipe(t *testing.T) {
+	n := newNode(t, standardParts())
+	root := t.TempDir()
+	if _, err := n.boot(root, basicConfig, "").Run(context.Background()); err != nil {
+		t.Fatalf("first boot: %v\n%s", err, n.con.String())
+	}
+	mf, _ := os.OpenFile(n.parts["META"], os.O_RDWR, 0)
+	m, err := meta.Read(mf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta.RequestWipe(m, "EPHEMERAL")
+	if err := m.Write(mf); err != nil {
+		t.Fatal(err)
+	}
+	mf.Close()
+	n.mkfs = nil
+	if _, err := n.boot(root, basicConfig, "").Run(context.Background()); err != nil {
+		t.Fatalf("second boot: %v\n%s", err, n.con.String())
+	}
+	if strings.Join(n.mkfs, ",") != "EPHEMERAL:xfs" {
+		t.Errorf("mkfs %v, want EPHEMERAL only", n.mkfs)
+	}
+	if !strings.Contains(n.con.String(), "wiped EPHEMERAL") {
+		t.Errorf("wipe not logged:\n%s", n.con.String())
+	}
+	mf, _ = os.Open(n.parts["META"])
+	m, _ = meta.Read(mf)
+	mf.Close()
+	if w := meta.WipeRequests(m); len(w) != 0 {
+		t.Errorf("wipe request not cleared: %v", w)
+	}
+}
+
 func TestNeverFormatsData(t *testing.T) {
 	n := newNode(t, standardParts())
 	f, _ := os.OpenFile(n.parts["EPHEMERAL"], os.O_WRONLY, 0)
