@@ -3,7 +3,10 @@ package unlock
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -148,4 +151,31 @@ func TestTokensReadByCryptsetup(t *testing.T) {
 		}
 	}
 	run(t, []byte("rescue"), "cryptsetup", "open", "--test-passphrase", "--key-slot", "2", "--key-file", "-", dev.Name())
+}
+
+// TestCryptsetupTalosKMSVolume opens a volume laid out the way Talos makes a
+// kms key (token id = keyslot, type sideroKMS, capitalised UserData,
+// passphrase = base64 of the 32-byte key), written entirely by cryptsetup.
+func TestCryptsetupTalosKMSVolume(t *testing.T) {
+	needTool(t, "cryptsetup")
+	key := bytes.Repeat([]byte{0x5a}, 32)
+	pass := base64.StdEncoding.EncodeToString(key)
+	sealed := base64.StdEncoding.EncodeToString(append([]byte(testUUID+"|"), key...)) // what fakeKMS.Seal returns
+	dev := image(t, imageSize)
+	run(t, []byte("bootstrap"), "cryptsetup", "luksFormat", "-q", "--type", "luks2", "--pbkdf", "pbkdf2",
+		"--pbkdf-force-iterations", "1000", "--key-slot", "1", "--key-file", "-", dev.Name())
+	keyFile := filepath.Join(t.TempDir(), "k")
+	os.WriteFile(keyFile, []byte(pass), 0o600)
+	run(t, []byte("bootstrap"), "cryptsetup", "luksAddKey", "-q", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
+		"--key-file", "-", "--new-key-slot", "0", dev.Name(), keyFile)
+	run(t, []byte(`{"type":"sideroKMS","keyslots":[],"UserData":{"sealedData":"`+sealed+`"}}`),
+		"cryptsetup", "token", "import", "--token-id", "0", dev.Name())
+
+	e := &Engine{Env: keys.Env{NodeUUID: keys.StaticUUID(testUUID), KMS: &fakeKMS{}}}
+	y := "kind: VolumeConfig\nname: EPHEMERAL\nencryption:\n  keys:\n    - {slot: 0, kms: {endpoint: grpc://kms:1}}\n"
+	r, err := e.Open(ctx, volume(t, y, "EPHEMERAL"), dev)
+	if err != nil || r.Slot != 0 || r.Kind != "kms" {
+		t.Fatalf("%v %+v", err, r)
+	}
+	r.Zero()
 }
