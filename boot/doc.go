@@ -51,6 +51,18 @@
 // filesystems (formatted xfs when empty); a LUKS volume without config stops
 // the boot.
 //
+// # Key sources
+//
+// The node UUID is META tag 15 when set, else the SMBIOS UUID. The TPM is
+// /dev/tpmrm0 (or /dev/tpm0), the PCR policy comes from systemd-stub's
+// /.extra files. kms keys use the KMS client with the optional files
+// /etc/cryptinit/kms-ca.pem, kms-client.pem and kms-client-key.pem from the
+// image, after bringing up the network from ip= (DHCP when absent). When no
+// configured key opens a volume and the console is a terminal, the person at
+// the console may type a passphrase or recovery key (3 tries, each within
+// cryptinit.prompt-timeout=); a volume opened that way is not key-synced
+// in that boot.
+//
 // # Default mount points (inside the new root, as Talos)
 //
 // STATE /system/state, EPHEMERAL /var, u-<name> /var/mnt/<name>; a volume's

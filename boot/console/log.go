@@ -6,7 +6,9 @@
 //
 //	cryptinit: +1.234s <message>          every step, with the time since init start
 //	cryptinit: timeline {json}            a finished step (package boot/timeline)
-//	cryptinit: FAIL <volume>: <reason>    first line of the failure banner
+//	cryptinit: FAIL <volume>: <reason> (tried: <slot> <kind>, ...)
+//	                                      first line of the failure banner
+//	cryptinit: Enter passphrase or recovery key for <volume> (try N of M, <timeout>), then press Enter:
 //	cryptinit: switch_root <root> <init>  the last line before exec'ing the real init
 package console
 
