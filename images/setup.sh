@@ -17,6 +17,7 @@ PKGS=(
   libssl-dev gcc        
   binutils              
   openssl cpio xz-utils zstd kmod iproute2
+  ca-certificates
   tang                  
 )
 

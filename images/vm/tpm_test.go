@@ -1,6 +1,7 @@
 package vm
 
 import (
+	"regexp"
 	"testing"
 )
 
@@ -18,16 +19,37 @@ func TestVMTPMSecureBoot(t *testing.T) {
 	n.TPM = true
 	cfg := ProjectConfig(t, "tpm.yaml")
 	for boot := 0; boot < 2; boot++ {
-		_, r := n.BootToRoot(BootOptions{Firmware: SecureBoot, Config: cfg, Cmdline: fastFail})
+		vm, r := n.BootToRoot(BootOptions{Firmware: SecureBoot, Config: cfg, Cmdline: fastFail})
 		mustMount(t, r, "/system/state", "luks2-STATE")
 		mustMount(t, r, "/var", "luks2-EPHEMERAL")
 		mustMarker(t, r, "/system/state", boot)
 		mustMarker(t, r, "/var", boot)
+		if boot == 1 {
+			// The TPM key itself opened both, not a fallback slot.
+			mustSay(t, vm, `STATE: opened with slot 0 \(tpm`)
+			mustSay(t, vm, `EPHEMERAL: opened with slot 0 \(tpm`)
+		}
 	}
+	// Without Secure Boot and the signed UKI (direct kernel boot: PCR 7 and
+	// PCR 11 differ) the TPM must refuse: STATE falls back to its nodeID slot,
+	// EPHEMERAL to its recovery passphrase (slot 31).
+	vm, r := n.BootToRoot(BootOptions{Firmware: Direct, Config: cfg, Cmdline: fastFail})
+	mustMarker(t, r, "/system/state", 2)
+	mustSay(t, vm, `STATE: opened with slot 1 \(nodeID`)
+	mustSay(t, vm, `EPHEMERAL: opened with slot 31 \(static`)
 	for _, vol := range []string{"STATE", "EPHEMERAL"} {
 		slots, err := n.Disks[0].LUKSKeyslots(vol)
 		if err != nil || len(slots) < 2 || slots[0] != 0 {
 			t.Errorf("%s keyslots %v %v: want the TPM key in slot 0 and its fallback", vol, slots, err)
 		}
+	}
+}
+
+// mustSay checks that cryptinit printed a line matching pattern in this boot.
+func mustSay(t *testing.T, vm *VM, pattern string) {
+	t.Helper()
+	re := regexp.MustCompile(`cryptinit: .*` + pattern)
+	if !re.MatchString(vm.Console.Text()) {
+		t.Errorf("cryptinit never said %q in %s", pattern, vm.Log)
 	}
 }

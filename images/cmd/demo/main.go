@@ -24,11 +24,15 @@ func main() {
 	firmware := flag.String("firmware", "secureboot", "secureboot, uefi or direct")
 	verbose := flag.Bool("v", false, "print every console line (default: cryptinit's and the root's)")
 	keep := flag.Bool("keep", false, "keep the node's disks and logs")
+	kind := flag.String("expect-kind", "", `key kind that must open STATE and EPHEMERAL in slot 0 on the second boot (default "tpm" with the default config)`)
 	flag.Parse()
-	os.Exit(run(*configPath, *firmware, *verbose, *keep))
+	if *kind == "" && *configPath == "" {
+		*kind = "tpm"
+	}
+	os.Exit(run(*configPath, *firmware, *kind, *verbose, *keep))
 }
 
-func run(configPath, firmware string, verbose, keep bool) (code int) {
+func run(configPath, firmware, kind string, verbose, keep bool) (code int) {
 	d := &demo{verbose: verbose, keep: keep}
 	defer func() {
 		if r := recover(); r != nil {
@@ -67,9 +71,12 @@ func run(configPath, firmware string, verbose, keep bool) (code int) {
 	var reports []*vm.RootReport
 	for boot := 1; boot <= 2; boot++ {
 		fmt.Printf("demo: === boot %d ===\n", boot)
-		_, r := n.BootToRoot(vm.BootOptions{Firmware: fw, Config: cfg, Cmdline: "cryptinit.reboot-delay=2s"})
+		m, r := n.BootToRoot(vm.BootOptions{Firmware: fw, Config: cfg, Cmdline: "cryptinit.reboot-delay=2s"})
 		reports = append(reports, r)
 		if err := check(r, boot); err != nil {
+			d.Fatalf("demo: boot %d: %v", boot, err)
+		}
+		if err := checkKind(m.Console.Text(), boot, kind); err != nil {
 			d.Fatalf("demo: boot %d: %v", boot, err)
 		}
 	}
@@ -77,6 +84,9 @@ func run(configPath, firmware string, verbose, keep bool) (code int) {
 		printTimeline(i+1, r)
 	}
 	fmt.Println("demo: OK: both boots reached the real root with STATE and EPHEMERAL mounted; the second found the first boot's markers")
+	if kind != "" {
+		fmt.Printf("demo: OK: both volumes were sealed with and reopened by their %s key (slot 0)\n", kind)
+	}
 	return 0
 }
 
@@ -90,6 +100,32 @@ func check(r *vm.RootReport, boot int) error {
 		m := r.Markers[v.point]
 		if m.Found != boot-1 || m.Wrote != boot {
 			return fmt.Errorf("%s: marker found %d wrote %d, want found %d wrote %d", v.point, m.Found, m.Wrote, boot-1, boot)
+		}
+	}
+	return nil
+}
+
+// checkKind says whether both volumes were formatted (boot 1) or opened
+// (boot 2) with slot 0 of the given key kind, from cryptinit's console lines:
+// a fallback key opening the volume must not pass for a working TPM.
+func checkKind(console string, boot int, kind string) error {
+	if kind == "" {
+		return nil
+	}
+	verb := "opened with slot 0 (" + kind
+	if boot == 1 {
+		verb = "with slot 0 (" + kind
+	}
+	for _, vol := range []string{"STATE", "EPHEMERAL"} {
+		found := false
+		for _, line := range strings.Split(console, "\n") {
+			if strings.Contains(line, "cryptinit: ") && strings.Contains(line, " "+vol+": ") && strings.Contains(line, verb) {
+				found = true
+				fmt.Printf("demo: boot %d: %s\n", boot, strings.TrimSpace(line[strings.Index(line, vol+": "):]))
+			}
+		}
+		if !found {
+			return fmt.Errorf("%s was not formatted/opened with slot 0 (%s)", vol, kind)
 		}
 	}
 	return nil
