@@ -39,6 +39,9 @@ func Main() {
 
 	early, earlyErr := mounts.MountAll(mounts.System{}, "/", mounts.Early())
 	attachConsole()
+	// /dev/kmsg drops userspace lines beyond 10 per 5 s unless told not
+	// to; the previous setting is restored before switch_root.
+	devkmsg := setDevkmsg("on")
 	kmsg, _ := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0)
 	logger.SetOutputs(os.Stdout, kmsg)
 	log.SetFlags(0)
@@ -120,6 +123,9 @@ func Main() {
 		kmsg.Close()
 		logger.SetOutputs(os.Stdout, nil)
 	}
+	if devkmsg != "" {
+		setDevkmsg(devkmsg)
+	}
 	err = mount.SwitchRoot(res.Root, res.Init)
 	fail(logger, tl, &Fatal{Failure: console.Failure{Reason: fmt.Errorf("switch_root to %s: %w", res.Init, err),
 		Hint: "check init= and that the root has /dev, /proc, /sys and /run directories"}}, cl)
@@ -195,6 +201,23 @@ func attachConsole() {
 	if fd > 2 {
 		unix.Close(fd)
 	}
+}
+
+// devkmsgSysctl rate-limits userspace writes to /dev/kmsg by default.
+const devkmsgSysctl = "/proc/sys/kernel/printk_devkmsg"
+
+// setDevkmsg sets printk_devkmsg and returns its previous value ("" when
+// it could not be read or set, e.g. locked by printk.devkmsg= on the
+// command line).
+func setDevkmsg(v string) string {
+	old, err := os.ReadFile(devkmsgSysctl)
+	if err != nil {
+		return ""
+	}
+	if err := os.WriteFile(devkmsgSysctl, []byte(v+"\n"), 0o644); err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(old))
 }
 
 func release() string {
