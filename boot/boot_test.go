@@ -289,6 +289,27 @@ func TestWrongKeyBannerAndPrompt(t *testing.T) {
 	if _, err := b.Run(context.Background()); err == nil || p.asked != 0 {
 		t.Errorf("prompt-timeout=0: err %v, asked %d", err, p.asked)
 	}
+
+	// After a typed passphrase the configured keys are synced: a config
+	// naming an empty slot gets it enrolled, and the next boot opens
+	// without asking (sync never touches the typed slot 0).
+	extra := strings.Replace(basicConfig, "passphrase: data-pass\n      slot: 0\n", "passphrase: data-pass\n      slot: 0\n    - static:\n        passphrase: second-key\n      slot: 3\n", 1)
+	extraWrong := strings.Replace(extra, "data-pass", "not-the-pass", 1)
+	b = n.boot(root, extraWrong, "")
+	b.Prompt = &fakePrompt{answers: []string{"data-pass"}}
+	if _, err := b.Run(context.Background()); err != nil {
+		t.Fatalf("prompted boot with an empty configured slot: %v\n%s", err, n.con.String())
+	}
+	if !strings.Contains(n.con.String(), "u-data: key slots after the typed passphrase") {
+		t.Errorf("no sync after the prompt:\n%s", n.con.String())
+	}
+	b = n.boot(root, extraWrong, "")
+	p = &fakePrompt{}
+	b.Prompt = p
+	if _, err := b.Run(context.Background()); err != nil || p.asked != 0 {
+		t.Errorf("after the sync slot 3 should open without a prompt: %v, asked %d\n%s", err, p.asked, n.con.String())
+	}
+
 }
 
 type fakePrompt struct {

@@ -60,8 +60,8 @@
 // image, after bringing up the network from ip= (DHCP when absent). When no
 // configured key opens a volume and the console is a terminal, the person at
 // the console may type a passphrase or recovery key (3 tries, each within
-// cryptinit.prompt-timeout=); a volume opened that way is not key-synced
-// in that boot.
+// cryptinit.prompt-timeout=); the configured keys are then synced to the
+// volume (re-enrolled) as after any open, never touching the typed slot.
 //
 // # Default mount points (inside the new root, as Talos)
 //

@@ -205,6 +205,7 @@ func (b *Boot) openEncrypted(ctx context.Context, v *volume, eng Unlocker, lim *
 			return volumeFatal(v, err, prompted)
 		}
 		err = nil
+		b.syncAfterPrompt(ctx, v, eng, dev, res, lim)
 	}
 	if err != nil {
 		return volumeFatal(v, err, nil)
@@ -317,11 +318,39 @@ func (b *Boot) promptOpen(ctx context.Context, v *volume, dev BlockDevice, lim *
 			return nil, reports
 		}
 		m.AllowDiscards = m.AllowDiscards || v.cfg.Encryption.AllowDiscards
-		b.logf("%s: opened with slot %d by the passphrase typed at the console (key slots not synced this boot)", v.ID, slot)
+		b.logf("%s: opened with slot %d by the passphrase typed at the console", v.ID, slot)
 		return &unlock.Result{VolumeID: v.ID, UUID: hdr.UUID, VolumeKey: key, Mapping: m,
 			Options: v.cfg.Encryption.Options, Slot: slot, Kind: "console passphrase"}, nil
 	}
 	return nil, reports
+}
+
+// Syncer is the engine's key slot sync; an Unlocker that has it gets to
+// re-enroll the configured keys after a typed passphrase opened the volume
+// (e.g. a tpm key after a firmware update changed PCR 7).
+type Syncer interface {
+	Sync(ctx context.Context, vol config.Volume, dev luks2.Device, opened *unlock.Result) *unlock.SyncReport
+}
+
+func (b *Boot) syncAfterPrompt(ctx context.Context, v *volume, eng Unlocker, dev BlockDevice, res *unlock.Result, lim *memLimiter) {
+	s, ok := eng.(Syncer)
+	if !ok {
+		b.logf("%s: key slots not synced (the engine cannot)", v.ID)
+		return
+	}
+	release, err := lim.acquire(ctx, kdfCost(dev, v.cfg))
+	if err != nil {
+		return
+	}
+	defer release()
+	var rep *unlock.SyncReport
+	b.step("key-sync", v.ID, func() error {
+		rep = s.Sync(ctx, *v.cfg, dev, res)
+		return nil
+	})
+	if rep != nil {
+		b.logf("%s: key slots after the typed passphrase: %s", v.ID, rep)
+	}
 }
 
 // mountVolume mounts the volume's device at its staging directory.
