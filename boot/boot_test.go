@@ -271,7 +271,7 @@ func TestWrongKeyBannerAndPrompt(t *testing.T) {
 	if _, err := b.Run(context.Background()); err != nil {
 		t.Fatalf("prompted boot: %v\n%s", err, n.con.String())
 	}
-	if p.asked != 2 || !strings.Contains(n.con.String(), "u-data: opened with slot 0 by the passphrase typed at the console") {
+	if p.asked != 2 || !strings.Contains(n.con.String(), "u-data: opened with slot 0 (console passphrase)") {
 		t.Errorf("asked %d times; log:\n%s", p.asked, n.con.String())
 	}
 

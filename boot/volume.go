@@ -318,7 +318,6 @@ func (b *Boot) promptOpen(ctx context.Context, v *volume, dev BlockDevice, lim *
 			return nil, reports
 		}
 		m.AllowDiscards = m.AllowDiscards || v.cfg.Encryption.AllowDiscards
-		b.logf("%s: opened with slot %d by the passphrase typed at the console", v.ID, slot)
 		return &unlock.Result{VolumeID: v.ID, UUID: hdr.UUID, VolumeKey: key, Mapping: m,
 			Options: v.cfg.Encryption.Options, Slot: slot, Kind: "console passphrase"}, nil
 	}
