@@ -655,3 +655,20 @@ func (k *kindUnlocker) Unlock(ctx context.Context, vol config.Volume, dev luks2.
 }
 
 var _ = unix.MS_RDONLY
+
+func TestHints(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{errors.New("map luks2-STATE on /dev/vda2 (aes-xts-plain64, 1 bytes at 2): open /dev/mapper/control: no such file or directory"), "dm-mod, dm-crypt"},
+		{errors.New("mkfs: mkfs.xfs is not in the image"), "mkfs.xfs"},
+		{errors.New("mount /dev/mapper/luks2-STATE (xfs): no such device"), "filesystem module"},
+		{errors.New("something else"), "cryptinit.debug=shell"},
+		{&unlock.OpenError{Volume: "STATE", Op: "open", Err: unlock.ErrNoKeyOpens}, "recovery passphrase"},
+	} {
+		if got := hintFor(tc.err); !strings.Contains(got, tc.want) {
+			t.Errorf("hintFor(%v) = %q, want it to mention %q", tc.err, got, tc.want)
+		}
+	}
+}

@@ -65,6 +65,16 @@ func hintFor(err error) string {
 	if errors.Is(err, keys.ErrKeyUnavailable) && !errors.Is(err, unlock.ErrNoKeyOpens) {
 		hints = append(hints, "a key source is unavailable (network, TPM or STATE salt)")
 	}
+	if msg := err.Error(); len(hints) == 0 {
+		switch {
+		case strings.Contains(msg, "/dev/mapper/control") || strings.Contains(msg, "map luks2-"):
+			hints = append(hints, "device-mapper failed: the image must ship dm-mod, dm-crypt and the cipher modules (xts, ecb, aes)")
+		case strings.Contains(msg, "mkfs:"):
+			hints = append(hints, "the image must ship mkfs.xfs / mkfs.ext4 with their libraries (xfs by default; filesystem: ext4 in the config)")
+		case strings.Contains(msg, "mount /dev/"):
+			hints = append(hints, "the filesystem module (xfs, ext4) must be in the image; check the modules lines above")
+		}
+	}
 	if len(hints) == 0 {
 		hints = append(hints, "see the reason above; boot with cryptinit.debug=shell to inspect the machine")
 	}
