@@ -672,3 +672,20 @@ func TestHints(t *testing.T) {
 		}
 	}
 }
+
+type panicUnlocker struct{}
+
+func (panicUnlocker) Unlock(context.Context, config.Volume, luks2.Device, int64) (*unlock.Result, error) {
+	panic("engine bug")
+}
+
+func TestPanicInVolumeBecomesBanner(t *testing.T) {
+	n := newNode(t, standardParts())
+	b := n.boot(t.TempDir(), volumeDoc("VolumeConfig", "EPHEMERAL", "    - static:\n        passphrase: p\n      slot: 0\n"), "")
+	b.NewUnlocker = func(keys.Env, *console.Logger) Unlocker { return panicUnlocker{} }
+	_, err := b.Run(context.Background())
+	var f *Fatal
+	if !errors.As(err, &f) || f.Failure.Volume != "EPHEMERAL" || !strings.Contains(err.Error(), "engine bug") {
+		t.Fatalf("got %v", err)
+	}
+}

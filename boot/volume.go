@@ -96,6 +96,13 @@ func (b *Boot) openOthers(ctx context.Context, p *plan) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// A panic here would kill PID 1 and hang the machine in a
+			// kernel panic: turn it into this volume's failure instead.
+			defer func() {
+				if r := recover(); r != nil {
+					errs[i] = volumeFatal(v, fmt.Errorf("cryptinit crashed while opening %s: %v", v.ID, r), nil)
+				}
+			}()
 			errs[i] = b.openVolume(ctx, p, v, eng, lim)
 		}()
 	}
