@@ -1,6 +1,11 @@
 package vm
 
 import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -40,4 +45,40 @@ func benchBoot(b *testing.B, fw Firmware) {
 	for k, v := range sums {
 		b.ReportMetric(v/float64(b.N), k)
 	}
+}
+
+// BenchmarkVMInitramfsCompression boots the smoke /init with the initramfs
+// compressed as built (xz) and recompressed with zstd -19, alternating in one
+// run, and reports the kernel's uptime when /init started for each: the cost
+// of xz's smaller image in decompression time (TCG, direct kernel boot).
+func BenchmarkVMInitramfsCompression(b *testing.B) {
+	a := Require(b)
+	cpio := filepath.Join(a.Dir, "initramfs.cpio")
+	zst := filepath.Join(b.TempDir(), "initramfs.zst")
+	if out, err := exec.Command("zstd", "-q", "-19", cpio, "-o", zst).CombinedOutput(); err != nil {
+		b.Fatalf("zstd: %v: %s", err, out)
+	}
+	variants := []struct{ name, initrd string }{{"xz", a.Initramfs}, {"zstd", zst}}
+	sums := map[string]float64{}
+	for i := 0; i < b.N; i++ {
+		for _, v := range variants {
+			va := *a
+			va.Initramfs = v.initrd
+			n := NewNode(b, &va, "compress-"+v.name, TalosLayout())
+			vm := n.BootSmoke(BootOptions{})
+			line := vm.ExpectLine(`^SMOKE: init started`)
+			vm.Wait(BootTimeout)
+			up, err := strconv.ParseFloat(line[strings.LastIndex(line, " ")+1:], 64)
+			if err != nil {
+				b.Fatalf("no uptime in %q", line)
+			}
+			sums[v.name] += up
+		}
+	}
+	for _, v := range variants {
+		st, _ := os.Stat(v.initrd)
+		b.ReportMetric(sums[v.name]/float64(b.N), v.name+"-kernel-to-init-s")
+		b.ReportMetric(float64(st.Size())/1e6, v.name+"-MB")
+	}
+	b.ReportMetric(sums["xz"]/sums["zstd"], "xz/zstd-time")
 }

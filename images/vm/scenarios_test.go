@@ -205,3 +205,23 @@ func TestVMStagedWipeEncrypts(t *testing.T) {
 		t.Errorf("EPHEMERAL after the staged wipe: keyslots %v, %v", slots, err)
 	}
 }
+
+// TestVMUserVolume boots configs/nodeid.yaml: STATE, EPHEMERAL and the user
+// volume u-data on a second disk, all nodeID keys (the user volume and
+// EPHEMERAL locked to STATE, u-data as ext4 at /var/mnt/data), twice.
+func TestVMUserVolume(t *testing.T) {
+	a := RequireInit(t)
+	t.Parallel()
+	n := NewNode(t, a, "user", TalosLayout(), []Partition{{Label: "u-data", Size: 64 * MiB}})
+	cfg := ProjectConfig(t, "nodeid.yaml")
+	for boot := 0; boot < 2; boot++ {
+		_, r := n.BootToRoot(BootOptions{Config: cfg, Cmdline: fastFail})
+		mustMount(t, r, "/system/state", "luks2-STATE")
+		mustMount(t, r, "/var", "luks2-EPHEMERAL")
+		mustMount(t, r, "/var/mnt/data", "luks2-u-data")
+		if m := r.Mounts["/var/mnt/data"]; m.FSType != "ext4" {
+			t.Errorf("/var/mnt/data is %q, want ext4", m.FSType)
+		}
+		mustMarker(t, r, "/var/mnt/data", boot)
+	}
+}
