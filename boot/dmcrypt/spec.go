@@ -33,14 +33,10 @@ func DMUUID(luksUUID, name string) string {
 	return "CRYPT-LUKS2-" + strings.ReplaceAll(luksUUID, "-", "") + "-" + name
 }
 
-// dmFlags maps LUKS2 persistent flags and config options to dm-crypt's
-// optional parameter names.
-var dmFlags = map[string]string{
-	"allow-discards":         "allow_discards",
-	"same-cpu-crypt":         "same_cpu_crypt",
-	"submit-from-crypt-cpus": "submit_from_crypt_cpus",
-	"no-read-workqueue":      "no_read_workqueue",
-	"no-write-workqueue":     "no_write_workqueue",
+// dmFlags are dm-crypt's optional parameters that cryptinit passes on;
+// LUKS2 persistent flags and config options name them with '-' or '_'.
+func dmFlags() []string {
+	return []string{"allow_discards", "same_cpu_crypt", "submit_from_crypt_cpus", "no_read_workqueue", "no_write_workqueue"}
 }
 
 // FromMapping builds the Spec for a volume opened by the unlock engine.
@@ -71,9 +67,6 @@ func FromMapping(name, backing string, backingSize int64, luksUUID string, m luk
 		if f == "" {
 			return
 		}
-		if d, ok := dmFlags[f]; ok {
-			f = d
-		}
 		f = strings.ReplaceAll(f, "-", "_")
 		if !slices.Contains(flags, f) {
 			flags = append(flags, f)
@@ -89,7 +82,7 @@ func FromMapping(name, backing string, backingSize int64, luksUUID string, m luk
 		add(o)
 	}
 	for _, f := range flags {
-		if !slices.Contains([]string{"allow_discards", "same_cpu_crypt", "submit_from_crypt_cpus", "no_read_workqueue", "no_write_workqueue"}, f) {
+		if !slices.Contains(dmFlags(), f) {
 			return Spec{}, fmt.Errorf("map %s: unknown dm-crypt option %q (known: allow-discards, same-cpu-crypt, submit-from-crypt-cpus, no-read-workqueue, no-write-workqueue)", name, f)
 		}
 	}

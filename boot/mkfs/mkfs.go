@@ -15,7 +15,7 @@ import (
 const Default = "xfs"
 
 // SearchPath is where the tools are looked for, in order.
-var SearchPath = []string{"/sbin", "/usr/sbin", "/bin", "/usr/bin"}
+func SearchPath() []string { return []string{"/sbin", "/usr/sbin", "/bin", "/usr/bin"} }
 
 // Runner runs a program and returns its combined output.
 type Runner func(ctx context.Context, path string, args, env []string) ([]byte, error)
@@ -32,7 +32,7 @@ func Exec(ctx context.Context, path string, args, env []string) ([]byte, error) 
 // (its plaintext is noise), so the tools are told not to look for old
 // signatures (-f, -F).
 func Command(fstype, dev, label string) (prog string, args, env []string, err error) {
-	env = []string{"PATH=" + strings.Join(SearchPath, ":")}
+	env = []string{"PATH=" + strings.Join(SearchPath(), ":")}
 	switch fstype {
 	case "", "xfs":
 		prog = "mkfs.xfs"
@@ -64,13 +64,13 @@ func truncate(s string, n int) string {
 
 // Find returns the full path of prog in SearchPath under root ("" or "/").
 func Find(root, prog string) (string, error) {
-	for _, d := range SearchPath {
+	for _, d := range SearchPath() {
 		p := filepath.Join(root, d, prog)
 		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
 			return filepath.Join(d, prog), nil
 		}
 	}
-	return "", fmt.Errorf("mkfs: %s is not in the image (looked in %s)", prog, strings.Join(SearchPath, ", "))
+	return "", fmt.Errorf("mkfs: %s is not in the image (looked in %s)", prog, strings.Join(SearchPath(), ", "))
 }
 
 // Maker makes filesystems.
