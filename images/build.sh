@@ -178,6 +178,11 @@ if [ ! -f "$K/db.auth" ]; then
   rm -f "$OUT/OVMF_VARS_enrolled.fd"
 fi
 
+# kms-server serves the VM tests' kms keys (best effort: tests skip without it).
+rm -f "$OUT/bin/kms-server"
+CGO_ENABLED=0 $GO build -trimpath -ldflags='-s -w' -o "$OUT/bin/kms-server" ./cmd/kms-server 2>/dev/null ||
+  say "cmd/kms-server does not build: KMS VM tests will skip"
+
 # --- UKI ---------------------------------------------------------------------
 # The PCR policy signature (.pcrpkey, .pcrsig) comes from `cryptctl pcr sign`
 # (tpm/); without it TPM keys cannot unseal, everything else still boots.

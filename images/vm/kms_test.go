@@ -1,0 +1,97 @@
+package vm
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// startKMS runs out/bin/kms-server on a free loopback port (QEMU's user network
+// shows the host's loopback as 10.0.2.2) and returns the port and the deny
+// list file it watches.
+func startKMS(t *testing.T, a *Artifacts) (port int, denyList string) {
+	t.Helper()
+	bin := filepath.Join(a.Dir, "bin", "kms-server")
+	if _, err := os.Stat(bin); err != nil {
+		t.Skip("out/bin/kms-server is missing: cmd/kms-server did not build in make image")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port = l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	dir := t.TempDir()
+	denyList = filepath.Join(dir, "deny")
+	if err := os.WriteFile(denyList, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-listen", fmt.Sprintf("127.0.0.1:%d", port), "-insecure-plaintext",
+		"-keyring", filepath.Join(dir, "keyring.json"), "-http-listen", "",
+		"-audit-log", filepath.Join(dir, "audit.log"), "-deny-list", denyList, "-deny-list-interval", "200ms")
+	logf, err := os.Create(filepath.Join(dir, "kms.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+		logf.Close()
+	})
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			c.Close()
+			return port, denyList
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(filepath.Join(dir, "kms.log"))
+			t.Fatalf("kms-server did not listen on %d: %s", port, b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestVMKMS boots configs/kms.yaml with a virtio NIC on QEMU's user network
+// and a kms-server on the host: the first boot brings the network up and
+// seals both volume keys with the KMS, the second unseals them, and once the
+// node's UUID is on the KMS deny list the third boot cannot open STATE.
+func TestVMKMS(t *testing.T) {
+	a := RequireInit(t)
+	t.Parallel()
+	port, deny := startKMS(t, a)
+	cfg := []byte(strings.ReplaceAll(string(ProjectConfig(t, "kms.yaml")), "10.0.2.2:4050", fmt.Sprintf("10.0.2.2:%d", port)))
+	n := NewNode(t, a, "kms", TalosLayout())
+	for boot := 0; boot < 2; boot++ {
+		vm, r := n.BootToRoot(BootOptions{Config: cfg, Net: true, Cmdline: fastFail})
+		mustMount(t, r, "/system/state", "luks2-STATE")
+		mustMount(t, r, "/var", "luks2-EPHEMERAL")
+		mustMarker(t, r, "/var", boot)
+		if boot == 1 {
+			mustSay(t, vm, `STATE: opened with slot 0 \(kms`)
+		}
+	}
+	if err := os.WriteFile(deny, []byte(n.UUID+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // the server rereads the deny list every 200 ms
+	vm := n.Boot(BootOptions{Config: cfg, Net: true, Cmdline: fastFail + " cryptinit.prompt-timeout=0"})
+	_, line := vm.Expect(BootTimeout, `^`+PatFail+`STATE: `, PatRootDone)
+	if strings.HasPrefix(line, RootLinePrefix) {
+		t.Fatalf("a node on the KMS deny list booted to the real root")
+	}
+	_, reason := vm.Expect(30*time.Second, `slot 0 \(kms\): failed: .*deny list`)
+	t.Logf("denied node: %s /%s", line, strings.TrimPrefix(strings.TrimSpace(reason), "cryptinit:"))
+	vm.Wait(BootTimeout)
+}
