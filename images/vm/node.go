@@ -59,7 +59,6 @@ type Node struct {
 
 	rootDisk string
 	tpmState string
-	vars     string // private OVMF_VARS copy for this node
 	boots    int
 }
 
@@ -277,12 +276,10 @@ func (n *Node) qemuArgs(o BootOptions, bootDir string) ([]string, error) {
 			args[1] = "q35,smm=on"
 			args = append(args, "-global", "driver=cfi.pflash01,property=secure,value=on")
 		}
-		if n.vars == "" || o.Firmware == SecureBoot && !strings.HasSuffix(n.vars, ".sb") {
-			n.vars = filepath.Join(n.Dir, "OVMF_VARS.fd")
-			if o.Firmware == SecureBoot {
-				n.vars += ".sb"
-			}
-			if err := copyFile(varsTemplate, n.vars); err != nil {
+		// One private variable store per firmware kind, kept across boots.
+		vars := filepath.Join(n.Dir, "OVMF_VARS."+o.Firmware.String()+".fd")
+		if _, err := os.Stat(vars); err != nil {
+			if err := copyFile(varsTemplate, vars); err != nil {
 				return nil, err
 			}
 		}
@@ -299,7 +296,7 @@ func (n *Node) qemuArgs(o BootOptions, bootDir string) ([]string, error) {
 		}
 		args = append(args,
 			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+code,
-			"-drive", "if=pflash,format=raw,unit=1,file="+n.vars,
+			"-drive", "if=pflash,format=raw,unit=1,file="+vars,
 			"-drive", "if=none,id=esp,format=raw,file="+esp,
 			"-device", "virtio-blk-pci,drive=esp,bootindex=0")
 	}
