@@ -327,7 +327,7 @@ func (v *VM) Expect(timeout time.Duration, patterns ...string) (int, string) {
 	v.t.Helper()
 	i, line, err := v.Console.Expect(timeout, patterns...)
 	if err != nil {
-		v.t.Fatalf("%v after %s\n--- console tail ---\n%s\n--- (full log %s)", err, time.Since(v.started).Round(time.Second), v.Console.Tail(40), v.Log)
+		v.t.Fatalf("%v after %s%s\n--- console tail ---\n%s\n--- (full log %s)", err, time.Since(v.started).Round(time.Second), v.exitNote(), v.Console.Tail(40), v.Log)
 	}
 	return i, line
 }
@@ -337,9 +337,20 @@ func (v *VM) ExpectPrompt(pattern string) string {
 	v.t.Helper()
 	_, line, err := v.Console.ExpectPrompt(BootTimeout, pattern)
 	if err != nil {
-		v.t.Fatalf("%v after %s\n--- console tail ---\n%s\n--- (full log %s)", err, time.Since(v.started).Round(time.Second), v.Console.Tail(40), v.Log)
+		v.t.Fatalf("%v after %s%s\n--- console tail ---\n%s\n--- (full log %s)", err, time.Since(v.started).Round(time.Second), v.exitNote(), v.Console.Tail(40), v.Log)
 	}
 	return line
+}
+
+// exitNote says how QEMU ended, when it has (its stderr explains a bad start).
+func (v *VM) exitNote() string {
+	if !v.Exited() {
+		return ""
+	}
+	if v.exitErr != nil {
+		return fmt.Sprintf(" (qemu: %v)", v.exitErr)
+	}
+	return " (qemu exited: the guest powered off or rebooted)"
 }
 
 // ExpectLine waits for one pattern; see Expect.
