@@ -68,54 +68,10 @@ func (k *luksKDFFlags) kdf() (luks2.KDF, error) {
 	return luks2.KDF{}, fmt.Errorf("--pbkdf %q: unsupported (use argon2id, argon2i or pbkdf2)", k.pbkdf)
 }
 
-// luksReadKey reads a key file as raw bytes; "-" is stdin.
-func luksReadKey(cmd *cobra.Command, flag, path string) ([]byte, error) {
-	if path == "" {
-		return nil, fmt.Errorf("--%s is required (keys are never taken from the command line)", flag)
-	}
-	var b []byte
-	var err error
-	if path == "-" {
-		b, err = io.ReadAll(cmd.InOrStdin())
-	} else {
-		b, err = os.ReadFile(path)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("--%s: %w", flag, err)
-	}
-	if len(b) == 0 {
-		return nil, fmt.Errorf("--%s %s: empty key", flag, path)
-	}
-	return b, nil
-}
-
-// luksDevice is an image file or block device opened for LUKS work.
-type luksDevice struct {
-	*os.File
-	size int64
-}
-
-func luksOpen(path string, write bool) (*luksDevice, error) {
-	mode := os.O_RDONLY
-	if write {
-		mode = os.O_RDWR
-	}
-	f, err := os.OpenFile(path, mode, 0)
-	if err != nil {
-		return nil, err
-	}
-	size, err := f.Seek(0, io.SeekEnd) // works for block devices, unlike Stat
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("%s: size: %w", path, err)
-	}
-	return &luksDevice{File: f, size: size}, nil
-}
-
 // luksReadHeader opens path and reads its header, printing any warning
 // (damaged or stale header copy) to stderr.
-func luksReadHeader(cmd *cobra.Command, path string, write bool) (*luksDevice, *luks2.Header, error) {
-	dev, err := luksOpen(path, write)
+func luksReadHeader(cmd *cobra.Command, path string, write bool) (*os.File, *luks2.Header, error) {
+	dev, _, err := openDevice(path, write)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -128,6 +84,18 @@ func luksReadHeader(cmd *cobra.Command, path string, write bool) (*luksDevice, *
 		fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s: %s\n", path, w)
 	}
 	return dev, h, nil
+}
+
+// luksUnlock reads the passphrase in the key file named by --flag and
+// returns the volume key it opens (at slot, or any) and the slot used. The
+// passphrase is zeroed here; the caller zeroes the volume key.
+func luksUnlock(cmd *cobra.Command, dev *os.File, h *luks2.Header, flag, path string, slot int) ([]byte, int, error) {
+	pass, err := readKeyFile(cmd, flag, path)
+	if err != nil {
+		return nil, -1, err
+	}
+	defer clear(pass)
+	return h.Unlock(dev, pass, slot)
 }
 
 // luksNoKey turns ErrNoKeyslotOpens into exit code 2, as cryptsetup does.
@@ -152,24 +120,24 @@ func newLuksFormatCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("format %s: %w", args[0], err)
 			}
-			pass, err := luksReadKey(cmd, "key-file", keyFile)
+			pass, err := readKeyFile(cmd, "key-file", keyFile)
 			if err != nil {
 				return fmt.Errorf("format %s: %w", args[0], err)
 			}
 			defer clear(pass)
 			var vk []byte
 			if vkFile != "" {
-				if vk, err = luksReadKey(cmd, "volume-key-file", vkFile); err != nil {
+				if vk, err = readKeyFile(cmd, "volume-key-file", vkFile); err != nil {
 					return fmt.Errorf("format %s: %w", args[0], err)
 				}
 				defer clear(vk)
 			}
-			dev, err := luksOpen(args[0], true)
+			dev, size, err := openDevice(args[0], true)
 			if err != nil {
 				return fmt.Errorf("format: %w", err)
 			}
 			defer dev.Close()
-			h, err := luks2.Format(dev, dev.size, pass, luks2.FormatOptions{
+			h, err := luks2.Format(dev, size, pass, luks2.FormatOptions{
 				Slot: slot, KeySize: keySize, SectorSize: sectorSize, KDF: kdf,
 				Label: label, Subsystem: subsystem, UUID: uuid, VolumeKey: vk, Flags: flags,
 			})
@@ -354,7 +322,7 @@ func newLuksAddKeyCmd() *cobra.Command {
 			if keyFile == "-" && newKeyFile == "-" {
 				return fail(errors.New("--key-file and --new-key-file cannot both be stdin"))
 			}
-			newPass, err := luksReadKey(cmd, "new-key-file", newKeyFile)
+			newPass, err := readKeyFile(cmd, "new-key-file", newKeyFile)
 			if err != nil {
 				return fail(err)
 			}
@@ -366,19 +334,11 @@ func newLuksAddKeyCmd() *cobra.Command {
 			defer dev.Close()
 			var vk []byte
 			if vkFile != "" {
-				if vk, err = luksReadKey(cmd, "volume-key-file", vkFile); err != nil {
+				if vk, err = readKeyFile(cmd, "volume-key-file", vkFile); err != nil {
 					return fail(err)
 				}
-			} else {
-				pass, err := luksReadKey(cmd, "key-file", keyFile)
-				if err != nil {
-					return fail(err)
-				}
-				vk, _, err = h.Unlock(dev, pass, luks2.AnySlot)
-				clear(pass)
-				if err != nil {
-					return fail(err)
-				}
+			} else if vk, _, err = luksUnlock(cmd, dev, h, "key-file", keyFile, luks2.AnySlot); err != nil {
+				return fail(err)
 			}
 			defer clear(vk)
 			used, err := luks2.AddKeyslot(dev, vk, newPass, slot, kdf)
@@ -414,12 +374,7 @@ func newLuksChangeKeyCmd() *cobra.Command {
 			if keyFile == "-" && newKeyFile == "-" {
 				return fail(errors.New("--key-file and --new-key-file cannot both be stdin"))
 			}
-			pass, err := luksReadKey(cmd, "key-file", keyFile)
-			if err != nil {
-				return fail(err)
-			}
-			defer clear(pass)
-			newPass, err := luksReadKey(cmd, "new-key-file", newKeyFile)
+			newPass, err := readKeyFile(cmd, "new-key-file", newKeyFile)
 			if err != nil {
 				return fail(err)
 			}
@@ -429,7 +384,7 @@ func newLuksChangeKeyCmd() *cobra.Command {
 				return fail(err)
 			}
 			defer dev.Close()
-			vk, used, err := h.Unlock(dev, pass, slot)
+			vk, used, err := luksUnlock(cmd, dev, h, "key-file", keyFile, slot)
 			if err != nil {
 				return fail(err)
 			}
@@ -469,7 +424,7 @@ being removed, proving you keep a way in.`,
 			}
 			defer dev.Close()
 			if keyFile != "" {
-				pass, err := luksReadKey(cmd, "key-file", keyFile)
+				pass, err := readKeyFile(cmd, "key-file", keyFile)
 				if err != nil {
 					return fail(err)
 				}
@@ -510,17 +465,12 @@ func newLuksTestKeyCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fail := func(err error) error { return luksNoKey(fmt.Errorf("test-key %s: %w", args[0], err)) }
-			pass, err := luksReadKey(cmd, "key-file", keyFile)
-			if err != nil {
-				return fail(err)
-			}
-			defer clear(pass)
 			dev, h, err := luksReadHeader(cmd, args[0], false)
 			if err != nil {
 				return fail(err)
 			}
 			defer dev.Close()
-			vk, used, err := h.Unlock(dev, pass, slot)
+			vk, used, err := luksUnlock(cmd, dev, h, "key-file", keyFile, slot)
 			if err != nil {
 				return fail(err)
 			}
@@ -547,13 +497,7 @@ func newLuksTokenCmd() *cobra.Command {
 		Short: "Store a token (JSON from --json-file or stdin)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var b []byte
-			var err error
-			if jsonFile == "" || jsonFile == "-" {
-				b, err = io.ReadAll(cmd.InOrStdin())
-			} else {
-				b, err = os.ReadFile(jsonFile)
-			}
+			b, err := readFileOrStdin(cmd, jsonFile)
 			if err != nil {
 				return fmt.Errorf("token import: %w", err)
 			}

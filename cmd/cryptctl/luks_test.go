@@ -5,9 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -172,35 +170,6 @@ func mustCryptsetup(t testing.TB, stdin []byte, args ...string) string {
 		t.Fatal(err)
 	}
 	return out
-}
-
-// newImage makes a sparse image file of size bytes.
-func newImage(t testing.TB, size int64) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(p, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(p, size); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// keyFile writes key to a new file and returns its path.
-func keyFile(t testing.TB, key []byte) string {
-	t.Helper()
-	f, err := os.CreateTemp(t.TempDir(), "key")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Write(key); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return f.Name()
 }
 
 // csTestKey reports whether cryptsetup opens path with pass at slot.

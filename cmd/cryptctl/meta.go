@@ -41,6 +41,16 @@ func metaOpen(path string, write, create bool) (*os.File, error) {
 	return f, nil
 }
 
+// metaRead reads the META at path; a blank one is empty.
+func metaRead(path string) (*meta.Meta, error) {
+	f, err := metaOpen(path, false, false)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return metaLoad(f, true)
+}
+
 // metaLoad reads META; a blank one is empty when allowBlank.
 func metaLoad(f *os.File, allowBlank bool) (*meta.Meta, error) {
 	m, err := meta.Read(f)
@@ -64,12 +74,7 @@ func newMetaListCmd() *cobra.Command {
 		Short: "List the tags set in META (sizes only: values may hold secrets)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			f, err := metaOpen(args[0], false, false)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			m, err := metaLoad(f, true)
+			m, err := metaRead(args[0])
 			if err != nil {
 				return err
 			}
@@ -97,12 +102,7 @@ func newMetaGetCmd() *cobra.Command {
 		Short: "Print a tag's value as stored (raw bytes)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			f, err := metaOpen(args[0], false, false)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			m, err := metaLoad(f, true)
+			m, err := metaRead(args[0])
 			if err != nil {
 				return err
 			}
@@ -143,19 +143,16 @@ func newMetaSetCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var v []byte
-			var err error
 			switch {
 			case cmd.Flags().Changed("value") && file != "":
 				return errors.New("give --value or --file, not both")
 			case cmd.Flags().Changed("value"):
 				v = []byte(value)
-			case file != "":
-				v, err = os.ReadFile(file)
 			default:
-				v, err = io.ReadAll(cmd.InOrStdin())
-			}
-			if err != nil {
-				return err
+				var err error
+				if v, err = readFileOrStdin(cmd, file); err != nil {
+					return fmt.Errorf("meta set tag %d: %w", tag, err)
+				}
 			}
 			if tag == 0 {
 				return errors.New("tag 0 is reserved (it ends the tag list)")

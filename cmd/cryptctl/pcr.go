@@ -129,11 +129,12 @@ func newPCRSignCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("sign: %w", err)
 			}
-			data, err := os.ReadFile(keyPath)
+			data, err := readKeyFile(cmd, "key", keyPath)
 			if err != nil {
 				return fmt.Errorf("sign: %w", err)
 			}
 			key, err := tpm.ParsePrivateKeyPEM(data)
+			clear(data)
 			if err != nil {
 				return fmt.Errorf("sign: %s: %w", keyPath, err)
 			}
@@ -148,7 +149,7 @@ func newPCRSignCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&in, "uki", "", "unsigned UKI (without .pcrsig)")
-	cmd.Flags().StringVar(&keyPath, "key", "", "PCR signing key (RSA PEM)")
+	cmd.Flags().StringVar(&keyPath, "key", "", "PCR signing key (RSA PEM; - = stdin)")
 	cmd.Flags().StringVar(&out, "out", "", "UKI to write")
 	cmd.Flags().StringArrayVar(&phases, "phase", []string{string(tpm.PhaseEnterInitrd)},
 		`phase sequence to sign for, words joined by ":" (repeatable)`)

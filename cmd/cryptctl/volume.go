@@ -81,11 +81,7 @@ func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
 	}
 	var metaDev *os.File
 	if f.metaDev != "" {
-		flag := os.O_RDONLY
-		if write {
-			flag = os.O_RDWR
-		}
-		if metaDev, err = os.OpenFile(f.metaDev, flag, 0); err != nil {
+		if metaDev, _, err = openDevice(f.metaDev, write); err != nil {
 			return err
 		}
 		defer metaDev.Close()
@@ -112,19 +108,11 @@ func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
 		e.Log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
 	}
 
-	flag := os.O_RDONLY
-	if write {
-		flag = os.O_RDWR
-	}
-	dev, err := os.OpenFile(f.device, flag, 0)
+	dev, size, err := openDevice(f.device, write)
 	if err != nil {
 		return err
 	}
 	defer dev.Close()
-	size, err := dev.Seek(0, io.SeekEnd)
-	if err != nil {
-		return fmt.Errorf("size of %s: %w", f.device, err)
-	}
 
 	var res *unlock.Result
 	switch op {

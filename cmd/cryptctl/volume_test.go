@@ -1,24 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 )
-
-// cryptctl runs the command line in-process and returns its output.
-func cryptctl(t *testing.T, args ...string) (string, error) {
-	t.Helper()
-	root := newRootCmd()
-	var out bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&out)
-	root.SetArgs(args)
-	err := root.Execute()
-	return out.String(), err
-}
 
 func TestConfigValidateCmd(t *testing.T) {
 	out, err := cryptctl(t, "config", "validate", "../../configs/tpm.yaml")
@@ -26,7 +13,9 @@ func TestConfigValidateCmd(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
-	os.WriteFile(bad, []byte("kind: VolumeConfig\nname: EPHEMERAL\nencryption:\n  keys: [{slot: 40, nodeID: {}}]\n"), 0o600)
+	if err := os.WriteFile(bad, []byte("kind: VolumeConfig\nname: EPHEMERAL\nencryption:\n  keys: [{slot: 40, nodeID: {}}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	_, err = cryptctl(t, "config", "validate", bad)
 	if err == nil || exitCode(err) == 0 || !strings.Contains(err.Error(), "slot 40 is outside 0..31") {
 		t.Fatalf("bad config: %v", err)
@@ -34,10 +23,7 @@ func TestConfigValidateCmd(t *testing.T) {
 }
 
 func TestVolumeAndMetaCmds(t *testing.T) {
-	dir := t.TempDir()
-	img, metaImg := filepath.Join(dir, "e.img"), filepath.Join(dir, "meta.img")
-	os.WriteFile(img, nil, 0o600)
-	os.Truncate(img, 20<<20)
+	img, metaImg := newImage(t, 20<<20), filepath.Join(t.TempDir(), "meta.img")
 	cfg := "../../configs/static-rotation-"
 	if out, err := cryptctl(t, "volume", "format", "--config", cfg+"1.yaml", "--volume", "EPHEMERAL", "--device", img); err != nil || !strings.Contains(out, "formatted EPHEMERAL") {
 		t.Fatalf("format: %v\n%s", err, out)
@@ -70,12 +56,7 @@ func TestVolumeAndMetaCmds(t *testing.T) {
 }
 
 func TestVolumeStateFromMETA(t *testing.T) {
-	dir := t.TempDir()
-	img, metaImg := filepath.Join(dir, "s.img"), filepath.Join(dir, "meta.img")
-	os.WriteFile(img, nil, 0o600)
-	os.Truncate(img, 20<<20)
-	os.WriteFile(metaImg, nil, 0o600)
-	os.Truncate(metaImg, 1<<20)
+	img, metaImg := newImage(t, 20<<20), newImage(t, 1<<20)
 	uuid := "8c4b2a34-7d2e-4c1f-9a55-3e0f6d21b9a7"
 	out, err := cryptctl(t, "volume", "unlock", "--config", "../../configs/nodeid.yaml", "--volume", "STATE", "--device", img, "--meta", metaImg, "--node-uuid", uuid)
 	if err != nil || !strings.Contains(out, "from the machine config") || !strings.Contains(out, "formatted STATE") {
