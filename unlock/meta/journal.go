@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 )
 
@@ -28,17 +27,6 @@ func (j *Journal) load() (*Meta, error) {
 	return m, err
 }
 
-func listTag(m *Meta, tag uint32) []string {
-	v, _ := m.Get(tag)
-	var ids []string
-	for _, id := range strings.Split(string(v), "\n") {
-		if id = strings.TrimSpace(id); id != "" {
-			ids = append(ids, id)
-		}
-	}
-	return ids
-}
-
 // BeginFormat records that volumeID is about to be formatted.
 func (j *Journal) BeginFormat(volumeID string) error {
 	j.mu.Lock()
@@ -47,11 +35,9 @@ func (j *Journal) BeginFormat(volumeID string) error {
 	if err != nil {
 		return fmt.Errorf("record format of %s in META: %w", volumeID, err)
 	}
-	ids := listTag(m, TagFormatPending)
-	if slices.Contains(ids, volumeID) {
+	if !addVolumeID(m, TagFormatPending, volumeID) {
 		return nil
 	}
-	m.Set(TagFormatPending, []byte(strings.Join(append(ids, volumeID), "\n")))
 	if err := m.Write(j.Dev); err != nil {
 		return fmt.Errorf("record format of %s in META: %w", volumeID, err)
 	}
@@ -66,16 +52,8 @@ func (j *Journal) EndFormat(volumeID string) error {
 	if err != nil {
 		return fmt.Errorf("clear format record of %s in META: %w", volumeID, err)
 	}
-	ids := listTag(m, TagFormatPending)
-	i := slices.Index(ids, volumeID)
-	if i < 0 {
+	if !removeVolumeID(m, TagFormatPending, volumeID) {
 		return nil
-	}
-	ids = slices.Delete(ids, i, i+1)
-	if len(ids) == 0 {
-		m.Delete(TagFormatPending)
-	} else {
-		m.Set(TagFormatPending, []byte(strings.Join(ids, "\n")))
 	}
 	if err := m.Write(j.Dev); err != nil {
 		return fmt.Errorf("clear format record of %s in META: %w", volumeID, err)
@@ -92,5 +70,5 @@ func (j *Journal) FormatPending(volumeID string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return slices.Contains(listTag(m, TagFormatPending), volumeID), nil
+	return slices.Contains(volumeIDs(m, TagFormatPending), volumeID), nil
 }

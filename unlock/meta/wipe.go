@@ -3,8 +3,6 @@ package meta
 import (
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 )
 
 // The wipe request (TagWipeRequest, user-reserved tag 12) is the seed's
@@ -14,44 +12,15 @@ import (
 // per line.
 
 // RequestWipe adds volumeID to the wipe request.
-func RequestWipe(m *Meta, volumeID string) {
-	ids := WipeRequests(m)
-	if !slices.Contains(ids, volumeID) {
-		ids = append(ids, volumeID)
-	}
-	m.Set(TagWipeRequest, []byte(strings.Join(ids, "\n")))
-}
+func RequestWipe(m *Meta, volumeID string) { addVolumeID(m, TagWipeRequest, volumeID) }
 
 // WipeRequests lists the volumes asked to be wiped.
-func WipeRequests(m *Meta) []string {
-	v, ok := m.Get(TagWipeRequest)
-	if !ok {
-		return nil
-	}
-	var ids []string
-	for _, id := range strings.Split(string(v), "\n") {
-		if id = strings.TrimSpace(id); id != "" {
-			ids = append(ids, id)
-		}
-	}
-	return ids
-}
+func WipeRequests(m *Meta) []string { return volumeIDs(m, TagWipeRequest) }
 
 // TakeWipeRequest removes volumeID from the request (deleting the tag when
 // it empties) and reports whether it was asked for.
 func TakeWipeRequest(m *Meta, volumeID string) bool {
-	ids := WipeRequests(m)
-	i := slices.Index(ids, volumeID)
-	if i < 0 {
-		return false
-	}
-	ids = slices.Delete(ids, i, i+1)
-	if len(ids) == 0 {
-		m.Delete(TagWipeRequest)
-	} else {
-		m.Set(TagWipeRequest, []byte(strings.Join(ids, "\n")))
-	}
-	return true
+	return removeVolumeID(m, TagWipeRequest, volumeID)
 }
 
 // ConsumeWipeRequest is for the boot: if META asks to wipe volumeID, it
