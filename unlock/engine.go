@@ -68,12 +68,18 @@ func (r *Result) Zero() {
 	}
 }
 
-// Attempt is one key tried on its slot.
+// Attempt is one key tried on its slot. Duration is the whole attempt;
+// KeyDuration (fetching the passphrase: KMS round trip, TPM unseal, salt
+// read) and KDFDuration (the LUKS2 keyslot KDF, or writing the new header
+// with it on a format) are its two parts, so a slow boot can tell a slow
+// key source from an expensive KDF.
 type Attempt struct {
-	Slot     int
-	Kind     string
-	Err      error // nil: it opened (or formatted)
-	Duration time.Duration
+	Slot        int
+	Kind        string
+	Err         error // nil: it opened (or formatted)
+	Duration    time.Duration
+	KeyDuration time.Duration
+	KDFDuration time.Duration
 }
 
 func (a Attempt) String() string {

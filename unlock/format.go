@@ -34,14 +34,18 @@ func (e *Engine) format(ctx context.Context, vol *config.Volume, dev luks2.Devic
 			enr, err = k.Enroll(kctx, keys.Slot{VolumeID: vol.ID, Slot: ck.Slot})
 			cancel()
 		}
+		fetched := e.now()
 		if err != nil {
-			res.Attempts = append(res.Attempts, Attempt{Slot: ck.Slot, Kind: kind, Err: err, Duration: e.now().Sub(start)})
+			d := fetched.Sub(start)
+			res.Attempts = append(res.Attempts, Attempt{Slot: ck.Slot, Kind: kind, Err: err, Duration: d, KeyDuration: d})
 			e.log().Info("key cannot be created", "volume", vol.ID, "slot", ck.Slot, "kind", kind, "err", err)
 			continue
 		}
 		vk, hdr, err := e.formatWith(vol, dev, size, ck, enr)
 		enr.Zero()
-		res.Attempts = append(res.Attempts, Attempt{Slot: ck.Slot, Kind: kind, Err: err, Duration: e.now().Sub(start)})
+		end := e.now()
+		res.Attempts = append(res.Attempts, Attempt{Slot: ck.Slot, Kind: kind, Err: err, Duration: end.Sub(start),
+			KeyDuration: fetched.Sub(start), KDFDuration: end.Sub(fetched)})
 		if err != nil {
 			return nil, fmt.Errorf("format %s with slot %d (%s): %w", vol.ID, ck.Slot, kind, err)
 		}

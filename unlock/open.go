@@ -36,12 +36,20 @@ func assignedTokens(hdr *luks2.Header, slot int) [][]byte {
 // returns the volume key, or an error wrapping keys.ErrWrongKey,
 // ErrSlotEmpty or the key's own error.
 func (e *Engine) tryKey(ctx context.Context, volID string, k keys.Key, slot int, hdr *luks2.Header, dev io.ReaderAt) ([]byte, error) {
+	return e.tryKeyTimed(ctx, volID, k, slot, hdr, dev, &Attempt{})
+}
+
+// tryKeyTimed is tryKey that also fills a's KeyDuration and KDFDuration.
+func (e *Engine) tryKeyTimed(ctx context.Context, volID string, k keys.Key, slot int, hdr *luks2.Header, dev io.ReaderAt, a *Attempt) ([]byte, error) {
 	if _, ok := hdr.Keyslots[slot]; !ok {
 		return nil, ErrSlotEmpty
 	}
+	start := e.now()
 	kctx, cancel := e.keyContext(ctx)
 	pass, err := k.Passphrase(kctx, keys.Slot{VolumeID: volID, Slot: slot, Token: tokenFor(hdr, slot), Assigned: assignedTokens(hdr, slot)})
 	cancel()
+	fetched := e.now()
+	a.KeyDuration = fetched.Sub(start)
 	if err != nil {
 		return nil, err
 	}
@@ -51,6 +59,7 @@ func (e *Engine) tryKey(ctx context.Context, volID string, k keys.Key, slot int,
 		unlockSlot = (*luks2.Header).Unlock
 	}
 	vk, _, err := unlockSlot(hdr, dev, pass, slot)
+	a.KDFDuration = e.now().Sub(fetched)
 	if errors.Is(err, luks2.ErrNoKeyslotOpens) {
 		return nil, keys.ErrWrongKey
 	}
@@ -77,14 +86,16 @@ func (e *Engine) open(ctx context.Context, vol *config.Volume, dev io.ReaderAt, 
 			kind = k.Kind()
 		}
 		start := e.now()
+		a := Attempt{Slot: ck.Slot, Kind: kind}
 		var vk []byte
 		if err == nil {
-			vk, err = e.tryKey(ctx, vol.ID, k, ck.Slot, hdr, dev)
+			vk, err = e.tryKeyTimed(ctx, vol.ID, k, ck.Slot, hdr, dev, &a)
 		}
 		if ck.LockToSTATE && errors.Is(err, keys.ErrWrongKey) {
 			err = fmt.Errorf("%w (the key is locked to STATE: was STATE wiped or replaced since this volume was made?)", err)
 		}
-		res.Attempts = append(res.Attempts, Attempt{Slot: ck.Slot, Kind: kind, Err: err, Duration: e.now().Sub(start)})
+		a.Err, a.Duration = err, e.now().Sub(start)
+		res.Attempts = append(res.Attempts, a)
 		if err != nil {
 			e.log().Info("key did not open", "volume", vol.ID, "slot", ck.Slot, "kind", kind, "err", err)
 			continue
