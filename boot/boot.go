@@ -104,9 +104,11 @@ type Boot struct {
 
 	// MemAvailable bounds the argon2 memory of concurrent unlocks (bytes).
 	MemAvailable int64
-	// Modules loads kernel modules; nil skips the step (tests).
-	Modules func(extra []string) error
-	// AfterModules runs after modules are loaded (efivarfs mount).
+	// Modules loads the kernel modules shipped in the image, stage by
+	// stage (see modules.go); nil skips them (tests, no modules shipped).
+	Modules ModuleLoader
+	// AfterModules runs once the filesystem modules are loaded (efivarfs
+	// mount), before anything waiting for them goes on.
 	AfterModules func()
 
 	// filled while running
@@ -117,6 +119,7 @@ type Boot struct {
 	netOnce   sync.Once
 	netErr    error
 	promptMu  sync.Mutex
+	mods      moduleStages
 }
 
 func (b *Boot) path(p string) string { return filepath.Join(b.Root, p) }
@@ -139,14 +142,7 @@ type Result struct {
 func (b *Boot) Run(ctx context.Context) (*Result, error) {
 	b.measure("enter-initrd")
 
-	if b.Modules != nil {
-		if err := b.step("modules", "", func() error { return b.Modules(b.Cmdline.Modules) }); err != nil {
-			b.logf("modules: %v", err) // individual failures are not fatal; unlock says what is missing
-		}
-	}
-	if b.AfterModules != nil {
-		b.AfterModules()
-	}
+	b.startModules(ctx)
 
 	mc, err := b.loadMachineConfig(ctx)
 	if err != nil {
@@ -236,6 +232,7 @@ func (b *Boot) ensureNetwork(ctx context.Context) error {
 			b.netErr = fmt.Errorf("a kms key needs the network, and this init has no network support")
 			return
 		}
+		b.loadNetworkModules()
 		b.netErr = b.step("network", "", func() error {
 			down, err := b.Network.Up(ctx)
 			b.netDown = down

@@ -71,7 +71,7 @@ func hintFor(err error) string {
 			hints = append(hints, "device-mapper failed: the image must ship dm-mod, dm-crypt and the cipher modules (xts, ecb, aes)")
 		case strings.Contains(msg, "mkfs:"):
 			hints = append(hints, "the image must ship mkfs.xfs / mkfs.ext4 with their libraries (xfs by default; filesystem: ext4 in the config)")
-		case strings.Contains(msg, "mount /dev/"):
+		case strings.Contains(msg, "module did not load"), strings.Contains(msg, "mount /dev/"):
 			hints = append(hints, "the filesystem module (xfs, ext4) must be in the image; check the modules lines above")
 		}
 	}

@@ -79,7 +79,7 @@ func Main() {
 		Mkfs:    mkfs.Maker{},
 		Mounter: mounts.System{},
 		Network: netbootNetwork{cmdline: string(raw), log: logger},
-		Modules: func(extra []string) error { return loadModules(logger, extra) },
+		Modules: openModules(logger),
 		AfterModules: func() {
 			// efivarfs is a module in Debian's kernel: mount it once loaded.
 			for _, r := range early {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cryptinit/cryptinit/boot/console"
 	"github.com/cryptinit/cryptinit/boot/devices"
+	"github.com/cryptinit/cryptinit/boot/modules"
 	"golang.org/x/sys/unix"
 )
 
@@ -39,8 +40,9 @@ func (b *Boot) mountRoot(ctx context.Context, found *devices.Found) (*Result, er
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
+		b.awaitModules(ctx, modules.StageFilesystems, "")
 		if err := b.Mounter.Mount(dev, dir, fstype, flags, b.Cmdline.RootFlags); err != nil {
-			return fmt.Errorf("mount root %s (%s) on %s: %w", dev, fstype, NewRoot, err)
+			return fmt.Errorf("mount root %s (%s) on %s: %w%s", dev, fstype, NewRoot, err, b.moduleNote(fstype))
 		}
 		if _, err := os.Lstat(b.path(NewRoot + b.Cmdline.Init)); err != nil {
 			return fmt.Errorf("init %s not found in the root %s: %w", b.Cmdline.Init, spec, err)

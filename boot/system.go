@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/cryptinit/cryptinit/boot/console"
 	"github.com/cryptinit/cryptinit/boot/modules"
@@ -94,11 +93,13 @@ func openTPM(log *console.Logger) (*tpm.Measurer, *tpm.Sealer) {
 	return &tpm.Measurer{TPM: t, Log: log}, tpm.NewSealer(t, tpm.StubSource())
 }
 
-// loadModules loads every module shipped in the image plus extra.
-func loadModules(log *console.Logger, extra []string) error {
+// openModules opens the module tables shipped for the running kernel; nil
+// when the image ships none.
+func openModules(log *console.Logger) ModuleLoader {
 	var u unix.Utsname
 	if err := unix.Uname(&u); err != nil {
-		return err
+		log.Printf("modules: %v", err)
+		return nil
 	}
 	release := unix.ByteSliceToString(u.Release[:])
 	dir := filepath.Join("/lib/modules", release)
@@ -108,27 +109,13 @@ func loadModules(log *console.Logger, extra []string) error {
 	}
 	prober, err := kmodule.NewProber(kmodule.ProbeOpts{KVer: release})
 	if err != nil {
-		return err
+		log.Printf("modules: %v", err)
+		return nil
 	}
 	l, err := modules.Open(dir, prober)
 	if err != nil {
-		return err
+		log.Printf("modules: %v", err)
+		return nil
 	}
-	names := append(l.Shipped(), extra...)
-	var failed []string
-	for _, r := range l.LoadAll(names) {
-		if r.Err != nil {
-			failed = append(failed, r.Err.Error())
-		}
-	}
-	log.Printf("modules: %d of %d loaded for %s", len(names)-len(failed), len(names), release)
-	for _, f := range failed {
-		log.Printf("modules: %s", f)
-	}
-	var slow []string
-	for _, t := range l.Slowest(5) {
-		slow = append(slow, fmt.Sprintf("%s %.0fms", t.Module, float64(t.Took)/float64(time.Millisecond)))
-	}
-	log.Printf("modules: slowest: %s", strings.Join(slow, ", "))
-	return nil
+	return l
 }

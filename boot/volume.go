@@ -12,6 +12,7 @@ import (
 
 	"github.com/cryptinit/cryptinit/boot/console"
 	"github.com/cryptinit/cryptinit/boot/dmcrypt"
+	"github.com/cryptinit/cryptinit/boot/modules"
 	"github.com/cryptinit/cryptinit/boot/mounts"
 	"github.com/cryptinit/cryptinit/unlock"
 	"github.com/cryptinit/cryptinit/unlock/config"
@@ -175,7 +176,7 @@ func (b *Boot) openPlain(ctx context.Context, v *volume) error {
 		}
 		fresh = true
 	}
-	return b.mountVolume(v, v.part.Path, fresh)
+	return b.mountVolume(ctx, v, v.part.Path, fresh)
 }
 
 // openEncrypted unlocks (or formats) the LUKS2 volume, maps it, makes its
@@ -195,6 +196,11 @@ func (b *Boot) openEncrypted(ctx context.Context, v *volume, eng Unlocker, lim *
 	}
 	defer dev.Close()
 
+	if hasKeyKind(v.cfg, config.KindTPM) {
+		// tpm keys read the Secure Boot state from efivarfs, which is
+		// mounted once the filesystem modules are loaded
+		b.awaitModules(ctx, modules.StageFilesystems, v.ID)
+	}
 	release, err := lim.acquire(ctx, kdfCost(dev, v.cfg))
 	if err != nil {
 		return err
@@ -224,6 +230,7 @@ func (b *Boot) openEncrypted(ctx context.Context, v *volume, eng Unlocker, lim *
 	if err != nil {
 		return err
 	}
+	b.awaitModules(ctx, modules.StageMapping, v.ID)
 	var mapped string
 	if err := b.step("dm-setup", v.ID, func() error {
 		var err error
@@ -245,7 +252,20 @@ func (b *Boot) openEncrypted(ctx context.Context, v *volume, eng Unlocker, lim *
 			return err
 		}
 	}
-	return b.mountVolume(v, mapped, res.Formatted)
+	return b.mountVolume(ctx, v, mapped, res.Formatted)
+}
+
+// hasKeyKind reports whether the volume has a key of kind.
+func hasKeyKind(cfg *config.Volume, kind string) bool {
+	if cfg == nil || cfg.Encryption == nil {
+		return false
+	}
+	for _, k := range cfg.Encryption.Keys {
+		if strings.Contains(k.Kind(), kind) {
+			return true
+		}
+	}
+	return false
 }
 
 func (b *Boot) logOpened(v *volume, res *unlock.Result) {
@@ -264,8 +284,11 @@ func (b *Boot) logOpened(v *volume, res *unlock.Result) {
 	}
 }
 
-// recordAttempts puts each key tried on the timeline ("key" steps: key
-// fetch and KDF together, as the engine reports them).
+// recordAttempts puts each key tried on the timeline: a "key" step per
+// attempt (key fetch and KDF together, as before), and inside it a
+// "key-fetch" step (KMS round trip, TPM unseal, salt read) and a "kdf"
+// step (the keyslot KDF; on a format, writing the header with it), so a
+// slow boot tells a slow key source from an expensive KDF.
 func (b *Boot) recordAttempts(id string, start time.Time, res *unlock.Result, err error) {
 	var attempts []unlock.Attempt
 	var oe *unlock.OpenError
@@ -279,6 +302,16 @@ func (b *Boot) recordAttempts(id string, start time.Time, res *unlock.Result, er
 	for _, a := range attempts {
 		slot := a.Slot
 		b.Timeline.Record("key", id, &slot, at, a.Duration, a.Err)
+		var fetchErr, kdfErr error
+		if a.KDFDuration == 0 {
+			fetchErr = a.Err // no KDF ran: the key itself failed
+		} else {
+			kdfErr = a.Err
+		}
+		b.Timeline.Record("key-fetch", id, &slot, at, a.KeyDuration, fetchErr)
+		if a.KDFDuration > 0 {
+			b.Timeline.Record("kdf", id, &slot, at.Add(a.KeyDuration), a.KDFDuration, kdfErr)
+		}
 		at = at.Add(a.Duration)
 	}
 }
@@ -360,7 +393,7 @@ func (b *Boot) syncAfterPrompt(ctx context.Context, v *volume, eng Unlocker, dev
 }
 
 // mountVolume mounts the volume's device at its staging directory.
-func (b *Boot) mountVolume(v *volume, dev string, fresh bool) error {
+func (b *Boot) mountVolume(ctx context.Context, v *volume, dev string, fresh bool) error {
 	fstype := v.fs
 	if !fresh {
 		var err error
@@ -372,15 +405,26 @@ func (b *Boot) mountVolume(v *volume, dev string, fresh bool) error {
 		}
 	}
 	dir := b.stagingDir(v.ID)
+	b.awaitModules(ctx, modules.StageFilesystems, v.ID)
 	return b.step("mount", v.ID, func() error {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
 		if err := b.Mounter.Mount(dev, dir, fstype, 0, ""); err != nil {
-			return fmt.Errorf("mount %s (%s): %w", dev, fstype, err)
+			return fmt.Errorf("mount %s (%s): %w%s", dev, fstype, err, b.moduleNote(fstype))
 		}
 		v.mounted, v.device = true, dev
 		b.logf("%s: %s (%s) mounted, goes to %s", v.ID, dev, fstype, v.mountPoint)
 		return nil
 	})
+}
+
+// moduleNote is what to add to a failed mount's error when the
+// filesystem's module failed to load: "" or " (the xfs module did not
+// load: ...)".
+func (b *Boot) moduleNote(fstype string) string {
+	if err := b.moduleFailure(fstype); err != nil {
+		return fmt.Sprintf(" (the %s module did not load: %v)", fstype, err)
+	}
+	return ""
 }

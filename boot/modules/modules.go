@@ -29,6 +29,7 @@ type Loader struct {
 	Prober Prober
 
 	files   map[string]bool     // normalised names of shipped modules (from modules.dep)
+	paths   map[string]string   // their paths in modules.dep ("kernel/fs/xfs/xfs.ko")
 	deps    map[string][]string // modules.dep: hard dependencies by normalised name
 	aliases []alias             // modules.alias, in file order
 	softPre map[string][]string // softdep pre:, by normalised module name
@@ -43,7 +44,7 @@ type alias struct{ pattern, module string }
 // Open reads the tables in dir. modules.dep must exist; softdep and alias
 // files are optional.
 func Open(dir string, p Prober) (*Loader, error) {
-	l := &Loader{Dir: dir, Prober: p, files: map[string]bool{}, deps: map[string][]string{}, softPre: map[string][]string{},
+	l := &Loader{Dir: dir, Prober: p, files: map[string]bool{}, paths: map[string]string{}, deps: map[string][]string{}, softPre: map[string][]string{},
 		softPst: map[string][]string{}, done: map[string]*once{}}
 	dep, err := os.ReadFile(filepath.Join(dir, "modules.dep"))
 	if err != nil {
@@ -56,6 +57,7 @@ func Open(dir string, p Prober) (*Loader, error) {
 		}
 		name := Normalize(ModuleName(path))
 		l.files[name] = true
+		l.paths[name] = strings.TrimSpace(path)
 		for _, d := range strings.Fields(deps) {
 			l.deps[name] = append(l.deps[name], Normalize(ModuleName(d)))
 		}
