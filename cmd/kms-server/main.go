@@ -14,6 +14,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -38,111 +39,160 @@ func main() {
 	}
 }
 
+// defaultKeyring is where the server and rotate find the master keyring.
+const defaultKeyring = "/var/lib/kms-server/keyring.json"
+
+// options are the server's command-line flags.
+type options struct {
+	listen, httpListen          string
+	keyringPath                 string
+	certFile, keyFile, clientCA string
+	plaintext, requireCert      bool
+	bindNode                    bool
+	denyList                    string
+	denyEvery, grace            time.Duration
+	maxMessage, maxData, burst  int
+	rate                        float64
+	auditPath                   string
+	genTLS, sans, clients       string
+}
+
+func parseOptions(args []string) (*options, error) {
+	var o options
+	fs := flag.NewFlagSet("kms-server", flag.ContinueOnError)
+	fs.StringVar(&o.listen, "listen", ":4050", "gRPC listen address")
+	fs.StringVar(&o.httpListen, "http-listen", "127.0.0.1:4051", "HTTP listen address for /healthz and /metrics (empty: off)")
+	fs.StringVar(&o.keyringPath, "keyring", defaultKeyring, "master keyring file; created (mode 0600) on first run")
+	fs.StringVar(&o.certFile, "tls-cert", "", "server certificate (PEM)")
+	fs.StringVar(&o.keyFile, "tls-key", "", "server certificate key (PEM)")
+	fs.BoolVar(&o.plaintext, "insecure-plaintext", false, "serve gRPC without TLS (labs; Talos grpc:// endpoints)")
+	fs.StringVar(&o.clientCA, "client-ca", "", "CA bundle that verifies client certificates (enables mTLS)")
+	fs.BoolVar(&o.requireCert, "require-client-cert", false, "refuse clients without a valid client certificate")
+	fs.BoolVar(&o.bindNode, "bind-node-to-cert", false, "require the client certificate's CN, DNS SAN or urn:uuid: SAN to equal the node UUID")
+	fs.StringVar(&o.denyList, "deny-list", "", "file of revoked node UUIDs, one a line; reloaded when it changes and on SIGHUP")
+	fs.DurationVar(&o.denyEvery, "deny-list-interval", 5*time.Second, "how often to check the deny list file for changes")
+	fs.IntVar(&o.maxMessage, "max-message", server.DefaultMaxMessage, "largest request message in bytes")
+	fs.IntVar(&o.maxData, "max-data", server.DefaultMaxData, "largest secret to seal in bytes")
+	fs.Float64Var(&o.rate, "rate", 5, "requests per second allowed per client (certificate identity or IP); 0: no limit")
+	fs.IntVar(&o.burst, "burst", 20, "requests a client may make at once before the rate applies")
+	fs.StringVar(&o.auditPath, "audit-log", "-", "JSON-lines audit log file ('-': stdout, empty: off)")
+	fs.DurationVar(&o.grace, "shutdown-grace", 10*time.Second, "how long running requests may finish on SIGTERM")
+	fs.StringVar(&o.genTLS, "generate-tls", "", "write a lab CA, server and client certificates into `DIR` and exit")
+	fs.StringVar(&o.sans, "san", "localhost,127.0.0.1,10.0.2.2", "with --generate-tls: comma-separated server names and IPs")
+	fs.StringVar(&o.clients, "client-certs", "", "with --generate-tls: comma-separated client identities (node UUIDs)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (subcommands: rotate)", fs.Arg(0))
+	}
+	return &o, nil
+}
+
 func run(ctx context.Context, args []string, log *slog.Logger) error {
 	if len(args) > 0 && args[0] == "rotate" {
 		return rotate(args[1:], log)
 	}
-	fs := flag.NewFlagSet("kms-server", flag.ContinueOnError)
-	var (
-		listen      = fs.String("listen", ":4050", "gRPC listen address")
-		httpListen  = fs.String("http-listen", "127.0.0.1:4051", "HTTP listen address for /healthz and /metrics (empty: off)")
-		keyringPath = fs.String("keyring", "/var/lib/kms-server/keyring.json", "master keyring file; created (mode 0600) on first run")
-		certFile    = fs.String("tls-cert", "", "server certificate (PEM)")
-		keyFile     = fs.String("tls-key", "", "server certificate key (PEM)")
-		plaintext   = fs.Bool("insecure-plaintext", false, "serve gRPC without TLS (labs; Talos grpc:// endpoints)")
-		clientCA    = fs.String("client-ca", "", "CA bundle that verifies client certificates (enables mTLS)")
-		requireCert = fs.Bool("require-client-cert", false, "refuse clients without a valid client certificate")
-		bindNode    = fs.Bool("bind-node-to-cert", false, "require the client certificate's CN, DNS SAN or urn:uuid: SAN to equal the node UUID")
-		denyList    = fs.String("deny-list", "", "file of revoked node UUIDs, one a line; reloaded when it changes and on SIGHUP")
-		denyEvery   = fs.Duration("deny-list-interval", 5*time.Second, "how often to check the deny list file for changes")
-		maxMessage  = fs.Int("max-message", server.DefaultMaxMessage, "largest request message in bytes")
-		maxData     = fs.Int("max-data", server.DefaultMaxData, "largest secret to seal in bytes")
-		rate        = fs.Float64("rate", 5, "requests per second allowed per client (certificate identity or IP); 0: no limit")
-		burst       = fs.Int("burst", 20, "requests a client may make at once before the rate applies")
-		auditPath   = fs.String("audit-log", "-", "JSON-lines audit log file ('-': stdout, empty: off)")
-		grace       = fs.Duration("shutdown-grace", 10*time.Second, "how long running requests may finish on SIGTERM")
-		genTLS      = fs.String("generate-tls", "", "write a lab CA, server and client certificates into `DIR` and exit")
-		sans        = fs.String("san", "localhost,127.0.0.1,10.0.2.2", "with --generate-tls: comma-separated server names and IPs")
-		clients     = fs.String("client-certs", "", "with --generate-tls: comma-separated client identities (node UUIDs)")
-	)
-	if err := fs.Parse(args); err != nil {
+	o, err := parseOptions(args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q (subcommands: rotate)", fs.Arg(0))
-	}
-	if *genTLS != "" {
-		if err := tlsgen.Generate(*genTLS, tlsgen.Options{SANs: splitList(*sans), Clients: splitList(*clients)}); err != nil {
+	if o.genTLS != "" {
+		if err := tlsgen.Generate(o.genTLS, tlsgen.Options{SANs: splitList(o.sans), Clients: splitList(o.clients)}); err != nil {
 			return err
 		}
-		log.Info("wrote lab PKI", "dir", *genTLS, "sans", *sans, "clients", *clients)
+		log.Info("wrote lab PKI", "dir", o.genTLS, "sans", o.sans, "clients", o.clients)
 		return nil
 	}
+	return serve(ctx, o, log)
+}
 
-	var (
-		tlsConfig *tls.Config
-		certs     *server.CertReloader
-		err       error
-	)
+// tls checks the TLS flags for contradictions and loads the server
+// certificate; both results are nil for --insecure-plaintext.
+func (o *options) tls(log *slog.Logger) (*tls.Config, *server.CertReloader, error) {
 	switch {
-	case *bindNode && *clientCA == "":
-		return errors.New("--bind-node-to-cert needs --client-ca: the node is bound to a verified client certificate")
-	case *plaintext && (*certFile != "" || *clientCA != ""):
-		return errors.New("--insecure-plaintext contradicts --tls-cert/--client-ca")
-	case *plaintext:
+	case o.bindNode && o.clientCA == "":
+		return nil, nil, errors.New("--bind-node-to-cert needs --client-ca: the node is bound to a verified client certificate")
+	case o.plaintext && (o.certFile != "" || o.clientCA != ""):
+		return nil, nil, errors.New("--insecure-plaintext contradicts --tls-cert/--client-ca")
+	case o.plaintext:
 		log.Warn("serving gRPC WITHOUT TLS: anyone on the network sees sealed blobs and unsealed keys")
-	case *certFile == "" || *keyFile == "":
-		return errors.New("TLS needs --tls-cert and --tls-key (or --generate-tls DIR to make lab ones; --insecure-plaintext to go without)")
-	default:
-		if certs, err = server.NewCertReloader(*certFile, *keyFile); err != nil {
-			return err
-		}
-		if tlsConfig, err = server.TLSConfig(certs, *clientCA, *requireCert); err != nil {
-			return err
-		}
+		return nil, nil, nil
+	case o.certFile == "" || o.keyFile == "":
+		return nil, nil, errors.New("TLS needs --tls-cert and --tls-key (or --generate-tls DIR to make lab ones; --insecure-plaintext to go without)")
 	}
-	ring, created, err := keyring.LoadOrCreate(*keyringPath)
+	certs, err := server.NewCertReloader(o.certFile, o.keyFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err := server.TLSConfig(certs, o.clientCA, o.requireCert)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, certs, nil
+}
+
+// audit opens the audit log: nil when off, stdout for "-". The caller
+// closes the file when there is one.
+func (o *options) audit() (io.Writer, *os.File, error) {
+	switch o.auditPath {
+	case "":
+		return nil, nil, nil
+	case "-":
+		return os.Stdout, nil, nil
+	}
+	f, err := os.OpenFile(o.auditPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("audit log: %w", err)
+	}
+	return f, f, nil
+}
+
+// serve runs the gRPC server (and the HTTP health/metrics server) until ctx
+// ends, then shuts down gracefully.
+func serve(ctx context.Context, o *options, log *slog.Logger) error {
+	tlsConfig, certs, err := o.tls(log)
+	if err != nil {
+		return err
+	}
+	ring, created, err := keyring.LoadOrCreate(o.keyringPath)
 	if err != nil {
 		return err
 	}
 	if created {
-		log.Info("created keyring", "path", *keyringPath)
+		log.Info("created keyring", "path", o.keyringPath)
 	}
 	cfg := server.Config{
-		KeyringPath:    *keyringPath,
+		KeyringPath:    o.keyringPath,
 		Keyring:        ring,
-		BindClientCert: *bindNode,
-		DenyListPath:   *denyList,
-		MaxMessage:     *maxMessage,
-		MaxData:        *maxData,
-		Rate:           *rate,
-		Burst:          *burst,
+		BindClientCert: o.bindNode,
+		DenyListPath:   o.denyList,
+		MaxMessage:     o.maxMessage,
+		MaxData:        o.maxData,
+		Rate:           o.rate,
+		Burst:          o.burst,
 		Log:            log,
 		TLS:            tlsConfig,
 	}
-	switch *auditPath {
-	case "":
-	case "-":
-		cfg.Audit = os.Stdout
-	default:
-		f, err := os.OpenFile(*auditPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-		if err != nil {
-			return fmt.Errorf("audit log: %w", err)
-		}
-		defer f.Close()
-		cfg.Audit = f
+	audit, auditFile, err := o.audit()
+	if err != nil {
+		return err
 	}
+	if auditFile != nil {
+		defer auditFile.Close()
+	}
+	cfg.Audit = audit
 	srv, err := server.New(cfg)
 	if err != nil {
 		return err
 	}
-	lis, err := net.Listen("tcp", *listen)
+	lis, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return err
 	}
 	var hsrv *http.Server
-	if *httpListen != "" {
-		hlis, err := net.Listen("tcp", *httpListen)
+	if o.httpListen != "" {
+		hlis, err := net.Listen("tcp", o.httpListen)
 		if err != nil {
 			lis.Close()
 			return err
@@ -153,18 +203,18 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go srv.WatchDenyList(wctx, *denyEvery)
+	go srv.WatchDenyList(wctx, o.denyEvery)
 	go reloadOnHUP(wctx, srv, certs, log)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 	log.Info("serving sidero.kms.KMSService", "addr", lis.Addr().String(), "tls", cfg.TLS != nil,
-		"mtls", *clientCA != "", "keys", ring.Len(), "newest_key", ring.Newest())
+		"mtls", o.clientCA != "", "keys", ring.Len(), "newest_key", ring.Newest())
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
-		log.Info("shutting down", "grace", *grace)
-		sctx, scancel := context.WithTimeout(context.Background(), *grace)
+		log.Info("shutting down", "grace", o.grace)
+		sctx, scancel := context.WithTimeout(context.Background(), o.grace)
 		defer scancel()
 		srv.Shutdown(sctx)
 		err = <-errc
@@ -203,7 +253,7 @@ func reloadOnHUP(ctx context.Context, srv *server.Server, certs *server.CertRelo
 
 func rotate(args []string, log *slog.Logger) error {
 	fs := flag.NewFlagSet("kms-server rotate", flag.ContinueOnError)
-	path := fs.String("keyring", "/var/lib/kms-server/keyring.json", "master keyring file")
+	path := fs.String("keyring", defaultKeyring, "master keyring file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
