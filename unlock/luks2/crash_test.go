@@ -62,11 +62,7 @@ type volState struct {
 // cryptsetup. It fails the test when no acceptable state matches.
 func checkState(t *testing.T, img string, vk []byte, states []volState, withCryptsetup bool) string {
 	t.Helper()
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f := openRO(t, img)
 	h, err := ReadHeader(f)
 	if err != nil {
 		for _, s := range states {

@@ -9,7 +9,6 @@ import (
 	"crypto/sha512"
 	"errors"
 	"hash"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -55,7 +54,7 @@ func TestDamagedHeaders(t *testing.T) {
 		{"foreign secondary with a higher seqid", func(t *testing.T, img string) {
 			other, _ := formatPBKDF2(t, []byte("someone else"))
 			SetFlags(openRW(t, other), nil) // seqid 2 > ours
-			b, _ := os.ReadFile(other)
+			b := readFile(t, other)
 			openRW(t, img).WriteAt(b[0x4000:0x8000], 0x4000)
 		}, nil, false, "belongs to another volume"},
 	}
@@ -63,8 +62,7 @@ func TestDamagedHeaders(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			img, _ := formatPBKDF2(t, pass)
 			c.damage(t, img)
-			f, _ := os.Open(img)
-			defer f.Close()
+			f := openRO(t, img)
 			h, err := ReadHeader(f)
 			if !errors.Is(err, c.wantErr) {
 				t.Fatalf("ReadHeader: %v, want %v", err, c.wantErr)
@@ -102,11 +100,11 @@ func TestNotLUKS(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name string, b []byte) string {
 		p := dir + "/" + name
-		os.WriteFile(p, b, 0o600)
+		writeFile(t, p, b)
 		return p
 	}
 	img, _ := formatPBKDF2(t, []byte("x"))
-	full, _ := os.ReadFile(img)
+	full := readFile(t, img)
 	random := make([]byte, 1<<20)
 	rand.Read(random)
 	for _, c := range []struct {
@@ -121,12 +119,7 @@ func TestNotLUKS(t *testing.T) {
 		{"truncated in binary header", write("t1", full[:1000]), ErrNoValidHeader},
 		{"truncated in JSON", write("t2", full[:8000]), ErrNoValidHeader},
 	} {
-		f, err := os.Open(c.path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = ReadHeader(f)
-		f.Close()
+		_, err := ReadHeader(openRO(t, c.path))
 		if err == nil || (c.want != nil && !errors.Is(err, c.want)) {
 			t.Errorf("%s: %v, want an error (%v)", c.name, err, c.want)
 		}
@@ -254,9 +247,9 @@ func TestSecondaryProbeOnCryptsetupHeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := make([]byte, 6)
-	f, _ := os.Open(img)
-	f.ReadAt(b, 0)
-	f.Close()
+	if _, err := openRO(t, img).ReadAt(b, 0); err != nil {
+		t.Fatal(err)
+	}
 	if !bytes.Equal(b, magicPrimary) {
 		t.Error("primary not rewritten")
 	}

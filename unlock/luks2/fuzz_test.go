@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"io"
-	"os"
 	"os/exec"
 	"testing"
 )
@@ -45,13 +44,10 @@ func seedHeaders(f *testing.F) [][]byte {
 	}
 	seeds := [][]byte{append([]byte(nil), dev.b[:keyslotsAreaStart]...)}
 	if _, err := exec.LookPath("cryptsetup"); err == nil {
-		img := f.TempDir() + "/cs.img"
-		os.WriteFile(img, nil, 0o600)
-		os.Truncate(img, imageSize)
+		img := newImage(f, imageSize)
 		if out, err := exec.Command("cryptsetup", "luksFormat", "-q", "--type", "luks2", "--pbkdf", "pbkdf2",
 			"--pbkdf-force-iterations", "1000", "--key-file", keyFile(f, []byte("seed")), img).CombinedOutput(); err == nil {
-			b, _ := os.ReadFile(img)
-			seeds = append(seeds, b[:keyslotsAreaStart])
+			seeds = append(seeds, readFile(f, img)[:keyslotsAreaStart])
 		} else {
 			f.Logf("no cryptsetup seed: %s", out)
 		}

@@ -76,11 +76,45 @@ func keyFile(t testing.TB, key []byte) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.Write(key)
-	f.Close()
+	if _, err := f.Write(key); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
 	return f.Name()
 }
 
+// readFile returns path's bytes; a refusal test compares them before and
+// after, so a read that fails must fail the test, not compare two nils.
+func readFile(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func writeFile(t testing.TB, path string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// openRO opens path read-only for the rest of the test.
+func openRO(t testing.TB, path string) *os.File {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// openRW opens path read-write for the rest of the test.
 func openRW(t testing.TB, path string) *os.File {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
@@ -93,12 +127,7 @@ func openRW(t testing.TB, path string) *os.File {
 
 func readHeaderFile(t testing.TB, path string) *Header {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h, err := ReadHeader(f)
+	h, err := ReadHeader(openRO(t, path))
 	if err != nil {
 		t.Fatalf("ReadHeader(%s): %v", path, err)
 	}
@@ -108,11 +137,7 @@ func readHeaderFile(t testing.TB, path string) *Header {
 // unlockFile opens path with our reader and returns the volume key.
 func unlockFile(t testing.TB, path string, pass []byte, slot int) ([]byte, int, error) {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f := openRO(t, path)
 	h, err := ReadHeader(f)
 	if err != nil {
 		return nil, -1, err
@@ -196,11 +221,5 @@ func csIDs(m map[string]json.RawMessage) []int {
 
 func copyFile(t testing.TB, from, to string) {
 	t.Helper()
-	b, err := os.ReadFile(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(to, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, to, readFile(t, from))
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 )
@@ -130,11 +129,11 @@ func TestMetadataTooLargeWritesNothing(t *testing.T) {
 			}
 		}
 	}
-	full, _ := os.ReadFile(img)
+	full := readFile(t, img)
 	if _, err := AddKeyslot(f, vk, []byte("x"), 1, kdfPBKDF2); err == nil || !strings.Contains(err.Error(), "does not fit") {
 		t.Fatalf("AddKeyslot into a full JSON area: %v", err)
 	}
-	after, _ := os.ReadFile(img)
+	after := readFile(t, img)
 	if !bytes.Equal(full, after) {
 		t.Error("a refused AddKeyslot wrote to the device")
 	}
@@ -149,9 +148,7 @@ func TestRejectsAreaOutsideKeyslotsArea(t *testing.T) {
 		rewriteJSON(t, img, func(m map[string]any) {
 			m["keyslots"].(map[string]any)["0"].(map[string]any)["area"].(map[string]any)["offset"] = off
 		})
-		f, _ := os.Open(img)
-		_, err := ReadHeader(f)
-		f.Close()
+		_, err := ReadHeader(openRO(t, img))
 		if !errors.Is(err, ErrNoValidHeader) || !strings.Contains(err.Error(), "outside the keyslots area") {
 			t.Errorf("area at %s: %v", off, err)
 		}
@@ -228,9 +225,7 @@ func TestJSONNamesAreCaseSensitive(t *testing.T) {
 		m["Keyslots"] = m["keyslots"]
 		delete(m, "keyslots")
 	})
-	f, _ := os.Open(img)
-	defer f.Close()
-	if _, err := ReadHeader(f); !errors.Is(err, ErrNoValidHeader) || !strings.Contains(err.Error(), `lacks "keyslots"`) {
+	if _, err := ReadHeader(openRO(t, img)); !errors.Is(err, ErrNoValidHeader) || !strings.Contains(err.Error(), `lacks "keyslots"`) {
 		t.Errorf("ReadHeader: %v", err)
 	}
 }
