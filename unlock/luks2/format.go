@@ -1,13 +1,14 @@
 package luks2
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
+	"slices"
 	"strconv"
+
+	"github.com/cryptinit/cryptinit/unlock/probe"
 )
 
 // FormatOptions are the choices for Format. The zero value formats like
@@ -45,8 +46,12 @@ func Format(dev Device, deviceSize int64, passphrase []byte, opts FormatOptions)
 	if deviceSize < defaultDataOffset {
 		return nil, fmt.Errorf("format LUKS2: %w: %d bytes, need at least %d", ErrDeviceTooSmall, deviceSize, defaultDataOffset)
 	}
-	if sig := findSignature(dev); sig != "" {
-		return nil, fmt.Errorf("format LUKS2: %w: found %s (wipe it first if you really mean it)", ErrHasSignature, sig)
+	found, err := probe.Probe(dev, deviceSize)
+	if err != nil {
+		return nil, fmt.Errorf("format LUKS2: %w", err)
+	}
+	if len(found.Signatures) > 0 {
+		return nil, fmt.Errorf("format LUKS2: %w: found %s (wipe it first if you really mean it)", ErrHasSignature, found.Describe())
 	}
 	keyLen := opts.KeySize / 8
 	vk := make([]byte, keyLen)
@@ -166,20 +171,11 @@ func checkFormatOptions(o *FormatOptions) error {
 		return fmt.Errorf("%w: digest iterations %d (at least 1000)", ErrInvalidParameter, o.DigestIterations)
 	}
 	for _, f := range o.Flags {
-		if !containsString(knownFlags, f) {
+		if !slices.Contains(knownFlags, f) {
 			return fmt.Errorf("flag %q: %w", f, ErrUnsupported)
 		}
 	}
 	return nil
-}
-
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func newUUID() string {
@@ -209,36 +205,4 @@ func validUUID(s string) bool {
 		}
 	}
 	return true
-}
-
-// signatures Format refuses to overwrite: offset, magic, name.
-var signatures = []struct {
-	off   int64
-	magic []byte
-	name  string
-}{
-	{0, magicPrimary, "a LUKS header"},
-	{0x438, []byte{0x53, 0xef}, "an ext2/3/4 filesystem"},
-	{0, []byte("XFSB"), "an XFS filesystem"},
-	{0x10040, []byte("_BHRfS_M"), "a btrfs filesystem"},
-	{4086, []byte("SWAPSPACE2"), "a swap area"},
-	{0x52, []byte("FAT32   "), "a FAT32 filesystem"},
-	{0x36, []byte("FAT1"), "a FAT12/16 filesystem"},
-}
-
-// findSignature names a signature found on dev, or "".
-func findSignature(r io.ReaderAt) string {
-	for _, s := range signatures {
-		b := make([]byte, len(s.magic))
-		if _, err := r.ReadAt(b, s.off); err == nil && bytes.Equal(b, s.magic) {
-			return s.name
-		}
-	}
-	for _, off := range secondaryOffsets {
-		b := make([]byte, len(magicSecondary))
-		if _, err := r.ReadAt(b, off); err == nil && bytes.Equal(b, magicSecondary) {
-			return "a LUKS2 secondary header"
-		}
-	}
-	return ""
 }
