@@ -215,7 +215,7 @@ func (m *Meta) Marshal() ([]byte, error) {
 		v := m.tags[tag]
 		// leave room for this record and the terminating zero tag
 		if off+recordHeader+len(v)+recordHeader > dataEnd {
-			return nil, fmt.Errorf("%w: tag %d (%d bytes) does not fit", ErrFull, tag, len(v))
+			return nil, fmt.Errorf("%w: tag %d (%d bytes) does not fit; delete tags no longer needed (cryptctl meta delete --tag N)", ErrFull, tag, len(v))
 		}
 		binary.BigEndian.PutUint32(buf[off:], tag)
 		binary.BigEndian.PutUint32(buf[off+4:], uint32(len(v)))
