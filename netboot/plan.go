@@ -62,7 +62,7 @@ func toRaise(specs []IPConfig, links []Link) ([]string, error) {
 			continue
 		}
 		if !slices.ContainsFunc(u, func(l Link) bool { return l.Name == s.Interface }) {
-			return nil, fmt.Errorf("interface %s named by ip= does not exist or is not Ethernet (have: %s)", s.Interface, linkNames(u))
+			return nil, fmt.Errorf("interface %s named by ip= does not exist or is not Ethernet (have: %s); correct the name in ip= on the kernel command line", s.Interface, linkNames(u))
 		}
 		if !slices.Contains(names, s.Interface) {
 			names = append(names, s.Interface)
@@ -76,7 +76,7 @@ func toRaise(specs []IPConfig, links []Link) ([]string, error) {
 		}
 	}
 	if len(names) == 0 {
-		return nil, fmt.Errorf("%w: no Ethernet interface found (have: %s)", ErrNoCarrier, linkNames(links))
+		return nil, fmt.Errorf("%w: no Ethernet interface found (have: %s); is the network card's driver module in the initramfs?", ErrNoCarrier, linkNames(links))
 	}
 	return names, nil
 }

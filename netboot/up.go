@@ -220,7 +220,7 @@ func waitCarrier(ctx context.Context, hw Hardware, specs []IPConfig, timeout tim
 			return links, nil
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%w after %v (links: %s)", ErrNoCarrier, timeout, linkNames(usable(links)))
+			return nil, fmt.Errorf("%w after %v (links: %s); check the cable and switch port, or name the wired interface in ip=", ErrNoCarrier, timeout, linkNames(usable(links)))
 		}
 		select {
 		case <-ctx.Done():
