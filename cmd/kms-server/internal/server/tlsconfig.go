@@ -2,10 +2,10 @@ package server
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"os"
 	"sync/atomic"
+
+	"github.com/cryptinit/cryptinit/netboot/kms"
 )
 
 // CertReloader serves a certificate that Reload can replace without a
@@ -50,13 +50,9 @@ func TLSConfig(certs *CertReloader, clientCAFile string, requireClientCert bool)
 		}
 		return cfg, nil
 	}
-	pem, err := os.ReadFile(clientCAFile)
+	pool, err := kms.LoadCAs(clientCAFile) // the same PEM bundle reader the nodes use
 	if err != nil {
 		return nil, fmt.Errorf("client CA: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("client CA %s: no PEM certificate in it", clientCAFile)
 	}
 	cfg.ClientCAs = pool
 	cfg.ClientAuth = tls.VerifyClientCertIfGiven
