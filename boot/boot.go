@@ -161,13 +161,29 @@ func (b *Boot) Run(ctx context.Context) (*Result, error) {
 		if err := b.configFromState(ctx, mc, plan); err != nil {
 			return nil, err
 		}
-	} else {
-		b.saveConfigCopy(mc, plan)
+	}
+	var copied sync.WaitGroup
+	defer copied.Wait() // never leave it writing behind a failure banner
+	if mc.cfg != nil {
+		// Refreshing STATE's config copy is disk I/O (write, fsync,
+		// rename) that nothing before switch_root reads: it overlaps the
+		// other volumes' unlock instead of delaying it.
+		copied.Add(1)
+		go func() {
+			defer copied.Done()
+			defer func() {
+				if r := recover(); r != nil {
+					b.logf("config: keeping a copy on STATE crashed: %v", r)
+				}
+			}()
+			b.saveConfigCopy(mc, plan)
+		}()
 	}
 
 	if err := b.openOthers(ctx, plan); err != nil {
 		return nil, err
 	}
+	copied.Wait()
 
 	res, err := b.mountRoot(ctx, plan.found)
 	if err != nil {
