@@ -68,6 +68,33 @@ func (k *luksKDFFlags) kdf() (luks2.KDF, error) {
 	return luks2.KDF{}, fmt.Errorf("--pbkdf %q: unsupported (use argon2id, argon2i or pbkdf2)", k.pbkdf)
 }
 
+// luksNewKeyFlags are what add-key and change-key share: the key file that
+// authorises the change, the new passphrase and the KDF of the new slot.
+type luksNewKeyFlags struct {
+	keyFile, newKeyFile string
+	kdf                 luksKDFFlags
+}
+
+func (f *luksNewKeyFlags) register(cmd *cobra.Command, keyUsage, newKeyUsage string) {
+	cmd.Flags().StringVar(&f.keyFile, "key-file", "", keyUsage)
+	cmd.Flags().StringVar(&f.newKeyFile, "new-key-file", "", newKeyUsage)
+	f.kdf.register(cmd)
+}
+
+// read checks the flags and returns the KDF and the new passphrase, which
+// the caller zeroes.
+func (f *luksNewKeyFlags) read(cmd *cobra.Command) (luks2.KDF, []byte, error) {
+	kdf, err := f.kdf.kdf()
+	if err != nil {
+		return kdf, nil, err
+	}
+	if f.keyFile == "-" && f.newKeyFile == "-" {
+		return kdf, nil, errors.New("--key-file and --new-key-file cannot both be stdin")
+	}
+	newPass, err := readKeyFile(cmd, "new-key-file", f.newKeyFile)
+	return kdf, newPass, err
+}
+
 // luksReadHeader opens path and reads its header, printing any warning
 // (damaged or stale header copy) to stderr.
 func luksReadHeader(cmd *cobra.Command, path string, write bool) (*os.File, *luks2.Header, error) {
@@ -303,30 +330,23 @@ func luksDumpHuman(w io.Writer, h *luks2.Header) {
 }
 
 func newLuksAddKeyCmd() *cobra.Command {
-	var keyFile, newKeyFile, vkFile string
+	var nk luksNewKeyFlags
+	var vkFile string
 	var slot int
-	var kf luksKDFFlags
 	cmd := &cobra.Command{
 		Use:   "add-key DEVICE (--key-file FILE | --volume-key-file FILE) --new-key-file FILE",
 		Short: "Add a key slot, authorised by an existing passphrase or by the volume key",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fail := func(err error) error { return luksNoKey(fmt.Errorf("add-key %s: %w", args[0], err)) }
-			kdf, err := kf.kdf()
-			if err != nil {
-				return fail(err)
-			}
-			if (keyFile == "") == (vkFile == "") {
+			if (nk.keyFile == "") == (vkFile == "") {
 				return fail(errors.New("give exactly one of --key-file (an existing passphrase) or --volume-key-file"))
 			}
-			if keyFile == "-" && newKeyFile == "-" {
-				return fail(errors.New("--key-file and --new-key-file cannot both be stdin"))
-			}
-			newPass, err := readKeyFile(cmd, "new-key-file", newKeyFile)
+			kdf, newPass, err := nk.read(cmd)
+			defer clear(newPass)
 			if err != nil {
 				return fail(err)
 			}
-			defer clear(newPass)
 			dev, h, err := luksReadHeader(cmd, args[0], true)
 			if err != nil {
 				return fail(err)
@@ -337,7 +357,7 @@ func newLuksAddKeyCmd() *cobra.Command {
 				if vk, err = readKeyFile(cmd, "volume-key-file", vkFile); err != nil {
 					return fail(err)
 				}
-			} else if vk, _, err = luksUnlock(cmd, dev, h, "key-file", keyFile, luks2.AnySlot); err != nil {
+			} else if vk, _, err = luksUnlock(cmd, dev, h, "key-file", nk.keyFile, luks2.AnySlot); err != nil {
 				return fail(err)
 			}
 			defer clear(vk)
@@ -349,42 +369,32 @@ func newLuksAddKeyCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&keyFile, "key-file", "", "an existing passphrase (- = stdin)")
+	nk.register(cmd, "an existing passphrase (- = stdin)", "the passphrase to add (- = stdin)")
 	cmd.Flags().StringVar(&vkFile, "volume-key-file", "", "authorise with the raw volume key instead")
-	cmd.Flags().StringVar(&newKeyFile, "new-key-file", "", "the passphrase to add (- = stdin)")
 	cmd.Flags().IntVar(&slot, "key-slot", luks2.AnySlot, "key slot to use (default: first free)")
-	kf.register(cmd)
 	return cmd
 }
 
 func newLuksChangeKeyCmd() *cobra.Command {
-	var keyFile, newKeyFile string
+	var nk luksNewKeyFlags
 	var slot int
-	var kf luksKDFFlags
 	cmd := &cobra.Command{
 		Use:   "change-key DEVICE --key-file FILE --new-key-file FILE [--key-slot N]",
 		Short: "Replace the passphrase of the key slot the old one opens, in one crash-safe step",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fail := func(err error) error { return luksNoKey(fmt.Errorf("change-key %s: %w", args[0], err)) }
-			kdf, err := kf.kdf()
-			if err != nil {
-				return fail(err)
-			}
-			if keyFile == "-" && newKeyFile == "-" {
-				return fail(errors.New("--key-file and --new-key-file cannot both be stdin"))
-			}
-			newPass, err := readKeyFile(cmd, "new-key-file", newKeyFile)
-			if err != nil {
-				return fail(err)
-			}
+			kdf, newPass, err := nk.read(cmd)
 			defer clear(newPass)
+			if err != nil {
+				return fail(err)
+			}
 			dev, h, err := luksReadHeader(cmd, args[0], true)
 			if err != nil {
 				return fail(err)
 			}
 			defer dev.Close()
-			vk, used, err := luksUnlock(cmd, dev, h, "key-file", keyFile, slot)
+			vk, used, err := luksUnlock(cmd, dev, h, "key-file", nk.keyFile, slot)
 			if err != nil {
 				return fail(err)
 			}
@@ -396,10 +406,8 @@ func newLuksChangeKeyCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&keyFile, "key-file", "", "the current passphrase (- = stdin)")
-	cmd.Flags().StringVar(&newKeyFile, "new-key-file", "", "the new passphrase (- = stdin)")
+	nk.register(cmd, "the current passphrase (- = stdin)", "the new passphrase (- = stdin)")
 	cmd.Flags().IntVar(&slot, "key-slot", luks2.AnySlot, "only change this key slot")
-	kf.register(cmd)
 	return cmd
 }
 
