@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"slices"
 	"testing"
 )
@@ -111,8 +110,7 @@ func checkState(t *testing.T, img string, vk []byte, states []volState, withCryp
 }
 
 func TestCrashInjection(t *testing.T) {
-	_, err := exec.LookPath("cryptsetup")
-	haveCS := err == nil
+	haveCS := haveCryptsetup()
 	p0, p1 := []byte("pass zero"), []byte("pass one")
 	vk := bytes.Repeat([]byte{0x5c}, 32)
 	tok := []byte(`{"type":"talos-tpm2","keyslots":["0"],"UserData":{"pcrs":[7]}}`)

@@ -9,7 +9,6 @@ import (
 	"crypto/sha512"
 	"errors"
 	"hash"
-	"os/exec"
 	"strings"
 	"testing"
 )
@@ -78,8 +77,7 @@ func TestDamagedHeaders(t *testing.T) {
 				t.Errorf("unlock: %v", err)
 			}
 			if c.wantSecond {
-				needCryptsetupOrReturn := func() bool { _, err := exec.LookPath("cryptsetup"); return err == nil }
-				if needCryptsetupOrReturn() {
+				if haveCryptsetup() {
 					if err := csTestKey(t, img, pass, -1); err != nil {
 						t.Errorf("cryptsetup does not open it either: %v", err)
 					}

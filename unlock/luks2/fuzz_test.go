@@ -43,7 +43,7 @@ func seedHeaders(f *testing.F) [][]byte {
 		f.Fatal(err)
 	}
 	seeds := [][]byte{append([]byte(nil), dev.b[:keyslotsAreaStart]...)}
-	if _, err := exec.LookPath("cryptsetup"); err == nil {
+	if haveCryptsetup() {
 		img := newImage(f, imageSize)
 		if out, err := exec.Command("cryptsetup", "luksFormat", "-q", "--type", "luks2", "--pbkdf", "pbkdf2",
 			"--pbkdf-force-iterations", "1000", "--key-file", keyFile(f, []byte("seed")), img).CombinedOutput(); err == nil {

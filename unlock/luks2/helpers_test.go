@@ -23,9 +23,15 @@ var (
 
 const imageSize = 20 << 20
 
+// haveCryptsetup reports whether the cross-checks against cryptsetup can run.
+func haveCryptsetup() bool {
+	_, err := exec.LookPath("cryptsetup")
+	return err == nil
+}
+
 func needCryptsetup(t testing.TB) {
 	t.Helper()
-	if _, err := exec.LookPath("cryptsetup"); err != nil {
+	if !haveCryptsetup() {
 		t.Skip("cryptsetup not installed (images/setup.sh installs cryptsetup-bin); skipping the cross-check against it")
 	}
 }
