@@ -107,8 +107,11 @@ type Boot struct {
 	// Modules loads the kernel modules shipped in the image, stage by
 	// stage (see modules.go); nil skips them (tests, no modules shipped).
 	Modules ModuleLoader
-	// AfterModules runs once the filesystem modules are loaded (efivarfs
-	// mount), before anything waiting for them goes on.
+	// EarlyFS names the filesystems of early mounts that failed for want
+	// of their module (efivarfs); they load first, in the background.
+	EarlyFS []string
+	// AfterModules runs once EarlyFS is loaded (the efivarfs mount),
+	// before a tpm key, which waits for it, goes on.
 	AfterModules func()
 
 	// filled while running

@@ -80,6 +80,7 @@ func Main() {
 		Mounter: mounts.System{},
 		Network: netbootNetwork{cmdline: string(raw), log: logger},
 		Modules: openModules(logger),
+		EarlyFS: moduleFS(early),
 		AfterModules: func() {
 			// efivarfs is a module in Debian's kernel: mount it once loaded.
 			for _, r := range early {
@@ -129,6 +130,18 @@ func Main() {
 	err = mount.SwitchRoot(res.Root, res.Init)
 	fail(logger, tl, &Fatal{Failure: console.Failure{Reason: fmt.Errorf("switch_root to %s: %w", res.Init, err),
 		Hint: "check init= and that the root has /dev, /proc, /sys and /run directories"}}, cl)
+}
+
+// moduleFS lists the filesystem types of the early mounts that failed
+// (efivarfs is a module in Debian's kernel): their modules load first.
+func moduleFS(early []mounts.Result) []string {
+	var out []string
+	for _, r := range early {
+		if r.Err != nil && r.Point.FSType == "efivarfs" {
+			out = append(out, r.Point.FSType)
+		}
+	}
+	return out
 }
 
 // fail prints the banner for err and reboots (or runs the debug shell).

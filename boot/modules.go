@@ -27,8 +27,8 @@ type ModuleLoader interface {
 // (disk drivers: nothing can be found without them) is loaded before the
 // boot goes on. The Mapping and Filesystems stages load in the background
 // while the boot waits for partitions, reads META and runs STATE's KDF;
-// dm-setup waits for Mapping and every mount (and a tpm key, which reads
-// Secure Boot state from efivarfs) waits for Filesystems. The Network
+// dm-setup waits for Mapping and every mount for Filesystems (a tpm key
+// only for the efivarfs module, loaded first). The Network
 // stage loads only when a kms key brings the network up. What a stage
 // holds comes from where each module lives in the kernel tree
 // (modules.StageOf), never from a list of names.
@@ -39,9 +39,15 @@ type moduleStages struct {
 	net    sync.Once
 }
 
+// stageEarlyMounts is the filesystems of the early mounts that failed for
+// want of their module (Boot.EarlyFS: efivarfs), loaded first in the
+// background and then mounted (AfterModules), so a tpm key, which reads
+// Secure Boot state from efivarfs, waits for that small module alone.
+const stageEarlyMounts modules.Stage = "early-mounts"
+
 // backgroundStages load in this order, one after the other, so dm-setup
 // (needed first) does not share the CPU with the filesystems.
-var backgroundStages = []modules.Stage{modules.StageMapping, modules.StageFilesystems}
+var backgroundStages = []modules.Stage{stageEarlyMounts, modules.StageMapping, modules.StageFilesystems}
 
 // startModules loads the Devices stage (and cryptinit.modules=) now and
 // starts the background stages.
@@ -83,9 +89,13 @@ func (b *Boot) loadBackground() {
 	}()
 	span := b.Timeline.Begin("modules-background", "")
 	for _, s := range backgroundStages {
-		b.loadStage(s, nil)
-		if s == modules.StageFilesystems && b.AfterModules != nil {
-			b.AfterModules()
+		if s == stageEarlyMounts {
+			b.loadNames(s, b.EarlyFS)
+			if b.AfterModules != nil {
+				b.AfterModules()
+			}
+		} else {
+			b.loadStage(s, nil)
 		}
 		close(b.mods.done[s])
 		closed++
@@ -100,7 +110,11 @@ func (b *Boot) loadBackground() {
 
 // loadStage loads the stage's modules plus extra, and logs what failed.
 func (b *Boot) loadStage(s modules.Stage, extra []string) {
-	names := append(b.Modules.Stage(s), extra...)
+	b.loadNames(s, append(b.Modules.Stage(s), extra...))
+}
+
+// loadNames loads names for stage s and logs what failed.
+func (b *Boot) loadNames(s modules.Stage, names []string) {
 	if len(names) == 0 {
 		return
 	}

@@ -129,6 +129,7 @@ func TestModulesLoadOffTheCriticalPath(t *testing.T) {
 	k := &kernelNode{node: n, mods: mods}
 	b := n.boot(t.TempDir(), basicConfig, "")
 	b.Devices, b.Mapper, b.Mounter, b.Modules = k, k, k, mods
+	b.EarlyFS = []string{"efivarfs"}
 	afterAt := -1
 	b.AfterModules = func() {
 		mods.mu.Lock()
@@ -144,11 +145,11 @@ func TestModulesLoadOffTheCriticalPath(t *testing.T) {
 	if mods.timeout {
 		t.Errorf("the filesystem modules were awaited before STATE's dm-crypt mapping (device wait or KDF)")
 	}
-	if got := strings.Join(mods.order, " "); got != "virtio_blk dm_crypt xfs ext4" {
-		t.Errorf("load order %q, want devices, mapping, filesystems and no network", got)
+	if got := strings.Join(mods.order, " "); got != "virtio_blk efivarfs dm_crypt xfs ext4" {
+		t.Errorf("load order %q, want devices, early mounts, mapping, filesystems and no network", got)
 	}
-	if afterAt != 4 {
-		t.Errorf("AfterModules ran after %d loads, want after the filesystem stage (4)", afterAt)
+	if afterAt != 2 {
+		t.Errorf("AfterModules ran after %d loads, want right after the early mounts' modules (2)", afterAt)
 	}
 	if len(n.mounts) < 4 {
 		t.Errorf("mounts %v", n.mounts)

@@ -197,9 +197,9 @@ func (b *Boot) openEncrypted(ctx context.Context, v *volume, eng Unlocker, lim *
 	defer dev.Close()
 
 	if hasKeyKind(v.cfg, config.KindTPM) {
-		// tpm keys read the Secure Boot state from efivarfs, which is
-		// mounted once the filesystem modules are loaded
-		b.awaitModules(ctx, modules.StageFilesystems, v.ID)
+		// tpm keys read the Secure Boot state from efivarfs, mounted
+		// once its module is loaded
+		b.awaitModules(ctx, stageEarlyMounts, v.ID)
 	}
 	release, err := lim.acquire(ctx, kdfCost(dev, v.cfg))
 	if err != nil {
