@@ -53,9 +53,9 @@ func (h *Header) Unlock(r io.ReaderAt, passphrase []byte, slot int) ([]byte, int
 		}
 	}
 	if unusual != nil {
-		return nil, -1, fmt.Errorf("unlock LUKS volume %s: %w (also: %v)", h.UUID, ErrNoKeyslotOpens, unusual)
+		return nil, -1, fmt.Errorf("unlock LUKS volume %s, tried slots %v: %w (also: %v)", h.UUID, order, ErrNoKeyslotOpens, unusual)
 	}
-	return nil, -1, fmt.Errorf("unlock LUKS volume %s: %w", h.UUID, ErrNoKeyslotOpens)
+	return nil, -1, fmt.Errorf("unlock LUKS volume %s, tried slots %v: %w", h.UUID, order, ErrNoKeyslotOpens)
 }
 
 // digestForSlot is the digest that binds keyslot id to segment seg.
