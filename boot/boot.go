@@ -107,6 +107,9 @@ type Boot struct {
 	// Modules loads the kernel modules shipped in the image, stage by
 	// stage (see modules.go); nil skips them (tests, no modules shipped).
 	Modules ModuleLoader
+	// LowerPriority, when set, lowers the CPU priority of the calling OS
+	// thread (the one loading modules in the background).
+	LowerPriority func() error
 	// EarlyFS names the filesystems of early mounts that failed for want
 	// of their module (efivarfs); they load first, in the background.
 	EarlyFS []string

@@ -81,6 +81,8 @@ func Main() {
 		Network: netbootNetwork{cmdline: string(raw), log: logger},
 		Modules: openModules(logger),
 		EarlyFS: moduleFS(early),
+		// nice 19 for this thread only (Linux priorities are per thread)
+		LowerPriority: func() error { return unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19) },
 		AfterModules: func() {
 			// efivarfs is a module in Debian's kernel: mount it once loaded.
 			for _, r := range early {

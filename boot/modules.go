@@ -3,6 +3,7 @@ package boot
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +18,8 @@ type ModuleLoader interface {
 	// LoadAll loads names (modules or aliases) with their dependencies,
 	// concurrently, each module once however often it is asked for.
 	LoadAll(names []string) []modules.Result
+	// Load loads one name with its dependencies, in the calling thread.
+	Load(name string) error
 	// Slowest lists the slowest probes so far.
 	Slowest(n int) []modules.Timing
 }
@@ -76,7 +79,21 @@ func (b *Boot) startModules(ctx context.Context) {
 	go b.loadBackground()
 }
 
+// loadBackground loads the background stages one module at a time on one
+// OS thread whose priority LowerPriority lowered: on a machine with
+// one CPU (a TCG VM) it then takes only the time the boot leaves idle
+// (device waits, disk I/O) instead of slowing the KDF and every step
+// between, and when a step waits for it, it has the CPU to itself. With
+// more CPUs it runs alongside the KDF.
 func (b *Boot) loadBackground() {
+	if b.LowerPriority != nil {
+		// Locked and never unlocked: the thread ends with the goroutine
+		// instead of going back to the runtime with a low priority.
+		runtime.LockOSThread()
+		if err := b.LowerPriority(); err != nil {
+			b.logf("modules: lower the background priority: %v", err)
+		}
+	}
 	closed := 0
 	defer func() {
 		// A panic here must not kill PID 1, nor leave a step waiting.
@@ -113,13 +130,23 @@ func (b *Boot) loadStage(s modules.Stage, extra []string) {
 	b.loadNames(s, append(b.Modules.Stage(s), extra...))
 }
 
-// loadNames loads names for stage s and logs what failed.
+// loadNames loads names for stage s and logs what failed: all at once for
+// the stages the boot waits for, one by one on this thread in the
+// background.
 func (b *Boot) loadNames(s modules.Stage, names []string) {
 	if len(names) == 0 {
 		return
 	}
+	var results []modules.Result
+	if s == modules.StageDevices || s == modules.StageNetwork {
+		results = b.Modules.LoadAll(names)
+	} else {
+		for _, n := range names {
+			results = append(results, modules.Result{Name: n, Err: b.Modules.Load(n)})
+		}
+	}
 	n := 0
-	for _, r := range b.Modules.LoadAll(names) {
+	for _, r := range results {
 		if r.Err == nil {
 			n++
 			continue

@@ -71,6 +71,8 @@ func (f *fakeModules) LoadAll(names []string) []modules.Result {
 	return res
 }
 
+func (f *fakeModules) Load(name string) error { return f.LoadAll([]string{name})[0].Err }
+
 func (f *fakeModules) Slowest(int) []modules.Timing { return nil }
 
 func (f *fakeModules) isLoaded(n string) bool {
@@ -130,6 +132,8 @@ func TestModulesLoadOffTheCriticalPath(t *testing.T) {
 	b := n.boot(t.TempDir(), basicConfig, "")
 	b.Devices, b.Mapper, b.Mounter, b.Modules = k, k, k, mods
 	b.EarlyFS = []string{"efivarfs"}
+	lowered := 0
+	b.LowerPriority = func() error { lowered++; return errors.New("not permitted") }
 	afterAt := -1
 	b.AfterModules = func() {
 		mods.mu.Lock()
@@ -147,6 +151,9 @@ func TestModulesLoadOffTheCriticalPath(t *testing.T) {
 	}
 	if got := strings.Join(mods.order, " "); got != "virtio_blk efivarfs dm_crypt xfs ext4" {
 		t.Errorf("load order %q, want devices, early mounts, mapping, filesystems and no network", got)
+	}
+	if lowered != 1 || !strings.Contains(n.con.String(), "modules: lower the background priority: not permitted") {
+		t.Errorf("background priority lowered %d times (want 1), its failure not logged", lowered)
 	}
 	if afterAt != 2 {
 		t.Errorf("AfterModules ran after %d loads, want right after the early mounts' modules (2)", afterAt)
