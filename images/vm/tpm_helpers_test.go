@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/cryptinit/cryptinit/tpm"
@@ -62,40 +61,18 @@ func tokensAndSlots(h *luks2.Header) string {
 	return b.String()
 }
 
-var (
-	probeOnce sync.Once
-	probeBin  string
-	probeErr  error
-)
-
-// buildProbe builds images/cmd/tpmprobe, static, once per test binary.
+// buildProbe builds images/cmd/tpmprobe, static, into the test's directory
+// (the Go build cache makes every build after the first quick).
 func buildProbe(t *testing.T) string {
 	t.Helper()
-	probeOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "tpmprobe-")
-		if err != nil {
-			probeErr = err
-			return
-		}
-		probeBin = filepath.Join(dir, "tpmprobe")
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", probeBin, "github.com/cryptinit/cryptinit/images/cmd/tpmprobe")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			probeErr = &buildError{err, string(out)}
-		}
-	})
-	if probeErr != nil {
-		t.Fatalf("build tpmprobe: %v", probeErr)
+	bin := filepath.Join(t.TempDir(), "tpmprobe")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "github.com/cryptinit/cryptinit/images/cmd/tpmprobe")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build tpmprobe: %v\n%s", err, out)
 	}
-	return probeBin
+	return bin
 }
-
-type buildError struct {
-	err error
-	out string
-}
-
-func (e *buildError) Error() string { return e.err.Error() + ": " + e.out }
 
 // useProbeRoot gives the node a real root that runs tpmprobe (and the
 // current images/root/init), with files (name -> content) in /etc/tpmprobe.

@@ -19,6 +19,7 @@ func tpmNode(t *testing.T, name string) (*Artifacts, *Node) {
 	if a.PCRKey == "" {
 		t.Skip("the image build had no cryptctl pcr sign: the UKI carries no PCR 11 policy")
 	}
+	t.Parallel()
 	n := NewNode(t, a, name, TalosLayout())
 	n.TPM = true
 	return a, n

@@ -59,6 +59,7 @@ encryption:
 // token to the disk, and boot 2 must open STATE with slot 1 (tpm).
 func TestVMTPMSystemdToken(t *testing.T) {
 	a := RequireInit(t)
+	t.Parallel()
 	n := NewNode(t, a, "systemd", TalosLayout())
 	n.TPM = true
 	useProbeRoot(t, n, nil)
