@@ -200,6 +200,24 @@ func TestParseRootReport(t *testing.T) {
 	if got := r.Split(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Split = %v, want %v", got, want)
 	}
+	// The init's current timeline: key-fetch and kdf inside key, boot time
+	// blocked on modules in modules-wait, background loading not summed.
+	r.Timeline = []Step{
+		{Name: "modules", Start: 0, Duration: 100},
+		{Name: "modules-background", Start: 100, Duration: 2000},
+		{Name: "devices", Start: 100, Duration: 50},
+		{Name: "unlock", Volume: "STATE", Start: 150, Duration: 1000},
+		{Name: "key", Volume: "STATE", Start: 150, Duration: 700},
+		{Name: "key-fetch", Volume: "STATE", Start: 150, Duration: 100},
+		{Name: "kdf", Volume: "STATE", Start: 250, Duration: 600},
+		{Name: "modules-wait", Volume: "STATE", Start: 900, Duration: 30},
+		{Name: "mkfs", Volume: "STATE", Start: 930, Duration: 200},
+		{Name: "switch_root", Start: 1300},
+	}
+	want = map[string]float64{"modules": 130, "wait": 50, "key": 100, "kdf": 600, "mkfs": 200, "total": 1300, "other": 220}
+	if got := r.Split(); !reflect.DeepEqual(got, want) {
+		t.Errorf("Split of a key-fetch/kdf timeline = %v, want %v", got, want)
+	}
 	if _, err := ParseRootReport(strings.Replace(console, "CRYPTINIT-ROOT: done", "", 1)); err == nil {
 		t.Error("a report without its done line was accepted")
 	}

@@ -147,34 +147,53 @@ func (r *RootReport) points() []string {
 }
 
 // Split sums the init's timeline by kind of work, in milliseconds: "kdf"
-// (key steps: unseal + LUKS2 KDF, and typed passphrases), "mkfs", "wait"
-// (waiting for the partitions), "modules", "other" (the rest, up to
-// switch_root) and "total" (init start to switch_root). The "unlock" step
-// contains key steps and is not summed itself. Volumes after STATE unlock
-// concurrently, so the parts can add up to more than the total.
+// (LUKS2 keyslot KDFs, and typed passphrases), "key" (fetching keys: unseal,
+// KMS), "mkfs", "wait" (waiting for the partitions), "modules" (time the boot
+// is blocked on modules), "other" (the rest, up to switch_root) and "total"
+// (init start to switch_root). The init reports "key-fetch" and "kdf" inside
+// each "key" step; timelines from before that split count the whole "key"
+// step as kdf. "unlock", "key" (when split) and "modules-background" contain
+// other steps or run off the critical path and are not summed. Volumes after
+// STATE unlock concurrently, so the parts can add up to more than the total.
 func (r *RootReport) Split() map[string]float64 {
+	split := false
+	for _, s := range r.Timeline {
+		if s.Name == "kdf" {
+			split = true
+			break
+		}
+	}
 	out := map[string]float64{}
 	for _, s := range r.Timeline {
-		if c := category(s.Name); c != "" {
+		if c := category(s.Name, split); c != "" {
 			out[c] += s.Duration
 		}
 	}
 	if t := r.SwitchRootAt(); t > 0 {
 		out["total"] = t
-		out["other"] = max(0, t-out["kdf"]-out["mkfs"]-out["wait"]-out["modules"])
+		out["other"] = max(0, t-out["kdf"]-out["key"]-out["mkfs"]-out["wait"]-out["modules"])
 	}
 	return out
 }
 
-func category(step string) string {
+// category names the kind of work a timeline step is; split says whether
+// the timeline has separate key-fetch and kdf steps inside "key".
+func category(step string, split bool) string {
 	switch step {
-	case "key", "prompt-kdf":
+	case "kdf", "prompt-kdf":
 		return "kdf"
+	case "key":
+		if split {
+			return ""
+		}
+		return "kdf"
+	case "key-fetch":
+		return "key"
 	case "mkfs":
 		return "mkfs"
 	case "devices":
 		return "wait"
-	case "modules":
+	case "modules", "modules-wait", "modules-network":
 		return "modules"
 	default:
 		return ""
