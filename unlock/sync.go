@@ -15,10 +15,13 @@ import (
 
 // SyncReport says what Sync changed and what it could not do.
 type SyncReport struct {
-	Added    []int   // configured slots that were empty and got their key
-	Replaced []int   // configured slots whose key no longer opened them
-	Removed  []int   // slots the config does not name
-	Kept     []int   // slots the config does not name, kept as recovery keys
+	Added    []int // configured slots that were empty and got their key
+	Replaced []int // configured slots whose key no longer opened them
+	Removed  []int // slots the config does not name
+	Kept     []int // slots the config does not name, kept as recovery keys
+	// Reasons says why a slot was written when it is not the usual stale
+	// key, e.g. "tpm re-enrolled: PCR 7 changed".
+	Reasons  map[int]string
 	Problems []error // each names the slot; never fatal
 	// UpToDate: nothing changed since the last full sync (its fingerprint
 	// matched), so no key was checked.
@@ -39,6 +42,11 @@ func (r *SyncReport) String() string {
 	}
 	add("added", r.Added)
 	add("replaced", r.Replaced)
+	for _, s := range r.Replaced {
+		if why, ok := r.Reasons[s]; ok {
+			parts = append(parts, fmt.Sprintf("slot %d: %s", s, why))
+		}
+	}
 	add("removed", r.Removed)
 	add("kept recovery", r.Kept)
 	for _, p := range r.Problems {
@@ -153,6 +161,13 @@ func (e *Engine) Sync(ctx context.Context, vol config.Volume, dev luks2.Device, 
 			if e.enroll(ctx, vol.ID, dev, ck, k, vk, kdf, true, problem) {
 				rep.Replaced = append(rep.Replaced, ck.Slot)
 			}
+		case errors.Is(checkErr, keys.ErrSealedStateChanged):
+			if why := e.reenrollRefusal(ctx, ck); why != "" {
+				problem(ck.Slot, k.Kind(), "the TPM no longer unseals the key because PCR 7 changed; slot left as it is (%s): %v", why, checkErr)
+			} else if e.enroll(ctx, vol.ID, dev, ck, k, vk, kdf, true, problem) {
+				rep.Replaced = append(rep.Replaced, ck.Slot)
+				rep.reason(ck.Slot, "tpm re-enrolled: PCR 7 changed")
+			}
 		default:
 			problem(ck.Slot, k.Kind(), "cannot check the key, slot left as it is: %v", checkErr)
 		}
@@ -185,6 +200,37 @@ func (e *Engine) Sync(ctx context.Context, vol config.Volume, dev luks2.Device, 
 		e.dropOwnedToken(vol.ID, dev, s, problem)
 	}
 	return rep
+}
+
+// reenrollRefusal says why a tpm slot whose PCR 7 changed must not be
+// re-sealed now, or "" when it may: the key opts in and Secure Boot is on
+// (re-sealing with it off would bind the key to an unprotected boot chain).
+// The caller has ensured another key opened the volume.
+func (e *Engine) reenrollRefusal(ctx context.Context, ck config.Key) string {
+	if ck.TPM == nil || !ck.TPM.ReenrollOnPCRChange {
+		return "set tpm.reenrollOnPCRChange: true to re-seal it after a Secure Boot key update, or re-enroll it"
+	}
+	sb := e.env().SecureBoot
+	if sb == nil {
+		return "Secure Boot state unknown: not re-enrolled"
+	}
+	kctx, cancel := e.keyContext(ctx)
+	on, err := sb.SecureBootEnabled(kctx)
+	cancel()
+	if err != nil {
+		return fmt.Sprintf("Secure Boot state unknown (%v): not re-enrolled", err)
+	}
+	if !on {
+		return "Secure Boot is off: not re-enrolled; turn it on and boot again"
+	}
+	return ""
+}
+
+func (r *SyncReport) reason(slot int, why string) {
+	if r.Reasons == nil {
+		r.Reasons = map[int]string{}
+	}
+	r.Reasons[slot] = why
 }
 
 // enroll creates ck's key and writes it to its slot: token first, then the

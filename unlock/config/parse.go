@@ -240,8 +240,11 @@ func unknownFields(node *yaml.Node, t reflect.Type, path string) []error {
 }
 
 // suggest names a known field that differs from name only in case, the most
-// common typo ("nodeId" for "nodeID").
+// common typo ("nodeId" for "nodeID"), or where a misplaced option belongs.
 func suggest(name string, fields map[string]reflect.Type) string {
+	if name == "reenrollOnPCRChange" {
+		return " (only tpm keys take it: tpm: {reenrollOnPCRChange: true})"
+	}
 	for f := range fields {
 		if f != "" && strings.EqualFold(f, name) {
 			return fmt.Sprintf(" (did you mean %q?)", f)

@@ -99,6 +99,11 @@ type KMSKey struct {
 type TPMKey struct {
 	CheckSecurebootStatusOnEnroll bool        `yaml:"checkSecurebootStatusOnEnroll,omitempty"`
 	Options                       *TPMOptions `yaml:"options,omitempty"`
+	// ReenrollOnPCRChange (cryptinit addition, default off): when the slot
+	// no longer unseals because PCR 7 changed (Secure Boot keys updated),
+	// another key opened the volume and Secure Boot is on, sync re-seals the
+	// slot to the current PCR 7.
+	ReenrollOnPCRChange bool `yaml:"reenrollOnPCRChange,omitempty"`
 }
 
 // TPMOptions are the tpm key's options.

@@ -180,6 +180,13 @@ func validateEncryption(v *Volume, add0 func(field string, line int, warning boo
 				}
 			}
 		}
+		if k.TPM != nil && k.TPM.ReenrollOnPCRChange {
+			if pcrs := k.TPM.PCRs(); len(pcrs) != 1 || pcrs[0] != 7 {
+				add(field+".tpm.reenrollOnPCRChange", k.line, true,
+					fmt.Sprintf("reenrollOnPCRChange acts only on keys bound to PCR 7 alone, this one is bound to %v: a failed unseal cannot tell which PCR changed, so the slot is never re-enrolled", pcrs),
+					"bind the key to options: {pcrs: [7]} or drop reenrollOnPCRChange")
+			}
+		}
 	}
 }
 

@@ -51,6 +51,13 @@ var (
 	// unreachable or refusing, no node UUID, STATE salt missing). The slot
 	// may still be good: sync never replaces or removes it for this.
 	ErrKeyUnavailable = errors.New("key unavailable")
+	// ErrSealedStateChanged: a tpm key bound to PCR 7 alone no longer
+	// unseals because PCR 7 changed since sealing (Secure Boot turned off,
+	// or its keys/dbx updated). It is always returned together with
+	// ErrKeyUnavailable, so callers that only know that one leave the slot
+	// alone; sync re-seals the slot when the key opts in
+	// (reenrollOnPCRChange) and Secure Boot is on.
+	ErrSealedStateChanged = errors.New("sealed key's PCR 7 (Secure Boot state) changed since enrollment")
 	// ErrWrongKey: the key was obtained but does not open its slot. Sync
 	// replaces such a slot (never the one that opened the volume).
 	ErrWrongKey = errors.New("key does not open its slot")

@@ -2,6 +2,7 @@ package keys
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -65,6 +66,9 @@ func (k *TPMKey) Passphrase(ctx context.Context, s Slot) ([]byte, error) {
 	sealed := SealedFromToken(ud)
 	key, err := k.TPM.Unseal(ctx, sealed)
 	if err != nil {
+		if errors.Is(err, tpm.ErrPCRMismatch) && boundToSecureBootPCROnly(sealed) {
+			return nil, fmt.Errorf("%w: %w: slot %d: tpm unseal: %w", ErrKeyUnavailable, ErrSealedStateChanged, s.Slot, err)
+		}
 		return nil, fmt.Errorf("%w: tpm unseal: %w", ErrKeyUnavailable, err)
 	}
 	defer Zero(key)
@@ -141,6 +145,14 @@ func SealedFromToken(ud TPMTokenData) *tpm.Sealed {
 		s.PCRs = append(slices.Clone(s.PCRs), 7)
 	}
 	return s
+}
+
+// boundToSecureBootPCROnly reports whether PCR 7 is the only hash-bound PCR
+// of s. tpm.ErrPCRMismatch does not say which bound PCR changed, so only
+// then is a mismatch known to be PCR 7's (with PCR 15 also bound it may be
+// the latch of this boot, which must never cause a re-enrollment).
+func boundToSecureBootPCROnly(s *tpm.Sealed) bool {
+	return len(s.PCRs) > 0 && !slices.ContainsFunc(s.PCRs, func(p int) bool { return p != tpm.SecureBootPCR })
 }
 
 func (k *TPMKey) systemdPassphrase(ctx context.Context, s Slot, raw []byte) ([]byte, error) {
