@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -14,8 +15,8 @@ import (
 
 // startKMS runs out/bin/kms-server on a free loopback port (QEMU's user network
 // shows the host's loopback as 10.0.2.2) and returns the port and the deny
-// list file it watches.
-func startKMS(t *testing.T, a *Artifacts) (port int, denyList string) {
+// list file it watches, and stop, which ends the server (also done at cleanup).
+func startKMS(t *testing.T, a *Artifacts) (port int, denyList string, stop func()) {
 	t.Helper()
 	bin := filepath.Join(a.Dir, "bin", "kms-server")
 	if _, err := os.Stat(bin); err != nil {
@@ -44,16 +45,20 @@ func startKMS(t *testing.T, a *Artifacts) (port int, denyList string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		cmd.Wait()
-		logf.Close()
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			cmd.Wait()
+			logf.Close()
+		})
+	}
+	t.Cleanup(stop)
 	for deadline := time.Now().Add(20 * time.Second); ; {
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err == nil {
 			c.Close()
-			return port, denyList
+			return port, denyList, stop
 		}
 		if time.Now().After(deadline) {
 			b, _ := os.ReadFile(filepath.Join(dir, "kms.log"))
@@ -66,11 +71,12 @@ func startKMS(t *testing.T, a *Artifacts) (port int, denyList string) {
 // TestVMKMS boots configs/kms.yaml with a virtio NIC on QEMU's user network
 // and a kms-server on the host: the first boot brings the network up and
 // seals both volume keys with the KMS, the second unseals them, and once the
-// node's UUID is on the KMS deny list the third boot cannot open STATE.
+// node's UUID is on the KMS deny list the third boot cannot open STATE; with
+// the server stopped, the fourth boot fails with a banner naming the endpoint.
 func TestVMKMS(t *testing.T) {
 	a := RequireInit(t)
 	t.Parallel()
-	port, deny := startKMS(t, a)
+	port, deny, stopKMS := startKMS(t, a)
 	cfg := []byte(strings.ReplaceAll(string(ProjectConfig(t, "kms.yaml")), "10.0.2.2:4050", fmt.Sprintf("10.0.2.2:%d", port)))
 	n := NewNode(t, a, "kms", TalosLayout())
 	for boot := 0; boot < 2; boot++ {
@@ -93,5 +99,17 @@ func TestVMKMS(t *testing.T) {
 	}
 	_, reason := vm.Expect(30*time.Second, `slot 0 \(kms\): failed: .*deny list`)
 	t.Logf("denied node: %s /%s", line, strings.TrimPrefix(strings.TrimSpace(reason), "cryptinit:"))
+	vm.Wait(BootTimeout)
+
+	// KMS down: the client retries within its bounds, then the banner names
+	// the endpoint and the boot does not reach the real root.
+	stopKMS()
+	vm = n.Boot(BootOptions{Config: cfg, Net: true, Cmdline: fastFail + " cryptinit.prompt-timeout=0"})
+	_, line = vm.Expect(BootTimeout, `^`+PatFail+`STATE: `, PatRootDone)
+	if strings.HasPrefix(line, RootLinePrefix) {
+		t.Fatalf("a node whose only STATE key is kms booted with the KMS down")
+	}
+	_, reason = vm.Expect(30*time.Second, fmt.Sprintf(`slot 0 \(kms\): .*10\.0\.2\.2:%d`, port))
+	t.Logf("KMS down: %s /%s", line, strings.TrimPrefix(strings.TrimSpace(reason), "cryptinit:"))
 	vm.Wait(BootTimeout)
 }
