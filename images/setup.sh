@@ -5,20 +5,21 @@
 set -euo pipefail
 
 PKGS=(
-  cryptsetup-bin        
-  qemu-system-x86       
-  ovmf                  
-  swtpm swtpm-tools     
-  systemd-boot-efi      
-  sbsigntool efitools   
-  dosfstools mtools     
-  busybox-static        
-  xfsprogs e2fsprogs    
-  libssl-dev gcc        
-  binutils              
-  openssl cpio xz-utils zstd kmod iproute2
-  ca-certificates
-  tang                  
+  cryptsetup-bin          # cross-checks of our LUKS2 headers, both directions
+  qemu-system-x86         # the VM that has the device-mapper this host lacks
+  ovmf                    # UEFI firmware with Secure Boot
+  swtpm swtpm-tools       # software TPM for host and boot tests
+  systemd-boot-efi        # systemd-stub for the UKI; systemd-boot enrolls Secure Boot keys
+  sbsigntool efitools     # Secure Boot signing; .auth files for enrollment
+  dosfstools mtools       # the ESP's FAT image
+  busybox-static          # the demo/test real root's userland
+  xfsprogs e2fsprogs      # mkfs in the initramfs; debugfs edits test root images
+  btrfs-progs squashfs-tools # real filesystems for the empty-partition probe tests
+  libssl-dev gcc          # the go-tpm-tools TPM simulator (cgo)
+  binutils                # objcopy assembles the UKI
+  openssl cpio xz-utils zstd kmod iproute2 # keys, initramfs packing, depmod, netns tests
+  ca-certificates         # apt-get download over https mirrors
+  tang                    # the KMS benchmark's side-by-side comparison
 )
 
 missing=()
