@@ -4,100 +4,22 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
-	"net"
-	"os/exec"
-	"strconv"
 	"testing"
-	"time"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/cryptinit/cryptinit/tpm/swtpmtest"
 )
 
 // startSwtpm runs swtpm on loopback with a fresh state directory and returns
 // a raw stream transport to its data port. It skips without swtpm.
 func startSwtpm(tb testing.TB) transport.TPMCloser {
 	tb.Helper()
-	bin, err := exec.LookPath("swtpm")
-	if err != nil {
-		tb.Skipf("swtpm not installed (apt-get install swtpm): %v", err)
-	}
-	var lastErr error
-	for attempt := 0; attempt < 5; attempt++ {
-		port, err := freePortPair()
-		if err != nil {
-			tb.Fatal(err)
-		}
-		dir := tb.TempDir()
-		cmd := exec.Command(bin, "socket", "--tpm2",
-			"--server", fmt.Sprintf("type=tcp,port=%d,bindaddr=127.0.0.1", port),
-			"--ctrl", fmt.Sprintf("type=tcp,port=%d,bindaddr=127.0.0.1", port+1),
-			"--flags", "not-need-init,startup-clear",
-			"--tpmstate", "dir="+dir)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			tb.Fatalf("start swtpm: %v", err)
-		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		stop := func() {
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		conn, err := dialUntil(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), exited, 10*time.Second)
-		if err != nil {
-			stop()
-			lastErr = fmt.Errorf("%w (swtpm: %s)", err, stderr.String())
-			continue
-		}
-		t := NewStreamTransport(conn)
-		tb.Cleanup(func() {
-			_ = t.Close()
-			stop()
-		})
-		return t
-	}
-	tb.Fatalf("swtpm did not come up: %v", lastErr)
-	return nil
-}
-
-// freePortPair finds a loopback port p with p+1 also free (data, control).
-func freePortPair() (int, error) {
-	for i := 0; i < 20; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		p := l.Addr().(*net.TCPAddr).Port
-		l2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+1)))
-		l.Close()
-		if err == nil {
-			l2.Close()
-			return p, nil
-		}
-	}
-	return 0, errors.New("no free port pair")
-}
-
-func dialUntil(addr string, exited <-chan error, limit time.Duration) (net.Conn, error) {
-	deadline := time.Now().Add(limit)
-	for {
-		conn, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			return conn, nil
-		}
-		select {
-		case werr := <-exited:
-			return nil, fmt.Errorf("swtpm exited: %v", werr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			return nil, err
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	sw := swtpmtest.Start(tb, "")
+	t := NewStreamTransport(sw.Conn)
+	tb.Cleanup(func() { _ = t.Close() })
+	return t
 }
 
 // transientHandles counts loaded transient objects and sessions, to catch

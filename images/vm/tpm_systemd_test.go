@@ -5,13 +5,8 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
-	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"slices"
-	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +14,7 @@ import (
 	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/cryptinit/cryptinit/tpm"
+	"github.com/cryptinit/cryptinit/tpm/swtpmtest"
 	"github.com/cryptinit/cryptinit/unlock/luks2"
 )
 
@@ -120,35 +116,9 @@ func TestVMTPMSystemdToken(t *testing.T) {
 // returns, so the next boot can use the state.
 func sealOnNodeTPM(t *testing.T, stateDir string, secret, pcr7 []byte) []byte {
 	t.Helper()
-	port, err := freeTCPPortPair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("swtpm", "socket", "--tpm2",
-		"--tpmstate", "dir="+stateDir,
-		"--server", fmt.Sprintf("type=tcp,port=%d,bindaddr=127.0.0.1", port),
-		"--ctrl", fmt.Sprintf("type=tcp,port=%d,bindaddr=127.0.0.1", port+1),
-		"--flags", "not-need-init,startup-clear")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start swtpm on the node's state: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-exited
-	}()
-	var conn net.Conn
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if conn, err = net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("swtpm on %s: %v", stateDir, err)
-		}
-	}
-	var tp transport.TPMCloser = tpm.NewStreamTransport(conn)
+	sw := swtpmtest.Start(t, stateDir)
+	defer sw.Stop() // before the next boot uses the state
+	var tp transport.TPMCloser = tpm.NewStreamTransport(sw.Conn)
 	defer tp.Close()
 	// A TPM may answer TPM_RC_RETRY (swtpm does right after starting on a
 	// used state); TCG says to send the command again.
@@ -165,22 +135,4 @@ func sealOnNodeTPM(t *testing.T, stateDir string, secret, pcr7 []byte) []byte {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// freeTCPPortPair finds a loopback port p with p+1 also free (data, control).
-func freeTCPPortPair() (int, error) {
-	for i := 0; i < 20; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		p := l.Addr().(*net.TCPAddr).Port
-		l2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+1)))
-		l.Close()
-		if err == nil {
-			l2.Close()
-			return p, nil
-		}
-	}
-	return 0, fmt.Errorf("no free loopback port pair")
 }
