@@ -13,14 +13,8 @@ import (
 // measures; one shared, serialized connection must keep every call intact.
 func TestConcurrentUse(t *testing.T) {
 	sim := Serialize(openSimulator(t))
-	key, _ := signingKeys(t)
-	bootTo(t, sim, "sb", "uki")
-	s := NewSealer(sim, &StaticSource{Key: &key.PublicKey, Sigs: signCurrent(t, sim, key)})
+	s, sealed := sealInInitrd(t, sim)
 	ctx := context.Background()
-	sealed, err := s.Seal(ctx, secret32(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
 	for g := 0; g < 4; g++ {

@@ -1,6 +1,7 @@
 package tpm
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -84,4 +85,19 @@ func secret32() []byte {
 		s[i] = byte(i*7 + 3)
 	}
 	return s
+}
+
+// sealInInitrd boots t to Secure Boot on and our UKI in the initrd, makes a
+// sealer whose signatures match that PCR 11, and seals a fresh secret with
+// the default PCRs.
+func sealInInitrd(tb testing.TB, t transport.TPM) (*Sealer, *Sealed) {
+	tb.Helper()
+	key, _ := signingKeys(tb)
+	bootTo(tb, t, "sb", "uki")
+	s := NewSealer(t, &StaticSource{Key: &key.PublicKey, Sigs: signCurrent(tb, t, key)})
+	sealed, err := s.Seal(context.Background(), secret32(), nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s, sealed
 }

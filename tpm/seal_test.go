@@ -142,14 +142,8 @@ func TestUnsealFailures(t *testing.T) {
 // unseals in the initrd no longer does after leave-initrd.
 func TestUnsealAfterLeaveInitrd(t *testing.T) {
 	sim := openSimulator(t)
-	key, _ := signingKeys(t)
-	bootTo(t, sim, "sb", "uki")
-	s := NewSealer(sim, &StaticSource{Key: &key.PublicKey, Sigs: signCurrent(t, sim, key)})
+	s, sealed := sealInInitrd(t, sim)
 	ctx := context.Background()
-	sealed, err := s.Seal(ctx, secret32(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := s.Unseal(ctx, sealed); err != nil {
 		t.Fatalf("unseal in initrd: %v", err)
 	}
@@ -165,18 +159,12 @@ func TestUnsealAfterLeaveInitrd(t *testing.T) {
 // differs and Unseal says so.
 func TestClearedTPM(t *testing.T) {
 	sim := openSimulator(t)
-	key, _ := signingKeys(t)
-	bootTo(t, sim, "sb", "uki")
-	s := NewSealer(sim, &StaticSource{Key: &key.PublicKey, Sigs: signCurrent(t, sim, key)})
+	s, sealed := sealInInitrd(t, sim)
 	ctx := context.Background()
-	sealed, err := s.Seal(ctx, secret32(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := (tpm2.Clear{AuthHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHLockout, Auth: tpm2.PasswordAuth(nil)}}).Execute(sim); err != nil {
 		t.Fatalf("clear TPM: %v", err)
 	}
-	_, err = s.Unseal(ctx, sealed)
+	_, err := s.Unseal(ctx, sealed)
 	if !errors.Is(err, ErrDifferentTPM) {
 		t.Fatalf("err = %v, want ErrDifferentTPM", err)
 	}
