@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"time"
@@ -161,11 +160,11 @@ func fail(logger *console.Logger, tl *timeline.Timeline, err error, cl cmdline.C
 	halt(logger, cl.RebootDelay, cl.DebugShell)
 }
 
-// halt runs the debug shell when asked, then reboots after delay. It does
-// not return.
+// halt runs the debug shell when asked, then reboots: at once when the
+// operator left the shell, else after delay. It does not return.
 func halt(logger *console.Logger, delay time.Duration, shell bool) {
-	if shell {
-		runShell(logger)
+	if shell && runShell(logger, "/", "/sys", "/dev") {
+		delay = 0
 	}
 	if delay > 0 {
 		time.Sleep(delay)
@@ -177,27 +176,6 @@ func halt(logger *console.Logger, delay time.Duration, shell bool) {
 		logger.Printf("reboot failed (%v): reset the machine", err)
 		time.Sleep(time.Minute)
 	}
-}
-
-func runShell(logger *console.Logger) {
-	for _, sh := range []string{"/bin/sh", "/bin/busybox"} {
-		if _, err := os.Stat(sh); err != nil {
-			continue
-		}
-		args := []string{}
-		if strings.HasSuffix(sh, "busybox") {
-			args = []string{"sh"}
-		}
-		logger.Printf("debug shell: %s (exit it to reboot)", sh)
-		cmd := exec.Command(sh, args...)
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-		cmd.Env = []string{"PATH=/sbin:/bin:/usr/sbin:/usr/bin", "PS1=cryptinit# "}
-		if err := cmd.Run(); err != nil {
-			logger.Printf("debug shell: %v", err)
-		}
-		return
-	}
-	logger.Printf("debug shell: no /bin/sh in the image")
 }
 
 // attachConsole makes fds 0-2 the console when the kernel could not open

@@ -2,7 +2,7 @@
 # build.sh makes everything a VM boot needs, under OUT (default ./out):
 #
 #   OUT/vmlinuz                 Debian's kernel (linux-image-6.1.*-amd64, unpacked, not installed)
-#   OUT/initramfs.img           cryptinit as /init + kernel modules + mkfs.xfs/mkfs.ext4 (xz)
+#   OUT/initramfs.img           cryptinit as /init + kernel modules + mkfs.xfs/mkfs.ext4 + dash as /bin/sh (xz)
 #   OUT/root.ext4               the tiny real root (busybox + /sbin/init that writes markers)
 #   OUT/smoke-overlay.cpio      an /init that only proves the pipeline (harness self-test)
 #   OUT/keys/                   test Secure Boot keys (PK, KEK, db) made here, never committed
@@ -112,6 +112,9 @@ files=()
 for top in "$STAGE"/*; do files+=(-files "$top:$(basename "$top")"); done
 # Binaries given by path bring their shared libraries with them (ldd).
 files+=(-files /usr/sbin/mkfs.xfs:sbin/mkfs.xfs -files /usr/sbin/mke2fs:sbin/mkfs.ext4)
+# Debian's dash is the cryptinit.debug=shell shell (only after a failed boot);
+# it needs only the libc already there for mkfs (~55 KB xz).
+files+=(-files /usr/bin/dash:bin/sh)
 say "packing the initramfs with mkuimage"
 "$OUT/bin/mkuimage" -base=/dev/null -nocmd -initcmd= -defaultsh= "${files[@]}" \
   -o "$OUT/initramfs.cpio.new" 2>"$OUT/mkuimage.log" || { cat "$OUT/mkuimage.log" >&2; exit 1; }
