@@ -11,7 +11,6 @@ import (
 
 	"github.com/cryptinit/cryptinit/boot/console"
 	"github.com/cryptinit/cryptinit/boot/devices"
-	"github.com/cryptinit/cryptinit/boot/modules"
 	"github.com/cryptinit/cryptinit/unlock/config"
 	"github.com/cryptinit/cryptinit/unlock/probe"
 	"golang.org/x/sys/unix"
@@ -140,7 +139,7 @@ func (b *Boot) readConfigSource(ctx context.Context, s string) ([]byte, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	b.awaitModules(ctx, modules.StageFilesystems, "")
+	b.awaitFS(ctx, fstype, "")
 	if err := b.Mounter.Mount(dev, dir, fstype, unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return nil, fmt.Errorf("mount %s (%s) read-only: %w%s", dev, fstype, err, b.moduleNote(fstype))
 	}

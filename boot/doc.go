@@ -9,11 +9,14 @@
 //  1. mount /proc, /sys, /dev (devtmpfs), /run; securityfs; extend PCR 11
 //     with enter-initrd (skipped without a TPM)
 //  2. load the disk drivers shipped in /lib/modules/$(uname -r) (honouring
-//     modules.softdep and modules.alias); device-mapper, crypto and
-//     filesystem modules load in the background (then efivarfs is
-//     mounted): dm-setup waits for the first, every mount for the second;
-//     network drivers load only when a kms key brings the network up (see
-//     modules.go and boot/modules.StageOf)
+//     modules.softdep and modules.alias); device-mapper and crypto
+//     modules load in the background (then efivarfs is mounted), and after
+//     them the filesystems the plan names (the volumes' and rootfstype=),
+//     by the kernel's fs-<type> alias: dm-setup waits for the first, a
+//     mount for its own type's, loading it then if nothing named it; a
+//     filesystem nobody mounts is never loaded; network drivers load only
+//     when a kms key brings the network up (see modules.go and
+//     boot/modules.StageOf)
 //  3. read the machine config (see precedence below)
 //  4. wait for the partitions by GPT label (STATE, every configured volume,
 //     the root's PARTLABEL) up to cryptinit.wait=

@@ -115,7 +115,22 @@ func (b *Boot) discover(ctx context.Context, mc *machineConfig) (*plan, error) {
 			return nil, err
 		}
 	}
+	b.prefetchFS(p.fsTypes(b.Cmdline.RootFSType)...)
 	return p, nil
+}
+
+// fsTypes lists the filesystem types the plan expects to mount: each
+// volume's (what a fresh one is formatted with, which an existing one
+// almost always holds) and root's, when rootfstype= names it.
+func (p *plan) fsTypes(root string) []string {
+	var types []string
+	if p.state != nil {
+		types = append(types, p.state.fs)
+	}
+	for _, v := range p.others {
+		types = append(types, v.fs)
+	}
+	return append(types, root)
 }
 
 // readMeta consumes wipe requests, reads tag 15 and resolves STATE's

@@ -7,7 +7,6 @@ import (
 
 	"github.com/cryptinit/cryptinit/boot/console"
 	"github.com/cryptinit/cryptinit/boot/devices"
-	"github.com/cryptinit/cryptinit/boot/modules"
 	"golang.org/x/sys/unix"
 )
 
@@ -40,7 +39,7 @@ func (b *Boot) mountRoot(ctx context.Context, found *devices.Found) (*Result, er
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
-		b.awaitModules(ctx, modules.StageFilesystems, "")
+		b.awaitFS(ctx, fstype, "")
 		if err := b.Mounter.Mount(dev, dir, fstype, flags, b.Cmdline.RootFlags); err != nil {
 			return fmt.Errorf("mount root %s (%s) on %s: %w%s", dev, fstype, NewRoot, err, b.moduleNote(fstype))
 		}

@@ -405,7 +405,7 @@ func (b *Boot) mountVolume(ctx context.Context, v *volume, dev string, fresh boo
 		}
 	}
 	dir := b.stagingDir(v.ID)
-	b.awaitModules(ctx, modules.StageFilesystems, v.ID)
+	b.awaitFS(ctx, fstype, v.ID)
 	return b.step("mount", v.ID, func() error {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
