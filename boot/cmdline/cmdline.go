@@ -2,11 +2,13 @@
 //
 // Our own options live under the "cryptinit." prefix so they never collide with
 // the kernel's or the real init's; the standard root=, rootfstype=, rootflags=,
-// ro/rw, init=, ip= and console= keep their usual meaning.
+// ro/rw, init=, ip= and console= keep their usual meaning. root= takes
+// /dev/xxx, PARTLABEL=x, PARTUUID=x (GPT partition GUID) or UUID=x (ext2/3/4,
+// xfs or FAT filesystem UUID), GUIDs in any case (boot/devices.Resolve).
 //
 //	cryptinit.config=SOURCE        machine config: /path (in the initramfs) or
-//	                               DEVICE:/path, DEVICE being /dev/xxx,
-//	                               PARTLABEL=x or PARTUUID=x (mounted read-only)
+//	                               DEVICE:/path, DEVICE being /dev/xxx or
+//	                               PARTLABEL=x (mounted read-only)
 //	cryptinit.debug=shell          on failure, start /bin/sh instead of rebooting
 //	cryptinit.wait=DURATION        how long to wait for partitions (default 30s)
 //	cryptinit.reboot-delay=DUR     delay before rebooting after a failure (default 10s)

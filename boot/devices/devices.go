@@ -1,13 +1,15 @@
 // Package devices finds block devices by GPT partition label without udev:
 // the kernel puts PARTNAME= in /sys/class/block/<dev>/uevent, and devtmpfs
 // normally creates /dev/<dev>; when it did not, the node is made here from
-// MAJOR/MINOR.
+// MAJOR/MINOR. Partition GUIDs (PARTUUID=) and filesystem UUIDs (UUID=)
+// are read from the disks themselves (uuid.go).
 package devices
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -22,6 +24,8 @@ import (
 type Block struct {
 	Name     string // kernel name, e.g. vda2
 	Label    string // GPT partition name (PARTNAME), empty for whole disks
+	PartN    int    // partition number (PARTN), 0 for whole disks
+	Disk     string // kernel name of the disk holding a partition, e.g. vda
 	Major    uint32
 	Minor    uint32
 	DevType  string // "disk" or "partition"
@@ -65,8 +69,28 @@ func (f *Finder) Scan() ([]Block, error) {
 		}
 		out = append(out, b)
 	}
+	f.linkDisks(out)
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// linkDisks names each partition's disk: sysfs keeps a partition's
+// directory inside its disk's (block/vda/vda2).
+func (f *Finder) linkDisks(all []Block) {
+	for i := range all {
+		if all[i].DevType != "partition" {
+			continue
+		}
+		for _, d := range all {
+			if d.DevType != "disk" {
+				continue
+			}
+			if _, err := os.Stat(filepath.Join(f.Sys, "class", "block", d.Name, all[i].Name)); err == nil {
+				all[i].Disk = d.Name
+				break
+			}
+		}
+	}
 }
 
 func (f *Finder) read(name string) (Block, error) {
@@ -94,6 +118,8 @@ func (f *Finder) read(name string) (Block, error) {
 			b.DevType = v
 		case "PARTNAME":
 			b.Label = v
+		case "PARTN":
+			b.PartN, _ = strconv.Atoi(v)
 		}
 	}
 	if s, err := os.ReadFile(filepath.Join(base, "size")); err == nil {
@@ -147,6 +173,8 @@ type Found struct {
 	ByLabel map[string]Block
 	Dups    []string
 	All     []Block
+
+	finder *Finder // rescans for Resolve; nil when made by hand (tests)
 }
 
 // Wait scans until every label in required is present, or timeout passes.
@@ -166,6 +194,7 @@ func (f *Finder) Wait(ctx context.Context, required []string, timeout time.Durat
 			return nil, err
 		}
 		found := index(all)
+		found.finder = f
 		var missing []string
 		for _, l := range required {
 			if _, ok := found.ByLabel[l]; !ok {
@@ -206,8 +235,12 @@ func index(all []Block) *Found {
 	return f
 }
 
-// Resolve turns a device spec (/dev/xxx, PARTLABEL=x) into a block device
-// path, using found for labels.
+// Resolve turns a device spec into a block device path: /dev/xxx as it
+// is, PARTLABEL=x through found, PARTUUID=x (GPT partition GUID) and UUID=x
+// (ext2/3/4, xfs or FAT filesystem UUID) by reading the disks, any case.
+// found's devices are scanned again first when it came from Wait, so a
+// disk that appeared since is seen. A GUID or UUID on more than one device
+// is an error (cloned disks): cryptinit will not guess which to boot.
 func Resolve(spec string, found *Found) (string, error) {
 	switch {
 	case strings.HasPrefix(spec, "PARTLABEL="):
@@ -220,8 +253,142 @@ func Resolve(spec string, found *Found) (string, error) {
 		return "", fmt.Errorf("%s: no partition with that label", spec)
 	case strings.HasPrefix(spec, "/dev/"):
 		return spec, nil
+	case strings.HasPrefix(spec, "PARTUUID="):
+		return found.resolveBy(spec, "partition GUID", partUUIDs)
+	case strings.HasPrefix(spec, "UUID="):
+		return found.resolveBy(spec, "filesystem UUID", fsUUIDs)
 	}
-	return "", fmt.Errorf("%s: unsupported device spec (use /dev/NAME or PARTLABEL=NAME)", spec)
+	return "", fmt.Errorf("%s: unsupported device spec (use /dev/NAME, PARTLABEL=NAME, PARTUUID=GUID or UUID=UUID)", spec)
+}
+
+// idOf is one identifier found on a block device, for Resolve.
+type idOf struct {
+	block Block
+	id    string // lower case
+	note  string // how it shows in the "seen" list
+}
+
+// resolveBy finds the one block whose identifier (listed by ids) equals
+// the spec's value, or says what it saw.
+func (fd *Found) resolveBy(spec, what string, ids func([]Block) ([]idOf, []string)) (string, error) {
+	_, val, _ := strings.Cut(spec, "=")
+	want := normID(val)
+	if want == "" {
+		return "", fmt.Errorf("%s: empty %s", spec, what)
+	}
+	var blocks []Block
+	var finder *Finder
+	if fd != nil {
+		blocks, finder = fd.All, fd.finder
+	}
+	if finder != nil {
+		if all, err := finder.Scan(); err == nil {
+			blocks = all
+		}
+	}
+	found, seen := ids(blocks)
+	var match []Block
+	for _, f := range found {
+		seen = append(seen, f.note)
+		if f.id == want {
+			match = append(match, f.block)
+		}
+	}
+	switch len(match) {
+	case 1:
+		if finder != nil {
+			if err := finder.EnsureNode(match[0]); err != nil {
+				return "", fmt.Errorf("%s: %w", spec, err)
+			}
+		}
+		return match[0].Path, nil
+	case 0:
+		if len(seen) == 0 {
+			seen = []string{"no block devices"}
+		}
+		return "", fmt.Errorf("%s: no device has that %s; seen: %s", spec, what, strings.Join(seen, ", "))
+	}
+	var names []string
+	for _, b := range match {
+		names = append(names, b.Name)
+	}
+	return "", fmt.Errorf("%s: %s found on %d devices (%s): cloned disks? use PARTLABEL= or /dev/ instead", spec, what, len(match), strings.Join(names, ", "))
+}
+
+// partUUIDs reads the GPT of every disk and names each partition's GUID;
+// problems reading a disk go to the "seen" notes.
+func partUUIDs(blocks []Block) ([]idOf, []string) {
+	var out []idOf
+	var notes []string
+	for _, d := range blocks {
+		if d.DevType != "disk" || d.SizeByte == 0 {
+			continue
+		}
+		entries, err := readWith(d.Path, ReadGPT)
+		if errors.Is(err, ErrNoGPT) {
+			continue
+		}
+		if err != nil {
+			notes = append(notes, fmt.Sprintf("%s (GPT unreadable: %v)", d.Name, err))
+			continue
+		}
+		for _, e := range entries {
+			p, ok := partition(blocks, d.Name, e.Index)
+			if !ok {
+				notes = append(notes, fmt.Sprintf("%s partition %d PARTUUID=%s (not known to the kernel)", d.Name, e.Index, e.PartUUID))
+				continue
+			}
+			out = append(out, idOf{block: p, id: e.PartUUID, note: fmt.Sprintf("%s PARTUUID=%s", p.Name, e.PartUUID)})
+		}
+	}
+	return out, notes
+}
+
+// fsUUIDs reads the filesystem UUID of every block device.
+func fsUUIDs(blocks []Block) ([]idOf, []string) {
+	var out []idOf
+	var notes []string
+	for _, b := range blocks {
+		if b.SizeByte == 0 {
+			continue // empty loop, ram or removable device
+		}
+		id, err := readWith(b.Path, func(r io.ReaderAt) (FSID, error) {
+			id, ok, err := FSUUID(r)
+			if err == nil && !ok {
+				return id, errNoFS
+			}
+			return id, err
+		})
+		switch {
+		case errors.Is(err, errNoFS):
+		case err != nil:
+			notes = append(notes, fmt.Sprintf("%s (unreadable: %v)", b.Name, err))
+		default:
+			out = append(out, idOf{block: b, id: id.UUID, note: fmt.Sprintf("%s %s UUID=%s", b.Name, id.Type, id.UUID)})
+		}
+	}
+	return out, notes
+}
+
+var errNoFS = errors.New("no ext4, xfs or FAT filesystem")
+
+func readWith[T any](path string, read func(io.ReaderAt) (T, error)) (T, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	defer f.Close()
+	return read(f)
+}
+
+func partition(blocks []Block, disk string, n int) (Block, bool) {
+	for _, b := range blocks {
+		if b.DevType == "partition" && b.Disk == disk && b.PartN == n {
+			return b, true
+		}
+	}
+	return Block{}, false
 }
 
 // Label returns the label a spec waits for, or "" for a /dev path.
