@@ -689,3 +689,66 @@ func TestPanicInVolumeBecomesBanner(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// TestMetaReadOnce: a boot with no wipe request reads META once and opens
+// no volume for a wipe; an unreadable META does not stop a boot whose
+// machine config encrypts STATE, and is left as it was (not rewritten).
+func TestMetaReadOnce(t *testing.T) {
+	n := newNode(t, standardParts())
+	root := t.TempDir()
+	if _, err := n.boot(root, basicConfig, "").Run(context.Background()); err != nil {
+		t.Fatalf("first boot: %v\n%s", err, n.con.String())
+	}
+	reads := map[string]int{}
+	var mu sync.Mutex
+	metaReads := 0
+	counting := func(path string) (BlockDevice, int64, error) {
+		mu.Lock()
+		reads[filepath.Base(path)]++
+		mu.Unlock()
+		d, size, err := openFile(path)
+		if err == nil && filepath.Base(path) == "META" {
+			d = countingReads{d, &metaReads}
+		}
+		return d, size, err
+	}
+	b := n.boot(root, basicConfig, "")
+	b.Open = counting
+	if _, err := b.Run(context.Background()); err != nil {
+		t.Fatalf("second boot: %v\n%s", err, n.con.String())
+	}
+	if reads["META"] != 1 || metaReads != 1 {
+		t.Errorf("META opened %d times and read %d times, want once each", reads["META"], metaReads)
+	}
+	if reads["u-data"] != 1 || reads["EPHEMERAL"] != 1 {
+		t.Errorf("volumes opened %v: want each once (to unlock), none for a wipe nobody asked for", reads)
+	}
+
+	garbage := bytes.Repeat([]byte{0xA5}, int(meta.Size))
+	if err := os.WriteFile(n.parts["META"], garbage, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n.con.Reset()
+	if _, err := n.boot(root, basicConfig, "").Run(context.Background()); err != nil {
+		t.Fatalf("boot with an unreadable META and a machine config: %v\n%s", err, n.con.String())
+	}
+	if !strings.Contains(n.con.String(), "meta: unreadable") {
+		t.Errorf("the unreadable META is not reported:\n%s", n.con.String())
+	}
+	if got, _ := os.ReadFile(n.parts["META"]); !bytes.Equal(got, garbage) {
+		t.Error("an unreadable META was rewritten")
+	}
+}
+
+// countingReads counts the reads of the copy at offset 0 of a device.
+type countingReads struct {
+	BlockDevice
+	n *int
+}
+
+func (c countingReads) ReadAt(p []byte, off int64) (int, error) {
+	if off == 0 {
+		*c.n++
+	}
+	return c.BlockDevice.ReadAt(p, off)
+}

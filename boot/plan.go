@@ -151,15 +151,26 @@ func (b *Boot) readMeta(found *devices.Found, mc *machineConfig, p *plan) (*conf
 			return fmt.Errorf("open META %s: %w", part.Path, err)
 		}
 		defer f.Close()
-		if m, err := meta.Read(f); err == nil {
+		m, readErr := meta.Read(f)
+		if readErr == nil {
 			if v, ok := m.Get(meta.TagUUIDOverride); ok && len(v) > 0 {
 				p.uuidOverride = v
 				b.logf("meta: node UUID override (tag 15) is set")
 			}
+		} else if !errors.Is(readErr, meta.ErrBlank) {
+			b.logf("meta: unreadable, so no wipe request or node UUID override is taken from it: %v", readErr)
+		}
+		// Only volumes META asks to wipe are opened for it; consuming a
+		// request rewrites META, which is then read again.
+		wanted := map[string]bool{}
+		if readErr == nil {
+			for _, id := range meta.WipeRequests(m) {
+				wanted[id] = true
+			}
 		}
 		var ids []string
 		for l := range found.ByLabel {
-			if isVolumeLabel(l) {
+			if isVolumeLabel(l) && wanted[l] {
 				ids = append(ids, l)
 			}
 		}
@@ -169,11 +180,14 @@ func (b *Boot) readMeta(found *devices.Found, mc *machineConfig, p *plan) (*conf
 				return err
 			}
 		}
+		if len(ids) > 0 {
+			m, readErr = meta.Read(f)
+		}
 		cfg := mc.cfg
 		if cfg == nil {
 			cfg = &config.Config{}
 		}
-		vol, src, err := meta.ReadStateConfig(cfg, f)
+		vol, src, err := meta.ResolveStateConfig(cfg, f, m, readErr)
 		if err != nil {
 			if vol == nil {
 				return fmt.Errorf("STATE encryption config: %w", err)

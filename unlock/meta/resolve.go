@@ -55,17 +55,25 @@ func StateConfig(cfg *config.Config, m *Meta) (vol *config.Volume, source string
 // empty (and initialised if tag 9 must be written).
 func ReadStateConfig(cfg *config.Config, dev ReadWriterAt) (*config.Volume, string, error) {
 	m, err := Read(dev)
+	return ResolveStateConfig(cfg, dev, m, err)
+}
+
+// ResolveStateConfig is ReadStateConfig for a META the caller has read
+// already: m and readErr are what Read returned. The boot reads META once
+// (256 KiB and its checksum are ~10 ms each under TCG) for every question
+// it asks of it.
+func ResolveStateConfig(cfg *config.Config, dev ReadWriterAt, m *Meta, readErr error) (*config.Volume, string, error) {
 	switch {
-	case errors.Is(err, ErrBlank):
+	case errors.Is(readErr, ErrBlank):
 		m = New()
-	case err != nil:
+	case readErr != nil:
 		// A corrupt META must not block a machine config that has STATE:
 		// use it, but do not overwrite META we could not read.
 		vol, src, _, err2 := StateConfig(cfg, nil)
 		if vol != nil && err2 == nil {
 			return vol, src, nil
 		}
-		return nil, "", fmt.Errorf("read META: %w", err)
+		return nil, "", fmt.Errorf("read META: %w", readErr)
 	}
 	vol, src, changed, err := StateConfig(cfg, m)
 	if err != nil {
