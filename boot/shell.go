@@ -114,6 +114,8 @@ func runShell(logger shellLogger, root, sys, dev string) bool {
 		term = "vt100" // serial consoles: no Linux-console escapes
 	}
 	logger.Printf("debug shell: %s on /dev/%s; the boot failed (see the banner above)", path, name)
+	logger.Printf("debug shell: dash builtins and mkfs only (no cat, ls): echo /dev/* lists a directory,")
+	logger.Printf(`debug shell:   while read -r l; do echo "$l"; done </proc/cmdline shows a file`)
 	logger.Printf("debug shell: type exit or Ctrl-D to leave it: the machine then reboots")
 	exe := filepath.Join(root, path)
 	cmd := shellCommand(exe, args, tty, ctty, term)
