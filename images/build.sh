@@ -31,6 +31,10 @@ MODULES=(
   virtio_pci virtio_blk virtio_net virtio-rng failover net_failover
   dm-mod dm-crypt xts ecb cryptd crypto_simd aesni-intel
   efivarfs xfs ext4 libcrc32c crc32c_generic crc32c-intel crc16 jbd2 mbcache
+  # vfat for cryptinit.config=PARTLABEL=<ESP>:/path; mounting vfat loads the
+  # kernel's default codepage (437) and iocharset (ascii) NLS tables, and the
+  # kernel cannot request them itself (no modprobe in the initramfs).
+  vfat fat nls_cp437 nls_ascii
 )
 
 mkdir -p "$OUT/cache" "$OUT/bin" "$OUT/keys"

@@ -1,0 +1,105 @@
+package vm
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	diskfs "github.com/diskfs/go-diskfs"
+	"github.com/diskfs/go-diskfs/partition/gpt"
+)
+
+// espConfigDisk is a second disk whose only partition, labelled ESP, holds a
+// FAT filesystem (mkfs.vfat + mtools, as a real ESP) with the machine config
+// at /cryptinit/config.yaml.
+func espConfigDisk(t *testing.T, config []byte) []Partition {
+	t.Helper()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(src, config, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(dir, "esp.img")
+	if err := CreateESP(img, 40, []ESPFile{{Src: src, Dest: "/cryptinit/config.yaml"}}); err != nil {
+		t.Fatal(err)
+	}
+	return []Partition{{Label: "ESP", Size: 40 * MiB, Fill: FillFrom(img)}}
+}
+
+// rootPartUUID reads the GPT partition GUID go-diskfs gave the node's ROOT
+// partition (read here with go-diskfs, not with the init's own GPT reader).
+func rootPartUUID(t *testing.T, n *Node) string {
+	t.Helper()
+	d, err := diskfs.Open(n.rootDisk, diskfs.WithOpenMode(diskfs.ReadOnly))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	pt, err := d.GetPartitionTable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, ok := pt.(*gpt.Table)
+	if !ok || len(table.Partitions) != 1 || table.Partitions[0].Name != "ROOT" || table.Partitions[0].GUID == "" {
+		t.Fatalf("root disk table: %+v", pt)
+	}
+	return table.Partitions[0].GUID
+}
+
+// rootFSUUID is the filesystem UUID of out/root.ext4 as blkid reports it.
+func rootFSUUID(t *testing.T, a *Artifacts) string {
+	t.Helper()
+	out, err := exec.Command("blkid", "-p", "-o", "value", "-s", "UUID", a.RootFS).Output()
+	if err != nil {
+		t.Skipf("blkid on %s: %v (util-linux's blkid is needed to name the root's UUID)", a.RootFS, err)
+	}
+	u := strings.TrimSpace(string(out))
+	if len(u) != 36 {
+		t.Fatalf("blkid UUID of %s: %q", a.RootFS, u)
+	}
+	return u
+}
+
+// TestVMConfigOnESP boots a node with no config in the image and
+// cryptinit.config=PARTLABEL=ESP:/cryptinit/config.yaml: the init loads
+// vfat (+ its codepage and iocharset tables), reads basic.yaml from the
+// FAT partition and opens and mounts STATE and EPHEMERAL with it. A second
+// boot names a file missing from that partition: the init says which source
+// failed and falls back as boot/config.go documents (no embedded config ->
+// STATE from META, the others from the copy on STATE) and still mounts both.
+//
+// The same boots cover root=PARTUUID= (first boot, the ROOT partition's
+// GPT GUID) and root=UUID= (second boot, root.ext4's filesystem UUID in upper
+// case): appended words override the image's root=PARTLABEL=ROOT.
+func TestVMConfigOnESP(t *testing.T) {
+	a := RequireInit(t)
+	t.Parallel()
+	n := NewNode(t, a, "espconfig", TalosLayout(), espConfigDisk(t, TestConfig(t, "basic.yaml")))
+	partUUID, fsUUID := rootPartUUID(t, n), rootFSUUID(t, a)
+	rootMounted := `cryptinit: \+[0-9.]+s root: /dev/vd[a-z]1 \(ext4, ro\) mounted at /sysroot`
+
+	src := "PARTLABEL=ESP:/cryptinit/config.yaml"
+	vm := n.Boot(BootOptions{Cmdline: fastFail + " cryptinit.config=" + src + " root=PARTUUID=" + partUUID})
+	vm.ExpectLine(`config: machine config from cryptinit\.config=` + regexp.QuoteMeta(src) + `: STATE \(1 keys\), EPHEMERAL \(1 keys\)$`)
+	vm.ExpectLine(rootMounted)
+	r := vm.RootReport()
+	mustMount(t, r, "/system/state", "luks2-STATE")
+	mustMount(t, r, "/var", "luks2-EPHEMERAL")
+	mustMarker(t, r, "/system/state", 0)
+	mustMarker(t, r, "/var", 0)
+
+	missing := "PARTLABEL=ESP:/cryptinit/missing.yaml"
+	vm = n.Boot(BootOptions{Cmdline: fastFail + " cryptinit.config=" + missing + " root=UUID=" + strings.ToUpper(fsUUID)})
+	vm.ExpectLine(`config: cryptinit\.config=` + regexp.QuoteMeta(missing) + ` not read: .*missing\.yaml: no such file or directory; trying the embedded config`)
+	vm.ExpectLine(`config: no machine config in the image or on the command line`)
+	vm.ExpectLine(`config: machine config from copy on STATE .*: STATE \(1 keys\), EPHEMERAL \(1 keys\)$`)
+	vm.ExpectLine(rootMounted)
+	r = vm.RootReport()
+	mustMount(t, r, "/system/state", "luks2-STATE")
+	mustMount(t, r, "/var", "luks2-EPHEMERAL")
+	mustMarker(t, r, "/system/state", 1)
+	mustMarker(t, r, "/var", 1)
+}
