@@ -56,12 +56,15 @@ func debugNode(t *testing.T, a *Artifacts, name string) (*Node, []byte) {
 // TestVMDebugShell: with cryptinit.debug=shell, a failed boot starts Debian's
 // dash (shipped as /bin/sh) on the serial console after the banner; the
 // operator runs commands in it (on the console's own terminal, with the
-// debug environment) and `exit` reboots the machine (QEMU, -no-reboot, exits).
+// debug environment) and `exit` reboots the machine at once, whatever
+// cryptinit.reboot-delay says (QEMU, -no-reboot, exits).
 func TestVMDebugShell(t *testing.T) {
 	a := RequireInit(t)
 	t.Parallel()
 	n, cfg := debugNode(t, a, "debugshell")
-	vm := n.Boot(BootOptions{Config: cfg, Cmdline: fastFail + " cryptinit.prompt-timeout=0 cryptinit.debug=shell"})
+	// A reboot delay far beyond the wait below: leaving the shell must
+	// reboot at once, not after the delay.
+	vm := n.Boot(BootOptions{Config: cfg, Cmdline: "cryptinit.reboot-delay=300s cryptinit.prompt-timeout=0 cryptinit.debug=shell"})
 	vm.Expect(BootTimeout, `^`+PatFail+`EPHEMERAL: `)
 	vm.ExpectLine(`cryptinit\.debug=shell is set: starting a shell instead of rebooting`)
 	vm.ExpectLine(`debug shell: /bin/sh on /dev/ttyS0`)
@@ -86,7 +89,7 @@ func TestVMDebugShell(t *testing.T) {
 
 	vm.Type("exit\n")
 	vm.ExpectLine(`debug shell: exited \(status 0\)`)
-	vm.ExpectLine(rebootLine.String())
+	vm.Expect(10*time.Second, rebootLine.String())
 	vm.Wait(60 * time.Second)
 }
 

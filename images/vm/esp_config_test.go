@@ -73,7 +73,8 @@ func rootFSUUID(t *testing.T, a *Artifacts) string {
 //
 // The same boots cover root=PARTUUID= (first boot, the ROOT partition's
 // GPT GUID) and root=UUID= (second boot, root.ext4's filesystem UUID in upper
-// case): appended words override the image's root=PARTLABEL=ROOT.
+// case): appended words override the image's root=PARTLABEL=ROOT. A third
+// boot names a GUID no partition has and must fail saying what it saw.
 func TestVMConfigOnESP(t *testing.T) {
 	a := RequireInit(t)
 	t.Parallel()
@@ -102,4 +103,14 @@ func TestVMConfigOnESP(t *testing.T) {
 	mustMount(t, r, "/var", "luks2-EPHEMERAL")
 	mustMarker(t, r, "/system/state", 1)
 	mustMarker(t, r, "/var", 1)
+
+	// A GUID no partition has: the boot stops at the root with a banner
+	// that lists the partition GUIDs the init saw, the real ROOT's among them.
+	absent := "00000000-0000-4000-8000-00000000c0de"
+	vm = n.Boot(BootOptions{Cmdline: fastFail + " cryptinit.config=" + src + " root=PARTUUID=" + absent})
+	_, line := vm.Expect(BootTimeout, `^`+PatFail+`boot: PARTUUID=`+absent+`: no device has that partition GUID; seen: `, PatRootDone)
+	if !strings.Contains(strings.ToLower(line), "vda1 partuuid="+strings.ToLower(partUUID)) {
+		t.Errorf("the failure does not list the ROOT partition's GUID %s: %s", partUUID, line)
+	}
+	vm.Wait(BootTimeout)
 }
