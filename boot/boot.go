@@ -159,6 +159,7 @@ func (b *Boot) Run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer plan.close()
 
 	if err := b.openState(ctx, plan); err != nil {
 		return nil, err

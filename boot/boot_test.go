@@ -752,3 +752,70 @@ func (c countingReads) ReadAt(p []byte, off int64) (int, error) {
 	}
 	return c.BlockDevice.ReadAt(p, off)
 }
+
+// TestInterruptedFormatRedone: a format cut short by a crash (META's format
+// journal names the volume; its LUKS2 header never became valid) is redone
+// on the next boot instead of being refused as "not empty" forever, and the
+// journal entry is cleared. Without a journal record the same partition is
+// refused and nothing is written to it.
+func TestInterruptedFormatRedone(t *testing.T) {
+	n := newNode(t, standardParts())
+	root := t.TempDir()
+	if _, err := n.boot(root, basicConfig, "").Run(context.Background()); err != nil {
+		t.Fatalf("first boot: %v\n%s", err, n.con.String())
+	}
+	// EPHEMERAL's header copies lose their checksums, as when the power
+	// failed in the middle of the first format's header write.
+	breakHeaders := func() []byte {
+		f, err := os.OpenFile(n.parts["EPHEMERAL"], os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		for _, off := range []int64{4096, 16384 + 4096} {
+			f.WriteAt([]byte("{torn"), off)
+		}
+		head := make([]byte, 1<<20)
+		f.ReadAt(head, 0)
+		return head
+	}
+
+	before := breakHeaders()
+	n.con.Reset()
+	if _, err := n.boot(root, basicConfig, "").Run(context.Background()); err == nil {
+		t.Fatalf("a torn header without a journal record was not refused\n%s", n.con.String())
+	}
+	after := make([]byte, 1<<20)
+	f, _ := os.Open(n.parts["EPHEMERAL"])
+	f.ReadAt(after, 0)
+	f.Close()
+	if !bytes.Equal(before, after) {
+		t.Fatal("a refused partition was written to")
+	}
+
+	mf, err := os.OpenFile(n.parts["META"], os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (&meta.Journal{Dev: mf}).BeginFormat("EPHEMERAL"); err != nil {
+		t.Fatal(err)
+	}
+	mf.Close()
+	n.con.Reset()
+	n.mkfs = nil
+	if _, err := n.boot(root, basicConfig, "").Run(context.Background()); err != nil {
+		t.Fatalf("boot after an interrupted format: %v\n%s", err, n.con.String())
+	}
+	if strings.Join(n.mkfs, ",") != "EPHEMERAL:xfs" {
+		t.Errorf("mkfs %v, want EPHEMERAL formatted again", n.mkfs)
+	}
+	if !strings.Contains(n.con.String(), "redoing an interrupted format") {
+		t.Errorf("the redo is not reported:\n%s", n.con.String())
+	}
+	mf, _ = os.Open(n.parts["META"])
+	pending, err := (&meta.Journal{Dev: mf}).FormatPending("EPHEMERAL")
+	mf.Close()
+	if err != nil || pending {
+		t.Errorf("journal entry left behind: pending %v, %v", pending, err)
+	}
+}

@@ -36,6 +36,18 @@ type plan struct {
 	state        *volume   // nil: no STATE partition
 	others       []*volume // EPHEMERAL and user volumes
 	uuidOverride []byte    // META tag 15
+
+	// journal records formats in progress in META (tag 13), so that one
+	// cut short by a crash is redone on the next boot; nil without META.
+	journal *meta.Journal
+	metaDev BlockDevice // the open META partition the journal writes
+}
+
+// close releases what the plan holds open.
+func (p *plan) close() {
+	if p != nil && p.metaDev != nil {
+		p.metaDev.Close()
+	}
 }
 
 // DefaultMountPoint is where a volume goes in the new root when its config
@@ -150,7 +162,7 @@ func (b *Boot) readMeta(found *devices.Found, mc *machineConfig, p *plan) (*conf
 		if err != nil {
 			return fmt.Errorf("open META %s: %w", part.Path, err)
 		}
-		defer f.Close()
+		p.metaDev = f // kept open for the format journal; plan.close closes it
 		m, readErr := meta.Read(f)
 		if readErr == nil {
 			if v, ok := m.Get(meta.TagUUIDOverride); ok && len(v) > 0 {
@@ -193,6 +205,14 @@ func (b *Boot) readMeta(found *devices.Found, mc *machineConfig, p *plan) (*conf
 				return fmt.Errorf("STATE encryption config: %w", err)
 			}
 			b.logf("meta: %v", err)
+		}
+		switch {
+		case readErr == nil && err == nil:
+			p.journal = meta.NewJournal(f, m) // m is what is on disk
+		case errors.Is(readErr, meta.ErrBlank):
+			p.journal = meta.NewJournal(f, nil)
+		default:
+			// an unreadable META is not overwritten: no journal
 		}
 		if vol != nil {
 			stateCfg = vol

@@ -34,7 +34,11 @@ func (b *Boot) unlocker(p *plan) Unlocker {
 	if b.NewUnlocker != nil {
 		return b.NewUnlocker(env, b.Log)
 	}
-	return &unlock.Engine{Env: env, Log: engineLog(b.Log)}
+	e := &unlock.Engine{Env: env, Log: engineLog(b.Log)}
+	if p.journal != nil {
+		e.Journal = p.journal
+	}
+	return e
 }
 
 // engineLog passes the engine's warnings (interrupted format redone, damaged

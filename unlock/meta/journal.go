@@ -14,17 +14,44 @@ import (
 // implements unlock's FormatJournal.
 // Use one *Journal per META partition: it serialises its read-modify-write
 // cycles, so volumes formatted concurrently do not lose each other's records.
+// It reads META once and keeps it current through its own writes (the boot
+// asks it about every volume it opens; each read is 256 KiB and a checksum),
+// so nothing else may write META while a Journal is in use.
 type Journal struct {
 	Dev ReadWriterAt // the META partition
 	mu  sync.Mutex
+	m   *Meta // META as on disk, once read or written
+}
+
+// NewJournal is a Journal on dev that starts from m, META as the caller
+// last read or wrote it (nil: read it on first use).
+func NewJournal(dev ReadWriterAt, m *Meta) *Journal {
+	return &Journal{Dev: dev, m: m}
 }
 
 func (j *Journal) load() (*Meta, error) {
+	if j.m != nil {
+		return j.m, nil
+	}
 	m, err := Read(j.Dev)
 	if errors.Is(err, ErrBlank) {
-		return New(), nil
+		m, err = New(), nil
 	}
-	return m, err
+	if err != nil {
+		return nil, err
+	}
+	j.m = m
+	return m, nil
+}
+
+// write writes m, the Journal's META after a change; when that fails what
+// is on disk is unknown, so the next call reads it again.
+func (j *Journal) write(m *Meta) error {
+	if err := m.Write(j.Dev); err != nil {
+		j.m = nil
+		return err
+	}
+	return nil
 }
 
 // BeginFormat records that volumeID is about to be formatted.
@@ -38,7 +65,7 @@ func (j *Journal) BeginFormat(volumeID string) error {
 	if !addVolumeID(m, TagFormatPending, volumeID) {
 		return nil
 	}
-	if err := m.Write(j.Dev); err != nil {
+	if err := j.write(m); err != nil {
 		return fmt.Errorf("record format of %s in META: %w", volumeID, err)
 	}
 	return nil
@@ -55,7 +82,7 @@ func (j *Journal) EndFormat(volumeID string) error {
 	if !removeVolumeID(m, TagFormatPending, volumeID) {
 		return nil
 	}
-	if err := m.Write(j.Dev); err != nil {
+	if err := j.write(m); err != nil {
 		return fmt.Errorf("clear format record of %s in META: %w", volumeID, err)
 	}
 	return nil
