@@ -116,6 +116,9 @@ type Boot struct {
 	// AfterModules runs once EarlyFS is loaded (the efivarfs mount),
 	// before a tpm key, which waits for it, goes on.
 	AfterModules func()
+	// CPUs is how many CPUs the machine has. With two or more, volumes
+	// that need nothing from STATE unlock alongside it (splitEarly).
+	CPUs int
 
 	// filled while running
 	mu        sync.Mutex
@@ -161,7 +164,23 @@ func (b *Boot) Run(ctx context.Context) (*Result, error) {
 	}
 	defer plan.close()
 
-	if err := b.openState(ctx, plan); err != nil {
+	eng, lim := b.unlocker(plan), b.limiter()
+	early, later := b.splitEarly(mc, plan)
+	earlyCtx, cancelEarly := context.WithCancel(ctx)
+	defer cancelEarly()
+	earlyDone := make(chan error, 1)
+	if len(early) > 0 {
+		b.logf("volumes: %s unlock alongside STATE (%d CPUs; nothing of theirs is on STATE)", volumeNames(early), b.CPUs)
+		go func() { earlyDone <- b.openVolumes(earlyCtx, plan, early, eng, lim) }()
+	} else {
+		earlyDone <- nil
+	}
+	if err := b.openState(ctx, plan, eng, lim); err != nil {
+		// never leave them writing behind the failure banner; STATE's
+		// failure is the one to act on (a boot without early volumes would
+		// not have tried the others either)
+		cancelEarly()
+		<-earlyDone
 		return nil, err
 	}
 	if mc.cfg == nil {
@@ -187,7 +206,10 @@ func (b *Boot) Run(ctx context.Context) (*Result, error) {
 		}()
 	}
 
-	if err := b.openOthers(ctx, plan); err != nil {
+	if len(early) == 0 {
+		later = plan.others // with the volumes a config on STATE named
+	}
+	if err := joinFatal(b.openVolumes(ctx, plan, later, eng, lim), <-earlyDone); err != nil {
 		return nil, err
 	}
 	copied.Wait()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -817,5 +818,104 @@ func TestInterruptedFormatRedone(t *testing.T) {
 	mf.Close()
 	if err != nil || pending {
 		t.Errorf("journal entry left behind: pending %v, %v", pending, err)
+	}
+}
+
+// gateNode holds STATE's mount until u-data is mapped (or 3 s pass): a
+// boot that opens u-data only after STATE is mounted waits the full time.
+type gateNode struct {
+	*node
+	dataMapped chan struct{}
+	once       sync.Once
+	waited     bool // STATE's mount gave up waiting
+	ephBefore  bool // EPHEMERAL (lockToSTATE) was mapped before STATE mounted
+	stateUp    bool
+	mu         sync.Mutex
+}
+
+func (g *gateNode) Map(spec dmcrypt.Spec) (string, error) {
+	path, err := g.node.Map(spec)
+	g.mu.Lock()
+	if spec.Name == "luks2-EPHEMERAL" && !g.stateUp {
+		g.ephBefore = true
+	}
+	g.mu.Unlock()
+	if spec.Name == "luks2-u-data" {
+		g.once.Do(func() { close(g.dataMapped) })
+	}
+	return path, err
+}
+
+func (g *gateNode) Mount(source, target, fstype string, flags uintptr, data string) error {
+	if fstype != "" && strings.HasSuffix(source, "luks2-STATE") {
+		select {
+		case <-g.dataMapped:
+		case <-time.After(3 * time.Second):
+			g.mu.Lock()
+			g.waited = true
+			g.mu.Unlock()
+		}
+		g.mu.Lock()
+		g.stateUp = true
+		g.mu.Unlock()
+	}
+	return g.node.Mount(source, target, fstype, flags, data)
+}
+
+// TestVolumesAlongsideState: with two CPUs and the machine config at hand,
+// a volume that needs nothing from STATE (u-data) unlocks alongside STATE,
+// while a lockToSTATE one (EPHEMERAL) still waits for STATE to be mounted;
+// with one CPU everything waits for STATE.
+func TestVolumesAlongsideState(t *testing.T) {
+	for _, tc := range []struct {
+		cpus      int
+		wantEarly bool
+	}{
+		{2, true},
+		{1, false},
+	} {
+		t.Run(fmt.Sprintf("%d CPUs", tc.cpus), func(t *testing.T) {
+			n := newNode(t, standardParts())
+			g := &gateNode{node: n, dataMapped: make(chan struct{})}
+			b := n.boot(t.TempDir(), basicConfig, "")
+			b.Mapper, b.Mounter, b.CPUs = g, g, tc.cpus
+			if _, err := b.Run(context.Background()); err != nil {
+				t.Fatalf("boot: %v\n%s", err, n.con.String())
+			}
+			if early := !g.waited; early != tc.wantEarly {
+				t.Errorf("u-data mapped before STATE mounted = %v, want %v", early, tc.wantEarly)
+			}
+			if g.ephBefore {
+				t.Error("EPHEMERAL, locked to STATE, was opened before STATE was mounted")
+			}
+			said := strings.Contains(n.con.String(), "volumes: u-data unlock alongside STATE")
+			if said != tc.wantEarly {
+				t.Errorf("console tells of the early start = %v, want %v:\n%s", said, tc.wantEarly, n.con.String())
+			}
+		})
+	}
+}
+
+// TestStateFailureWaitsForEarlyVolumes: when STATE fails while a volume
+// unlocks alongside it, the boot fails with STATE's banner only after that
+// volume has stopped, so nothing writes behind the banner.
+func TestStateFailureWaitsForEarlyVolumes(t *testing.T) {
+	n := newNode(t, standardParts())
+	// STATE holds a filesystem: it is neither empty nor LUKS, so it is refused.
+	f, _ := os.OpenFile(n.parts["STATE"], os.O_WRONLY, 0)
+	f.WriteAt([]byte("XFSB"), 0)
+	f.Close()
+	g := &gateNode{node: n, dataMapped: make(chan struct{})}
+	b := n.boot(t.TempDir(), basicConfig, "")
+	b.Mapper, b.Mounter, b.CPUs = g, g, 2
+	_, err := b.Run(context.Background())
+	var fatal *Fatal
+	if !errors.As(err, &fatal) || fatal.Failure.Volume != "STATE" {
+		t.Fatalf("want STATE's failure, got %v\n%s", err, n.con.String())
+	}
+	steps := len(b.Timeline.Steps())
+	time.Sleep(200 * time.Millisecond)
+	if after := len(b.Timeline.Steps()); after != steps {
+		t.Errorf("%d steps were recorded after Run returned its failure", after-steps)
 	}
 }

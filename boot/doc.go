@@ -28,7 +28,9 @@
 //     create the lockToSTATE salt
 //  7. EPHEMERAL and user volumes, concurrently, never using more argon2
 //     memory at once than MemAvailable; networking comes up first when a
-//     volume has a kms key
+//     volume has a kms key. On a machine with two or more CPUs, the ones
+//     that need nothing from STATE (config from the image or the command
+//     line, no lockToSTATE key) start at step 6, alongside STATE
 //  8. mount root= at /sysroot, move the volumes to their mount points in
 //     it, latch PCR 15, extend PCR 11 with leave-initrd, write the timeline
 //     to /run/cryptinit/timeline.json and switch_root to init=

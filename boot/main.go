@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -80,6 +81,7 @@ func Main() {
 		Network: netbootNetwork{cmdline: string(raw), log: logger},
 		Modules: openModules(logger),
 		EarlyFS: moduleFS(early),
+		CPUs:    runtime.NumCPU(),
 		// nice 19 for this thread only (Linux priorities are per thread)
 		LowerPriority: func() error { return unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19) },
 		AfterModules: func() {

@@ -74,12 +74,12 @@ func (b *Boot) limiter() *memLimiter {
 }
 
 // openState opens and mounts STATE, then makes sure it has a salt.
-func (b *Boot) openState(ctx context.Context, p *plan) error {
+func (b *Boot) openState(ctx context.Context, p *plan, eng Unlocker, lim *memLimiter) error {
 	if p.state == nil {
 		b.logf("STATE: no partition labelled STATE; skipped")
 		return nil
 	}
-	if err := b.openVolume(ctx, p, p.state, b.unlocker(p), b.limiter()); err != nil {
+	if err := b.openVolume(ctx, p, p.state, eng, lim); err != nil {
 		return err
 	}
 	created, err := keys.EnsureSalt(b.stagingDir(config.StateVolume), nil)
@@ -91,13 +91,49 @@ func (b *Boot) openState(ctx context.Context, p *plan) error {
 	return nil
 }
 
-// openOthers opens EPHEMERAL and the user volumes concurrently.
-func (b *Boot) openOthers(ctx context.Context, p *plan) error {
-	eng := b.unlocker(p)
-	lim := b.limiter()
-	errs := make([]error, len(p.others))
+// splitEarly divides the volumes after STATE into those that can unlock
+// alongside STATE and those that must wait for it. A volume may start early
+// when its config is already known (the machine config came from the image
+// or the command line, not from STATE), none of its keys is lockToSTATE
+// (whose salt lives on STATE), and the machine has a CPU to spare: with one
+// CPU, unlocking two volumes at once only slows STATE down.
+func (b *Boot) splitEarly(mc *machineConfig, p *plan) (early, later []*volume) {
+	if b.CPUs < 2 || mc.cfg == nil || p.state == nil {
+		return nil, p.others
+	}
+	for _, v := range p.others {
+		if v.cfg != nil && v.cfg.Encryption != nil && lockedToState(v.cfg.Encryption.Keys) {
+			later = append(later, v)
+		} else {
+			early = append(early, v)
+		}
+	}
+	return early, later
+}
+
+func volumeNames(vols []*volume) string {
+	ids := make([]string, len(vols))
+	for i, v := range vols {
+		ids[i] = v.ID
+	}
+	return strings.Join(ids, ", ")
+}
+
+func lockedToState(ks []config.Key) bool {
+	for _, k := range ks {
+		if k.LockToSTATE {
+			return true
+		}
+	}
+	return false
+}
+
+// openVolumes opens vols concurrently and gathers their failures into one
+// *Fatal.
+func (b *Boot) openVolumes(ctx context.Context, p *plan, vols []*volume, eng Unlocker, lim *memLimiter) error {
+	errs := make([]error, len(vols))
 	var wg sync.WaitGroup
-	for i, v := range p.others {
+	for i, v := range vols {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -112,6 +148,12 @@ func (b *Boot) openOthers(ctx context.Context, p *plan) error {
 		}()
 	}
 	wg.Wait()
+	return joinFatal(errs...)
+}
+
+// joinFatal folds failures into the first one's banner; nil when all are
+// nil.
+func joinFatal(errs ...error) error {
 	var fatal *Fatal
 	for _, err := range errs {
 		if err == nil {
