@@ -99,13 +99,15 @@ func (b *Boot) startModules(ctx context.Context) {
 }
 
 // loadBackground loads the background stages one module at a time on one
-// OS thread whose priority LowerPriority lowered: on a machine with
-// one CPU (a TCG VM) it then takes only the time the boot leaves idle
+// OS thread. On a machine with one CPU (a TCG VM) LowerPriority lowers that
+// thread's priority: it then takes only the time the boot leaves idle
 // (device waits, disk I/O) instead of slowing the KDF and every step
 // between, and when a step waits for it, it has the CPU to itself. With
-// more CPUs it runs alongside the KDF.
+// more CPUs it keeps its priority: the KDFs (single-lane ones, and two
+// volumes unlocking at once) would otherwise leave it nothing, and every
+// mount would then wait for it while a CPU sits idle.
 func (b *Boot) loadBackground(ctx context.Context) {
-	if b.LowerPriority != nil {
+	if b.LowerPriority != nil && b.CPUs < 2 {
 		// Locked and never unlocked: the thread ends with the goroutine
 		// instead of going back to the runtime with a low priority.
 		runtime.LockOSThread()

@@ -272,3 +272,24 @@ func TestOnlyFilesystemsInUseLoad(t *testing.T) {
 		})
 	}
 }
+
+// The background loader lowers its priority only on a one-CPU machine:
+// with more, it would otherwise get nothing next to the KDFs while a mount
+// waits for it.
+func TestBackgroundPriorityByCPUs(t *testing.T) {
+	for _, tc := range []struct{ cpus, wantLowered int }{{0, 1}, {1, 1}, {2, 0}, {8, 0}} {
+		n := newNode(t, standardParts())
+		mods := newFakeModules()
+		close(mods.holdFS)
+		b := n.boot(t.TempDir(), basicConfig, "")
+		b.Modules, b.CPUs = mods, tc.cpus
+		lowered := 0
+		b.LowerPriority = func() error { lowered++; return nil }
+		if _, err := b.Run(context.Background()); err != nil {
+			t.Fatalf("%d CPUs: boot: %v\n%s", tc.cpus, err, n.con.String())
+		}
+		if lowered != tc.wantLowered {
+			t.Errorf("%d CPUs: priority lowered %d times, want %d", tc.cpus, lowered, tc.wantLowered)
+		}
+	}
+}

@@ -218,6 +218,21 @@ func TestParseRootReport(t *testing.T) {
 	if got := r.Split(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Split of a key-fetch/kdf timeline = %v, want %v", got, want)
 	}
+	// Two volumes unlocking at once: overlapping KDFs count once, a module
+	// wait under a KDF counts as KDF, and the parts add up to the total.
+	r.Timeline = []Step{
+		{Name: "modules", Start: 0, Duration: 100},
+		{Name: "devices", Start: 100, Duration: 50},
+		{Name: "kdf", Volume: "STATE", Start: 150, Duration: 600},
+		{Name: "kdf", Volume: "EPHEMERAL", Start: 160, Duration: 700},
+		{Name: "modules-wait", Volume: "STATE", Start: 750, Duration: 200},
+		{Name: "key-fetch", Volume: "EPHEMERAL", Start: 150, Duration: 10},
+		{Name: "switch_root", Start: 1000},
+	}
+	want = map[string]float64{"modules": 190, "wait": 50, "kdf": 710, "total": 1000, "other": 50}
+	if got := r.Split(); !reflect.DeepEqual(got, want) {
+		t.Errorf("Split of overlapping steps = %v, want %v", got, want)
+	}
 	if _, err := ParseRootReport(strings.Replace(console, "CRYPTINIT-ROOT: done", "", 1)); err == nil {
 		t.Error("a report without its done line was accepted")
 	}

@@ -3,6 +3,8 @@ package vm
 import (
 	"encoding/json"
 	"fmt"
+	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -146,15 +148,17 @@ func (r *RootReport) points() []string {
 	return p
 }
 
-// Split sums the init's timeline by kind of work, in milliseconds: "kdf"
-// (LUKS2 keyslot KDFs, and typed passphrases), "key" (fetching keys: unseal,
-// KMS), "mkfs", "wait" (waiting for the partitions), "modules" (time the boot
-// is blocked on modules), "other" (the rest, up to switch_root) and "total"
-// (init start to switch_root). The init reports "key-fetch" and "kdf" inside
-// each "key" step; timelines from before that split count the whole "key"
-// step as kdf. "unlock", "key" (when split) and "modules-background" contain
-// other steps or run off the critical path and are not summed. Volumes after
-// STATE unlock concurrently, so the parts can add up to more than the total.
+// Split divides the boot's wall-clock time, init start to switch_root, by
+// kind of work, in milliseconds: "kdf" (LUKS2 keyslot KDFs, and typed
+// passphrases), "mkfs", "wait" (waiting for the partitions), "key"
+// (fetching keys: unseal, KMS), "modules" (time the boot is blocked on
+// modules), "other" (the rest) and "total". Volumes unlock concurrently, so
+// steps overlap: each moment counts once, for the first of those kinds
+// (in that order) that is under way then, so the parts add up to the total.
+// The init reports "key-fetch" and "kdf" inside each "key" step; timelines
+// from before that split count the whole "key" step as kdf. "unlock", "key"
+// (when split) and "modules-background" contain other steps or run off the
+// critical path and are not counted.
 func (r *RootReport) Split() map[string]float64 {
 	split := false
 	for _, s := range r.Timeline {
@@ -163,18 +167,57 @@ func (r *RootReport) Split() map[string]float64 {
 			break
 		}
 	}
-	out := map[string]float64{}
-	for _, s := range r.Timeline {
-		if c := category(s.Name, split); c != "" {
-			out[c] += s.Duration
-		}
+	total := r.SwitchRootAt()
+	type span struct {
+		start, end float64
+		rank       int
 	}
-	if t := r.SwitchRootAt(); t > 0 {
-		out["total"] = t
-		out["other"] = max(0, t-out["kdf"]-out["key"]-out["mkfs"]-out["wait"]-out["modules"])
+	var spans []span
+	cuts := []float64{0, total}
+	for _, s := range r.Timeline {
+		c := category(s.Name, split)
+		if c == "" {
+			continue
+		}
+		start, end := max(0, s.Start), min(total, s.Start+s.Duration)
+		if end <= start {
+			continue
+		}
+		spans = append(spans, span{start, end, slices.Index(splitOrder, c)})
+		cuts = append(cuts, start, end)
+	}
+	slices.Sort(cuts)
+	cuts = slices.Compact(cuts)
+	out := map[string]float64{}
+	for i := 0; i+1 < len(cuts); i++ {
+		a, b := cuts[i], cuts[i+1]
+		best := len(splitOrder)
+		for _, sp := range spans {
+			if sp.start <= a && b <= sp.end && sp.rank < best {
+				best = sp.rank
+			}
+		}
+		kind := "other"
+		if best < len(splitOrder) {
+			kind = splitOrder[best]
+		}
+		out[kind] += b - a
+	}
+	for k, v := range out {
+		out[k] = math.Round(v*10) / 10
+	}
+	if total > 0 {
+		out["total"] = total
+		if _, ok := out["other"]; !ok {
+			out["other"] = 0
+		}
 	}
 	return out
 }
+
+// splitOrder ranks the kinds of work Split counts: a moment when several
+// are under way counts for the first.
+var splitOrder = []string{"kdf", "mkfs", "wait", "key", "modules"}
 
 // category names the kind of work a timeline step is; split says whether
 // the timeline has separate key-fetch and kdf steps inside "key".

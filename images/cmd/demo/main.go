@@ -161,7 +161,7 @@ func printTimeline(boot int, r *vm.RootReport) {
 	for _, k := range keys {
 		parts = append(parts, fmt.Sprintf("%s %.0f ms", k, split[k]))
 	}
-	fmt.Printf("  by kind of work (sum of steps): %s\n", strings.Join(parts, ", "))
+	fmt.Printf("  by kind of work (wall clock, each moment counted once): %s\n", strings.Join(parts, ", "))
 }
 
 // demo implements vm.TB for a plain program: Fatal unwinds to run, which
