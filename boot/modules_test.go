@@ -273,23 +273,30 @@ func TestOnlyFilesystemsInUseLoad(t *testing.T) {
 	}
 }
 
-// The background loader lowers its priority only on a one-CPU machine:
-// with more, it would otherwise get nothing next to the KDFs while a mount
-// waits for it.
-func TestBackgroundPriorityByCPUs(t *testing.T) {
-	for _, tc := range []struct{ cpus, wantLowered int }{{0, 1}, {1, 1}, {2, 0}, {8, 0}} {
+// With two CPUs or more, the prefetched filesystems load side by side on
+// background threads of their own, each with a lowered priority; with one
+// they load one after the other on the one background thread.
+func TestFilesystemsLoadSideBySide(t *testing.T) {
+	for _, tc := range []struct{ cpus, wantLowered int }{{1, 1}, {2, 2}} {
 		n := newNode(t, standardParts())
 		mods := newFakeModules()
 		close(mods.holdFS)
-		b := n.boot(t.TempDir(), basicConfig, "")
+		b := n.boot(t.TempDir(), basicConfig, "") // xfs volumes, ext4 root
 		b.Modules, b.CPUs = mods, tc.cpus
+		var mu sync.Mutex
 		lowered := 0
-		b.LowerPriority = func() error { lowered++; return nil }
+		b.LowerPriority = func() error { mu.Lock(); lowered++; mu.Unlock(); return nil }
 		if _, err := b.Run(context.Background()); err != nil {
 			t.Fatalf("%d CPUs: boot: %v\n%s", tc.cpus, err, n.con.String())
 		}
-		if lowered != tc.wantLowered {
-			t.Errorf("%d CPUs: priority lowered %d times, want %d", tc.cpus, lowered, tc.wantLowered)
+		mu.Lock()
+		got := lowered
+		mu.Unlock()
+		if got != tc.wantLowered {
+			t.Errorf("%d CPUs: %d background threads lowered, want %d", tc.cpus, got, tc.wantLowered)
+		}
+		if !mods.isLoaded("xfs") || !mods.isLoaded("ext4") {
+			t.Errorf("%d CPUs: loaded %v, want xfs and ext4", tc.cpus, mods.order)
 		}
 	}
 }
