@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"strings"
 	"syscall"
 	"time"
@@ -127,7 +128,9 @@ type VM struct {
 	release func()
 }
 
-// slots bounds the VMs running at once (2 cores: CRYPTINIT_VM_PARALLEL, default 2).
+// slots bounds the vCPUs of the VMs running at once (2 cores:
+// CRYPTINIT_VM_PARALLEL, default 2); a VM takes one slot per vCPU, at most
+// all of them.
 var slots = func() chan struct{} {
 	n, _ := strconv.Atoi(os.Getenv("CRYPTINIT_VM_PARALLEL"))
 	if n <= 0 {
@@ -135,6 +138,21 @@ var slots = func() chan struct{} {
 	}
 	return make(chan struct{}, n)
 }()
+
+// slotsMu makes taking several slots one step, so that two VMs that each
+// want two never hold one each and wait for ever.
+var slotsMu sync.Mutex
+
+// takeSlots takes a slot per vCPU and returns how many it took.
+func takeSlots(cpus int) int {
+	k := min(max(cpus, 1), cap(slots))
+	slotsMu.Lock()
+	defer slotsMu.Unlock()
+	for i := 0; i < k; i++ {
+		slots <- struct{}{}
+	}
+	return k
+}
 
 // Boot starts QEMU for this node and returns at once; use Expect and Wait.
 // The VM is killed when the test ends if it is still running.
@@ -150,12 +168,14 @@ func (n *Node) Boot(o BootOptions) *VM {
 	if err != nil {
 		t.Fatal(err)
 	}
-	slots <- struct{}{}
+	taken := takeSlots(o.CPUs)
 	released := false
 	release := func() {
 		if !released {
 			released = true
-			<-slots
+			for i := 0; i < taken; i++ {
+				<-slots
+			}
 		}
 	}
 	vm := &VM{t: t, Log: filepath.Join(bootDir, "console.log"), done: make(chan struct{}), release: release}

@@ -225,3 +225,37 @@ func TestVMUserVolume(t *testing.T) {
 		mustMarker(t, r, "/var/mnt/data", boot)
 	}
 }
+
+// TestVMTwoCPUs boots scenarios (a) and (b) on two vCPUs: EPHEMERAL, whose
+// config comes with the image and whose key is not lockToSTATE, unlocks
+// alongside STATE (formatted on the first boot, reopened on the second),
+// and nothing is lost.
+func TestVMTwoCPUs(t *testing.T) {
+	a := RequireInit(t)
+	t.Parallel()
+	n := NewNode(t, a, "twocpus", TalosLayout())
+	cfg := TestConfig(t, "basic.yaml")
+	for boot := 0; boot < 2; boot++ {
+		m, r := n.BootToRoot(BootOptions{Config: cfg, Cmdline: fastFail, CPUs: 2})
+		if !strings.Contains(m.Console.Text(), "volumes: EPHEMERAL unlock alongside STATE (2 CPUs") {
+			t.Errorf("boot %d: EPHEMERAL did not unlock alongside STATE", boot+1)
+		}
+		mustMount(t, r, "/system/state", "luks2-STATE")
+		mustMount(t, r, "/var", "luks2-EPHEMERAL")
+		mustMarker(t, r, "/system/state", boot)
+		mustMarker(t, r, "/var", boot)
+		var stateKDF, ephKDF *Step
+		for i, s := range r.Timeline {
+			if s.Name == "kdf" && s.Volume == "STATE" {
+				stateKDF = &r.Timeline[i]
+			}
+			if s.Name == "kdf" && s.Volume == "EPHEMERAL" {
+				ephKDF = &r.Timeline[i]
+			}
+		}
+		if stateKDF == nil || ephKDF == nil || ephKDF.Start > stateKDF.Start+stateKDF.Duration {
+			t.Errorf("boot %d: EPHEMERAL's KDF did not overlap STATE's: %+v %+v", boot+1, stateKDF, ephKDF)
+		}
+		t.Logf("boot %d reached the real root in %s", boot+1, r.Elapsed)
+	}
+}
