@@ -919,3 +919,33 @@ func TestStateFailureWaitsForEarlyVolumes(t *testing.T) {
 		t.Errorf("%d steps were recorded after Run returned its failure", after-steps)
 	}
 }
+
+// TestRootByUUIDWaits: a root=UUID= that no device has is looked for again
+// until cryptinit.wait= has passed, and the failure says it waited and
+// what it saw; a malformed spec fails at once.
+func TestRootByUUIDWaits(t *testing.T) {
+	for _, tc := range []struct {
+		root    string
+		minWait time.Duration
+		errHas  string
+	}{
+		{"UUID=12345678-0000-4000-8000-000000000000", 300 * time.Millisecond, "waited 300ms"},
+		{"UUID=", 0, "empty filesystem UUID"},
+	} {
+		n := newNode(t, standardParts())
+		b := n.boot(t.TempDir(), basicConfig, "root="+tc.root+" cryptinit.wait=300ms")
+		start := time.Now()
+		_, err := b.Run(context.Background())
+		took := time.Since(start)
+		if err == nil || !strings.Contains(err.Error(), tc.errHas) {
+			t.Errorf("root=%s: error %v, want one with %q", tc.root, err, tc.errHas)
+		}
+		var f *Fatal
+		if errors.As(err, &f) && !strings.Contains(f.Failure.Hint, "UUID=") {
+			t.Errorf("root=%s: hint %q does not show the UUID= form", tc.root, f.Failure.Hint)
+		}
+		if took < tc.minWait {
+			t.Errorf("root=%s: gave up after %s, want at least %s", tc.root, took, tc.minWait)
+		}
+	}
+}

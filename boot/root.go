@@ -2,8 +2,10 @@ package boot
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/cryptinit/cryptinit/boot/console"
 	"github.com/cryptinit/cryptinit/boot/devices"
@@ -17,11 +19,11 @@ func (b *Boot) mountRoot(ctx context.Context, found *devices.Found) (*Result, er
 	}
 	spec := b.Cmdline.Root
 	if spec == "" {
-		return fail(fmt.Errorf("no root= on the kernel command line"), "add root=PARTLABEL=<label> or root=/dev/<name> (and rootfstype=) to the command line")
+		return fail(fmt.Errorf("no root= on the kernel command line"), "add root=PARTLABEL=<label>, root=PARTUUID=<guid>, root=UUID=<uuid> or root=/dev/<name> (and rootfstype=) to the command line")
 	}
 	var res *Result
 	err := b.step("root", "", func() error {
-		dev, err := devices.Resolve(spec, found)
+		dev, err := b.resolveRoot(ctx, spec, found)
 		if err != nil {
 			return err
 		}
@@ -55,7 +57,29 @@ func (b *Boot) mountRoot(ctx context.Context, found *devices.Found) (*Result, er
 		return nil
 	})
 	if err != nil {
-		return fail(err, "check root=, rootfstype= and init= on the kernel command line, and that the root disk is attached")
+		return fail(err, "check root= (PARTLABEL=, PARTUUID=, UUID= or /dev/), rootfstype= and init= on the kernel command line, and that the root disk is attached")
 	}
 	return res, nil
+}
+
+// resolveRoot resolves root=. A PARTUUID= or UUID= that no device has yet
+// is looked for again until cryptinit.wait= has passed: unlike a
+// PARTLABEL=, the device wait at the start could not know which disk to
+// wait for.
+func (b *Boot) resolveRoot(ctx context.Context, spec string, found *devices.Found) (string, error) {
+	deadline := time.Now().Add(b.Cmdline.Wait)
+	for {
+		dev, err := devices.Resolve(spec, found)
+		if err == nil || !errors.Is(err, devices.ErrNoMatch) {
+			return dev, err
+		}
+		if !time.Now().Before(deadline) {
+			return "", fmt.Errorf("%w (waited %s, cryptinit.wait=)", err, b.Cmdline.Wait)
+		}
+		select {
+		case <-ctx.Done():
+			return "", err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

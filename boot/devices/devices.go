@@ -261,6 +261,10 @@ func Resolve(spec string, found *Found) (string, error) {
 	return "", fmt.Errorf("%s: unsupported device spec (use /dev/NAME, PARTLABEL=NAME, PARTUUID=GUID or UUID=UUID)", spec)
 }
 
+// ErrNoMatch: no device (yet) has the PARTUUID= or UUID= that Resolve was
+// asked for; one may still appear.
+var ErrNoMatch = errors.New("no device has that")
+
 // idOf is one identifier found on a block device, for Resolve.
 type idOf struct {
 	block Block
@@ -306,7 +310,7 @@ func (fd *Found) resolveBy(spec, what string, ids func([]Block) ([]idOf, []strin
 		if len(seen) == 0 {
 			seen = []string{"no block devices"}
 		}
-		return "", fmt.Errorf("%s: no device has that %s; seen: %s", spec, what, strings.Join(seen, ", "))
+		return "", fmt.Errorf("%s: %w %s; seen: %s", spec, ErrNoMatch, what, strings.Join(seen, ", "))
 	}
 	var names []string
 	for _, b := range match {
