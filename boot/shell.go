@@ -117,6 +117,10 @@ func runShell(logger shellLogger, root, sys, dev string) bool {
 	logger.Printf("debug shell: dash builtins and mkfs only (no cat, ls): echo /dev/* lists a directory,")
 	logger.Printf(`debug shell:   while read -r l; do echo "$l"; done </proc/cmdline shows a file`)
 	logger.Printf("debug shell: type exit or Ctrl-D to leave it: the machine then reboots")
+	unmute := func() {}
+	if m, ok := logger.(interface{ Mute() func() }); ok {
+		unmute = m.Mute() // the shell owns the console; lines still reach dmesg
+	}
 	exe := filepath.Join(root, path)
 	cmd := shellCommand(exe, args, tty, ctty, term)
 	err = cmd.Run()
@@ -128,6 +132,7 @@ func runShell(logger shellLogger, root, sys, dev string) bool {
 		cmd = shellCommand(exe, args, tty, false, term)
 		err = cmd.Run()
 	}
+	unmute()
 	if err != nil && !errors.As(err, &exit) {
 		logger.Printf("debug shell: %v", err)
 		return false

@@ -175,3 +175,21 @@ func TestPromptNoTerminal(t *testing.T) {
 		t.Fatalf("nil TTY: got %v", err)
 	}
 }
+
+// Mute keeps lines off the console but not out of the kernel log, until
+// unmuted.
+func TestLoggerMute(t *testing.T) {
+	var con, kmsg bytes.Buffer
+	l := NewLogger(time.Now(), &con, &kmsg)
+	l.Printf("before")
+	unmute := l.Mute()
+	l.Printf("during")
+	unmute()
+	l.Printf("after")
+	if got := con.String(); !strings.Contains(got, "before") || strings.Contains(got, "during") || !strings.Contains(got, "after") {
+		t.Errorf("console %q: want before and after, not during", got)
+	}
+	if got := kmsg.String(); !strings.Contains(got, "during") {
+		t.Errorf("kernel log %q lost the muted line", got)
+	}
+}

@@ -52,6 +52,21 @@ func (l *Logger) SetOutputs(console, kmsg io.Writer) {
 	l.mu.Unlock()
 }
 
+// Mute keeps lines off the console (they still go to /dev/kmsg) until the
+// returned function is called: while a debug shell owns the console, a
+// module finishing in the background must not write over its prompt.
+func (l *Logger) Mute() (unmute func()) {
+	l.mu.Lock()
+	saved := l.console
+	l.console = nil
+	l.mu.Unlock()
+	return func() {
+		l.mu.Lock()
+		l.console = saved
+		l.mu.Unlock()
+	}
+}
+
 // Since is the time elapsed since init start.
 func (l *Logger) Since() time.Duration { return l.now().Sub(l.start) }
 
