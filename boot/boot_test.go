@@ -513,7 +513,10 @@ func TestParseConfigSpec(t *testing.T) {
 		{"PARTLABEL=ESP:/cryptinit/config.yaml", ConfigSpec{Device: "PARTLABEL=ESP", Path: "/cryptinit/config.yaml"}, true},
 		{"/dev/vda1:/c.yaml", ConfigSpec{Device: "/dev/vda1", Path: "/c.yaml"}, true},
 		{"/dev/vda1", ConfigSpec{}, false},
-		{"UUID=1:/c.yaml", ConfigSpec{}, false},
+		{"UUID=1f2e-3d4c:/c.yaml", ConfigSpec{Device: "UUID=1f2e-3d4c", Path: "/c.yaml"}, true},
+		{"PARTUUID=C0FFEE00-0000-4000-8000-000000000001:/c.yaml", ConfigSpec{Device: "PARTUUID=C0FFEE00-0000-4000-8000-000000000001", Path: "/c.yaml"}, true},
+		{"UUID=:/c.yaml", ConfigSpec{}, false},
+		{"LABEL=ESP:/c.yaml", ConfigSpec{}, false},
 		{"relative.yaml", ConfigSpec{}, false},
 	} {
 		got, err := ParseConfigSpec(tc.in)

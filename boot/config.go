@@ -32,24 +32,33 @@ type machineConfig struct {
 
 // ConfigSpec is a parsed cryptinit.config= value.
 type ConfigSpec struct {
-	Device string // "" for a path inside the initramfs; else PARTLABEL=x or /dev/x
+	Device string // "" for a path inside the initramfs; else PARTLABEL=, PARTUUID=, UUID= or /dev/
 	Path   string // absolute path (inside the initramfs, or inside Device's filesystem)
 }
 
-// ParseConfigSpec parses /path, PARTLABEL=<label>:/path or /dev/<name>:/path.
+// configDeviceForms are the device specs cryptinit.config= takes, as
+// root= does.
+var configDeviceForms = []string{"PARTLABEL=", "PARTUUID=", "UUID=", "/dev/"}
+
+// ParseConfigSpec parses /path or <device>:/path, where <device> is
+// PARTLABEL=<label>, PARTUUID=<GPT partition GUID>, UUID=<filesystem UUID>
+// or /dev/<name>.
 func ParseConfigSpec(s string) (ConfigSpec, error) {
 	if strings.HasPrefix(s, "/") && !strings.HasPrefix(s, "/dev/") {
 		return ConfigSpec{Path: s}, nil
 	}
+	const want = "want /path or DEVICE:/path, DEVICE being PARTLABEL=<label>, PARTUUID=<guid>, UUID=<uuid> or /dev/<name>"
 	i := strings.LastIndex(s, ":/")
 	if i < 0 {
-		return ConfigSpec{}, fmt.Errorf("cryptinit.config=%q: want /path, PARTLABEL=<label>:/path or /dev/<name>:/path", s)
+		return ConfigSpec{}, fmt.Errorf("cryptinit.config=%q: %s", s, want)
 	}
 	spec := ConfigSpec{Device: s[:i], Path: s[i+1:]}
-	if !strings.HasPrefix(spec.Device, "PARTLABEL=") && !strings.HasPrefix(spec.Device, "/dev/") {
-		return ConfigSpec{}, fmt.Errorf("cryptinit.config=%q: device must be PARTLABEL=<label> or /dev/<name>", s)
+	for _, f := range configDeviceForms {
+		if strings.HasPrefix(spec.Device, f) && len(spec.Device) > len(f) {
+			return spec, nil
+		}
 	}
-	return spec, nil
+	return ConfigSpec{}, fmt.Errorf("cryptinit.config=%q: %s", s, want)
 }
 
 // loadMachineConfig applies the precedence: cryptinit.config=, then the
@@ -122,12 +131,16 @@ func (b *Boot) readConfigSource(ctx context.Context, s string) ([]byte, error) {
 		return os.ReadFile(b.path(spec.Path))
 	}
 	dev := spec.Device
-	if l := devices.Label(dev); l != "" {
-		found, err := b.Devices.Wait(ctx, []string{l}, b.Cmdline.Wait)
+	if !strings.HasPrefix(dev, "/dev/") {
+		var required []string
+		if l := devices.Label(dev); l != "" {
+			required = []string{l}
+		}
+		found, err := b.Devices.Wait(ctx, required, b.Cmdline.Wait)
 		if err != nil {
 			return nil, err
 		}
-		if dev, err = devices.Resolve(spec.Device, found); err != nil {
+		if dev, err = b.resolveWaiting(ctx, spec.Device, found); err != nil {
 			return nil, err
 		}
 	}

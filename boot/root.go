@@ -23,7 +23,7 @@ func (b *Boot) mountRoot(ctx context.Context, found *devices.Found) (*Result, er
 	}
 	var res *Result
 	err := b.step("root", "", func() error {
-		dev, err := b.resolveRoot(ctx, spec, found)
+		dev, err := b.resolveWaiting(ctx, spec, found)
 		if err != nil {
 			return err
 		}
@@ -62,11 +62,11 @@ func (b *Boot) mountRoot(ctx context.Context, found *devices.Found) (*Result, er
 	return res, nil
 }
 
-// resolveRoot resolves root=. A PARTUUID= or UUID= that no device has yet
-// is looked for again until cryptinit.wait= has passed: unlike a
-// PARTLABEL=, the device wait at the start could not know which disk to
-// wait for.
-func (b *Boot) resolveRoot(ctx context.Context, spec string, found *devices.Found) (string, error) {
+// resolveWaiting resolves a device spec (root=, cryptinit.config=). A
+// PARTUUID= or UUID= that no device has yet is looked for again until
+// cryptinit.wait= has passed: unlike a PARTLABEL=, the device wait could
+// not know which disk to wait for.
+func (b *Boot) resolveWaiting(ctx context.Context, spec string, found *devices.Found) (string, error) {
 	deadline := time.Now().Add(b.Cmdline.Wait)
 	for {
 		dev, err := devices.Resolve(spec, found)

@@ -7,8 +7,9 @@
 // xfs or FAT filesystem UUID), GUIDs in any case (boot/devices.Resolve).
 //
 //	cryptinit.config=SOURCE        machine config: /path (in the initramfs) or
-//	                               DEVICE:/path, DEVICE being /dev/xxx or
-//	                               PARTLABEL=x (mounted read-only)
+//	                               DEVICE:/path, DEVICE being /dev/xxx,
+//	                               PARTLABEL=x, PARTUUID=x or UUID=x, as for
+//	                               root= (mounted read-only)
 //	cryptinit.debug=shell          on failure, start /bin/sh instead of rebooting
 //	cryptinit.wait=DURATION        how long to wait for partitions (default 30s)
 //	cryptinit.reboot-delay=DUR     delay before rebooting after a failure (default 10s)

@@ -14,8 +14,9 @@ import (
 
 // espConfigDisk is a second disk whose only partition, labelled ESP, holds a
 // FAT filesystem (mkfs.vfat + mtools, as a real ESP) with the machine config
-// at /cryptinit/config.yaml.
-func espConfigDisk(t *testing.T, config []byte) []Partition {
+// at /cryptinit/config.yaml. It also returns the FAT volume serial, the
+// filesystem's UUID=, as blkid names it.
+func espConfigDisk(t *testing.T, config []byte) ([]Partition, string) {
 	t.Helper()
 	dir := t.TempDir()
 	src := filepath.Join(dir, "config.yaml")
@@ -26,7 +27,11 @@ func espConfigDisk(t *testing.T, config []byte) []Partition {
 	if err := CreateESP(img, 40, []ESPFile{{Src: src, Dest: "/cryptinit/config.yaml"}}); err != nil {
 		t.Fatal(err)
 	}
-	return []Partition{{Label: "ESP", Size: 40 * MiB, Fill: FillFrom(img)}}
+	out, err := exec.Command("blkid", "-p", "-o", "value", "-s", "UUID", img).Output()
+	if err != nil {
+		t.Skipf("blkid on %s: %v (util-linux's blkid is needed to name the ESP's UUID)", img, err)
+	}
+	return []Partition{{Label: "ESP", Size: 40 * MiB, Fill: FillFrom(img)}}, strings.TrimSpace(string(out))
 }
 
 // rootPartUUID reads the GPT partition GUID go-diskfs gave the node's ROOT
@@ -78,7 +83,8 @@ func rootFSUUID(t *testing.T, a *Artifacts) string {
 func TestVMConfigOnESP(t *testing.T) {
 	a := RequireInit(t)
 	t.Parallel()
-	n := NewNode(t, a, "espconfig", TalosLayout(), espConfigDisk(t, TestConfig(t, "basic.yaml")))
+	esp, espUUID := espConfigDisk(t, TestConfig(t, "basic.yaml"))
+	n := NewNode(t, a, "espconfig", TalosLayout(), esp)
 	partUUID, fsUUID := rootPartUUID(t, n), rootFSUUID(t, a)
 	rootMounted := `cryptinit: \+[0-9.]+s root: /dev/vd[a-z]1 \(ext4, ro\) mounted at /sysroot`
 
@@ -104,11 +110,16 @@ func TestVMConfigOnESP(t *testing.T) {
 	mustMarker(t, r, "/system/state", 1)
 	mustMarker(t, r, "/var", 1)
 
-	// A GUID no partition has: the boot stops at the root with a banner
-	// that lists the partition GUIDs the init saw, the real ROOT's among them.
+	// The config by the ESP's filesystem UUID (the FAT serial, lower case
+	// here), and a root GUID no partition has: the boot reads the config,
+	// looks for the root until cryptinit.wait= has passed, then stops with
+	// a banner that lists the partition GUIDs it saw, the real ROOT's
+	// among them.
+	byUUID := "UUID=" + strings.ToLower(espUUID) + ":/cryptinit/config.yaml"
 	absent := "00000000-0000-4000-8000-00000000c0de"
-	vm = n.Boot(BootOptions{Cmdline: fastFail + " cryptinit.config=" + src + " root=PARTUUID=" + absent})
-	_, line := vm.Expect(BootTimeout, `^`+PatFail+`boot: PARTUUID=`+absent+`: no device has that partition GUID; seen: `, PatRootDone)
+	vm = n.Boot(BootOptions{Cmdline: fastFail + " cryptinit.wait=3s cryptinit.config=" + byUUID + " root=PARTUUID=" + absent})
+	vm.ExpectLine(`config: machine config from cryptinit\.config=` + regexp.QuoteMeta(byUUID) + `: STATE \(1 keys\), EPHEMERAL \(1 keys\)$`)
+	_, line := vm.Expect(BootTimeout, `^`+PatFail+`boot: PARTUUID=`+absent+`: no device has that partition GUID; seen: .*\(waited 3s`, PatRootDone)
 	if !strings.Contains(strings.ToLower(line), "vda1 partuuid="+strings.ToLower(partUUID)) {
 		t.Errorf("the failure does not list the ROOT partition's GUID %s: %s", partUUID, line)
 	}
