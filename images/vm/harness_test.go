@@ -188,50 +188,61 @@ func TestParseRootReport(t *testing.T) {
 	if len(r.Timeline) != 1 || r.Timeline[0].Duration != 1500 || r.Split()["kdf"] != 1500 {
 		t.Errorf("timeline %+v split %v", r.Timeline, r.Split())
 	}
-	r.Timeline = []Step{
-		{Name: "modules", Start: 0, Duration: 100},
-		{Name: "devices", Start: 100, Duration: 50},
-		{Name: "unlock", Volume: "STATE", Start: 150, Duration: 1000},
-		{Name: "key", Volume: "STATE", Start: 150, Duration: 700},
-		{Name: "mkfs", Volume: "STATE", Start: 900, Duration: 200},
-		{Name: "switch_root", Start: 1300},
-	}
-	want := map[string]float64{"modules": 100, "wait": 50, "kdf": 700, "mkfs": 200, "total": 1300, "other": 250}
-	if got := r.Split(); !reflect.DeepEqual(got, want) {
-		t.Errorf("Split = %v, want %v", got, want)
-	}
-	// The init's current timeline: key-fetch and kdf inside key, boot time
-	// blocked on modules in modules-wait, background loading not summed.
-	r.Timeline = []Step{
-		{Name: "modules", Start: 0, Duration: 100},
-		{Name: "modules-background", Start: 100, Duration: 2000},
-		{Name: "devices", Start: 100, Duration: 50},
-		{Name: "unlock", Volume: "STATE", Start: 150, Duration: 1000},
-		{Name: "key", Volume: "STATE", Start: 150, Duration: 700},
-		{Name: "key-fetch", Volume: "STATE", Start: 150, Duration: 100},
-		{Name: "kdf", Volume: "STATE", Start: 250, Duration: 600},
-		{Name: "modules-wait", Volume: "STATE", Start: 900, Duration: 30},
-		{Name: "mkfs", Volume: "STATE", Start: 930, Duration: 200},
-		{Name: "switch_root", Start: 1300},
-	}
-	want = map[string]float64{"modules": 130, "wait": 50, "key": 100, "kdf": 600, "mkfs": 200, "total": 1300, "other": 220}
-	if got := r.Split(); !reflect.DeepEqual(got, want) {
-		t.Errorf("Split of a key-fetch/kdf timeline = %v, want %v", got, want)
-	}
-	// Two volumes unlocking at once: overlapping KDFs count once, a module
-	// wait under a KDF counts as KDF, and the parts add up to the total.
-	r.Timeline = []Step{
-		{Name: "modules", Start: 0, Duration: 100},
-		{Name: "devices", Start: 100, Duration: 50},
-		{Name: "kdf", Volume: "STATE", Start: 150, Duration: 600},
-		{Name: "kdf", Volume: "EPHEMERAL", Start: 160, Duration: 700},
-		{Name: "modules-wait", Volume: "STATE", Start: 750, Duration: 200},
-		{Name: "key-fetch", Volume: "EPHEMERAL", Start: 150, Duration: 10},
-		{Name: "switch_root", Start: 1000},
-	}
-	want = map[string]float64{"modules": 190, "wait": 50, "kdf": 710, "total": 1000, "other": 50}
-	if got := r.Split(); !reflect.DeepEqual(got, want) {
-		t.Errorf("Split of overlapping steps = %v, want %v", got, want)
+	for _, tc := range []struct {
+		name     string
+		timeline []Step
+		want     map[string]float64
+	}{
+		{
+			"a timeline from before key-fetch/kdf: key counts as kdf",
+			[]Step{
+				{Name: "modules", Start: 0, Duration: 100},
+				{Name: "devices", Start: 100, Duration: 50},
+				{Name: "unlock", Volume: "STATE", Start: 150, Duration: 1000},
+				{Name: "key", Volume: "STATE", Start: 150, Duration: 700},
+				{Name: "mkfs", Volume: "STATE", Start: 900, Duration: 200},
+				{Name: "switch_root", Start: 1300},
+			},
+			map[string]float64{"modules": 100, "wait": 50, "kdf": 700, "mkfs": 200, "total": 1300, "other": 250},
+		},
+		{
+			// key-fetch and kdf inside key, boot time blocked on modules
+			// in modules-wait, background loading not counted
+			"the init's current timeline",
+			[]Step{
+				{Name: "modules", Start: 0, Duration: 100},
+				{Name: "modules-background", Start: 100, Duration: 2000},
+				{Name: "devices", Start: 100, Duration: 50},
+				{Name: "unlock", Volume: "STATE", Start: 150, Duration: 1000},
+				{Name: "key", Volume: "STATE", Start: 150, Duration: 700},
+				{Name: "key-fetch", Volume: "STATE", Start: 150, Duration: 100},
+				{Name: "kdf", Volume: "STATE", Start: 250, Duration: 600},
+				{Name: "modules-wait", Volume: "STATE", Start: 900, Duration: 30},
+				{Name: "mkfs", Volume: "STATE", Start: 930, Duration: 200},
+				{Name: "switch_root", Start: 1300},
+			},
+			map[string]float64{"modules": 130, "wait": 50, "key": 100, "kdf": 600, "mkfs": 200, "total": 1300, "other": 220},
+		},
+		{
+			// overlapping KDFs count once, a module wait under a KDF
+			// counts as KDF, and the parts add up to the total
+			"two volumes unlocking at once",
+			[]Step{
+				{Name: "modules", Start: 0, Duration: 100},
+				{Name: "devices", Start: 100, Duration: 50},
+				{Name: "kdf", Volume: "STATE", Start: 150, Duration: 600},
+				{Name: "kdf", Volume: "EPHEMERAL", Start: 160, Duration: 700},
+				{Name: "modules-wait", Volume: "STATE", Start: 750, Duration: 200},
+				{Name: "key-fetch", Volume: "EPHEMERAL", Start: 150, Duration: 10},
+				{Name: "switch_root", Start: 1000},
+			},
+			map[string]float64{"modules": 190, "wait": 50, "kdf": 710, "total": 1000, "other": 50},
+		},
+	} {
+		r.Timeline = tc.timeline
+		if got := r.Split(); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("Split of %s = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 	if _, err := ParseRootReport(strings.Replace(console, "CRYPTINIT-ROOT: done", "", 1)); err == nil {
 		t.Error("a report without its done line was accepted")

@@ -35,18 +35,27 @@ func mustMarker(t *testing.T, r *RootReport, point string, found int) {
 // STATE (nodeID key) and EPHEMERAL (static key), mounts them and switch_roots;
 // the second boot reopens the same disks and finds the markers written.
 func TestVMFirstAndSecondBoot(t *testing.T) {
+	firstAndSecondBoot(t, "basic", 1)
+}
+
+// firstAndSecondBoot boots a fresh node with basic.yaml twice on cpus
+// vCPUs: both volumes mounted through dm-crypt each time, the second boot
+// finds the first's markers. It returns each boot's console and report.
+func firstAndSecondBoot(t *testing.T, name string, cpus int) (consoles []string, reports []*RootReport) {
 	a := RequireInit(t)
 	t.Parallel()
-	n := NewNode(t, a, "basic", TalosLayout())
+	n := NewNode(t, a, name, TalosLayout())
 	cfg := TestConfig(t, "basic.yaml")
 	for boot := 0; boot < 2; boot++ {
-		_, r := n.BootToRoot(BootOptions{Config: cfg, Cmdline: fastFail})
+		m, r := n.BootToRoot(BootOptions{Config: cfg, Cmdline: fastFail, CPUs: cpus})
 		mustMount(t, r, "/system/state", "luks2-STATE")
 		mustMount(t, r, "/var", "luks2-EPHEMERAL")
 		mustMarker(t, r, "/system/state", boot)
 		mustMarker(t, r, "/var", boot)
 		t.Logf("boot %d reached the real root in %s", boot+1, r.Elapsed)
+		consoles, reports = append(consoles, m.Console.Text()), append(reports, r)
 	}
+	return consoles, reports
 }
 
 // TestVMStateFromMeta is scenario (c): after a boot with the machine config,
@@ -231,31 +240,22 @@ func TestVMUserVolume(t *testing.T) {
 // alongside STATE (formatted on the first boot, reopened on the second),
 // and nothing is lost.
 func TestVMTwoCPUs(t *testing.T) {
-	a := RequireInit(t)
-	t.Parallel()
-	n := NewNode(t, a, "twocpus", TalosLayout())
-	cfg := TestConfig(t, "basic.yaml")
-	for boot := 0; boot < 2; boot++ {
-		m, r := n.BootToRoot(BootOptions{Config: cfg, Cmdline: fastFail, CPUs: 2})
-		if !strings.Contains(m.Console.Text(), "volumes: EPHEMERAL unlock alongside STATE (2 CPUs") {
-			t.Errorf("boot %d: EPHEMERAL did not unlock alongside STATE", boot+1)
+	consoles, reports := firstAndSecondBoot(t, "twocpus", 2)
+	for i, r := range reports {
+		if !strings.Contains(consoles[i], "volumes: EPHEMERAL unlock alongside STATE (2 CPUs") {
+			t.Errorf("boot %d: EPHEMERAL did not unlock alongside STATE", i+1)
 		}
-		mustMount(t, r, "/system/state", "luks2-STATE")
-		mustMount(t, r, "/var", "luks2-EPHEMERAL")
-		mustMarker(t, r, "/system/state", boot)
-		mustMarker(t, r, "/var", boot)
 		var stateKDF, ephKDF *Step
-		for i, s := range r.Timeline {
-			if s.Name == "kdf" && s.Volume == "STATE" {
-				stateKDF = &r.Timeline[i]
-			}
-			if s.Name == "kdf" && s.Volume == "EPHEMERAL" {
-				ephKDF = &r.Timeline[i]
+		for j, s := range r.Timeline {
+			switch {
+			case s.Name == "kdf" && s.Volume == "STATE":
+				stateKDF = &r.Timeline[j]
+			case s.Name == "kdf" && s.Volume == "EPHEMERAL":
+				ephKDF = &r.Timeline[j]
 			}
 		}
 		if stateKDF == nil || ephKDF == nil || ephKDF.Start > stateKDF.Start+stateKDF.Duration {
-			t.Errorf("boot %d: EPHEMERAL's KDF did not overlap STATE's: %+v %+v", boot+1, stateKDF, ephKDF)
+			t.Errorf("boot %d: EPHEMERAL's KDF did not overlap STATE's: %+v %+v", i+1, stateKDF, ephKDF)
 		}
-		t.Logf("boot %d reached the real root in %s", boot+1, r.Elapsed)
 	}
 }
