@@ -42,7 +42,7 @@ fuzz:
 # test-vm boots the images under QEMU (TCG) with OVMF and swtpm. Packages run
 # one at a time (-p 1): images/vm itself keeps at most two VMs up at once,
 # which is what two cores can carry.
-VM_PKGS ?= ./images/vm ./boot ./tpm ./netboot
+VM_PKGS ?= ./images/vm ./tpm ./netboot
 test-vm: image
 	CRYPTINIT_VM=1 CRYPTINIT_OUT=$(OUT) $(GO) test -p 1 -count=1 -timeout 60m -v -run 'TestVM' $(VM_PKGS)
 

@@ -69,8 +69,9 @@ func startKMS(t *testing.T, a *Artifacts) (port int, denyList string, stop func(
 }
 
 // TestVMKMS boots configs/kms.yaml with a virtio NIC on QEMU's user network
-// and a kms-server on the host: the first boot brings the network up and
-// seals both volume keys with the KMS, the second unseals them, and once the
+// and a kms-server on the host: the first boot brings the network up (a
+// "network" step on the timeline) and seals both volume keys with the KMS,
+// the second unseals them (the KMS audit log shows it), and once the
 // node's UUID is on the KMS deny list the third boot cannot open STATE; with
 // the server stopped, the fourth boot fails with a banner naming the endpoint.
 func TestVMKMS(t *testing.T) {
@@ -84,9 +85,16 @@ func TestVMKMS(t *testing.T) {
 		mustMount(t, r, "/system/state", "luks2-STATE")
 		mustMount(t, r, "/var", "luks2-EPHEMERAL")
 		mustMarker(t, r, "/var", boot)
+		if text := vm.Console.Text(); !strings.Contains(text, `"step":"network"`) || !strings.Contains(text, "(kms") {
+			t.Errorf("boot %d: no network step or no kms key in the log", boot+1)
+		}
 		if boot == 1 {
 			mustSay(t, vm, `STATE: opened with slot 0 \(kms`)
 		}
+	}
+	audit, _ := os.ReadFile(filepath.Join(filepath.Dir(deny), "audit.log"))
+	if !strings.Contains(string(audit), "Unseal") && !strings.Contains(string(audit), "unseal") {
+		t.Errorf("the KMS audit log shows no unseal:\n%s", audit)
 	}
 	if err := os.WriteFile(deny, []byte(n.UUID+"\n"), 0o644); err != nil {
 		t.Fatal(err)
