@@ -117,7 +117,7 @@ type Boot struct {
 	// before a tpm key, which waits for it, goes on.
 	AfterModules func()
 	// CPUs is how many CPUs the machine has. With two or more, volumes
-	// that need nothing from STATE unlock alongside it (splitEarly).
+	// that need nothing from STATE unlock alongside it (earlyVolumes).
 	CPUs int
 
 	// filled while running
@@ -165,7 +165,7 @@ func (b *Boot) Run(ctx context.Context) (*Result, error) {
 	defer plan.close()
 
 	eng, lim := b.unlocker(plan), b.limiter()
-	early, later := b.splitEarly(mc, plan)
+	early := b.earlyVolumes(mc, plan)
 	earlyCtx, cancelEarly := context.WithCancel(ctx)
 	defer cancelEarly()
 	earlyDone := make(chan error, 1)
@@ -206,9 +206,8 @@ func (b *Boot) Run(ctx context.Context) (*Result, error) {
 		}()
 	}
 
-	if len(early) == 0 {
-		later = plan.others // with the volumes a config on STATE named
-	}
+	// plan.others now also holds the volumes a config on STATE named
+	later := without(plan.others, early)
 	if err := joinFatal(b.openVolumes(ctx, plan, later, eng, lim), <-earlyDone); err != nil {
 		return nil, err
 	}

@@ -135,11 +135,15 @@ func (b *Boot) loadBackground(ctx context.Context) {
 	}
 	select {
 	case types := <-b.mods.fsHint:
-		var wg sync.WaitGroup
-		for i, t := range types {
-			if i == 0 || b.CPUs < 2 {
-				continue
+		if b.CPUs < 2 {
+			for _, t := range types {
+				b.loadFS(ctx, t)
 			}
+			break
+		}
+		// this thread takes the first type, a thread of its own each other
+		var wg sync.WaitGroup
+		for _, t := range types[min(1, len(types)):] {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -152,10 +156,8 @@ func (b *Boot) loadBackground(ctx context.Context) {
 				b.loadFS(ctx, t)
 			}()
 		}
-		for i, t := range types {
-			if i == 0 || b.CPUs < 2 {
-				b.loadFS(ctx, t)
-			}
+		if len(types) > 0 {
+			b.loadFS(ctx, types[0])
 		}
 		wg.Wait()
 	case <-ctx.Done():

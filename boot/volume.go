@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -91,24 +92,33 @@ func (b *Boot) openState(ctx context.Context, p *plan, eng Unlocker, lim *memLim
 	return nil
 }
 
-// splitEarly divides the volumes after STATE into those that can unlock
-// alongside STATE and those that must wait for it. A volume may start early
-// when its config is already known (the machine config came from the image
-// or the command line, not from STATE), none of its keys is lockToSTATE
+// earlyVolumes are the volumes after STATE that can unlock alongside it:
+// their config is already known (the machine config came from the image
+// or the command line, not from STATE), none of their keys is lockToSTATE
 // (whose salt lives on STATE), and the machine has a CPU to spare: with one
 // CPU, unlocking two volumes at once only slows STATE down.
-func (b *Boot) splitEarly(mc *machineConfig, p *plan) (early, later []*volume) {
+func (b *Boot) earlyVolumes(mc *machineConfig, p *plan) []*volume {
 	if b.CPUs < 2 || mc.cfg == nil || p.state == nil {
-		return nil, p.others
+		return nil
 	}
+	var early []*volume
 	for _, v := range p.others {
-		if v.cfg != nil && v.cfg.Encryption != nil && lockedToState(v.cfg.Encryption.Keys) {
-			later = append(later, v)
-		} else {
+		if v.cfg == nil || v.cfg.Encryption == nil || !lockedToState(v.cfg.Encryption.Keys) {
 			early = append(early, v)
 		}
 	}
-	return early, later
+	return early
+}
+
+// without returns vols minus those in skip.
+func without(vols, skip []*volume) []*volume {
+	var out []*volume
+	for _, v := range vols {
+		if !slices.Contains(skip, v) {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 func volumeNames(vols []*volume) string {

@@ -173,19 +173,6 @@ func parseID(kind, s string, max int) (int, error) {
 	return n, nil
 }
 
-func sortedIDs[T any](m map[string]T) []string {
-	ids := make([]string, 0, len(m))
-	for k := range m {
-		ids = append(ids, k)
-	}
-	sort.Slice(ids, func(i, j int) bool {
-		a, _ := strconv.Atoi(ids[i])
-		b, _ := strconv.Atoi(ids[j])
-		return a < b
-	})
-	return ids
-}
-
 func decodeB64(what, s string) ([]byte, error) {
 	b, err := base64.StdEncoding.DecodeString(s)
 	if err != nil {
