@@ -93,10 +93,7 @@ func TestVMConfigOnESP(t *testing.T) {
 	vm.ExpectLine(`config: machine config from cryptinit\.config=` + regexp.QuoteMeta(src) + `: STATE \(1 keys\), EPHEMERAL \(1 keys\)$`)
 	vm.ExpectLine(rootMounted)
 	r := vm.RootReport()
-	mustMount(t, r, "/system/state", "luks2-STATE")
-	mustMount(t, r, "/var", "luks2-EPHEMERAL")
-	mustMarker(t, r, "/system/state", 0)
-	mustMarker(t, r, "/var", 0)
+	mustStateAndEphemeral(t, r, 0)
 
 	missing := "PARTLABEL=ESP:/cryptinit/missing.yaml"
 	vm = n.Boot(BootOptions{Cmdline: fastFail + " cryptinit.config=" + missing + " root=UUID=" + strings.ToUpper(fsUUID)})
@@ -105,10 +102,7 @@ func TestVMConfigOnESP(t *testing.T) {
 	vm.ExpectLine(`config: machine config from copy on STATE .*: STATE \(1 keys\), EPHEMERAL \(1 keys\)$`)
 	vm.ExpectLine(rootMounted)
 	r = vm.RootReport()
-	mustMount(t, r, "/system/state", "luks2-STATE")
-	mustMount(t, r, "/var", "luks2-EPHEMERAL")
-	mustMarker(t, r, "/system/state", 1)
-	mustMarker(t, r, "/var", 1)
+	mustStateAndEphemeral(t, r, 1)
 
 	// The config by the ESP's filesystem UUID (the FAT serial, lower case
 	// here), and a root GUID no partition has: the boot reads the config,

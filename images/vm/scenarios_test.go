@@ -31,6 +31,17 @@ func mustMarker(t *testing.T, r *RootReport, point string, found int) {
 	}
 }
 
+// mustStateAndEphemeral checks that STATE and EPHEMERAL are mounted through
+// their dm-crypt mappings and that both markers were found found times
+// before (and written once more).
+func mustStateAndEphemeral(t *testing.T, r *RootReport, found int) {
+	t.Helper()
+	mustMount(t, r, "/system/state", "luks2-STATE")
+	mustMount(t, r, "/var", "luks2-EPHEMERAL")
+	mustMarker(t, r, "/system/state", found)
+	mustMarker(t, r, "/var", found)
+}
+
 // TestVMFirstAndSecondBoot is scenarios (a) and (b): the first boot formats
 // STATE (nodeID key) and EPHEMERAL (static key), mounts them and switch_roots;
 // the second boot reopens the same disks and finds the markers written.
@@ -48,10 +59,7 @@ func firstAndSecondBoot(t *testing.T, name string, cpus int) (consoles []string,
 	cfg := TestConfig(t, "basic.yaml")
 	for boot := 0; boot < 2; boot++ {
 		m, r := n.BootToRoot(BootOptions{Config: cfg, Cmdline: fastFail, CPUs: cpus})
-		mustMount(t, r, "/system/state", "luks2-STATE")
-		mustMount(t, r, "/var", "luks2-EPHEMERAL")
-		mustMarker(t, r, "/system/state", boot)
-		mustMarker(t, r, "/var", boot)
+		mustStateAndEphemeral(t, r, boot)
 		t.Logf("boot %d reached the real root in %s", boot+1, r.Elapsed)
 		consoles, reports = append(consoles, m.Console.Text()), append(reports, r)
 	}

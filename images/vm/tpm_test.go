@@ -20,10 +20,7 @@ func TestVMTPMSecureBoot(t *testing.T) {
 	cfg := ProjectConfig(t, "tpm.yaml")
 	for boot := 0; boot < 2; boot++ {
 		vm, r := n.BootToRoot(BootOptions{Firmware: SecureBoot, Config: cfg, Cmdline: fastFail})
-		mustMount(t, r, "/system/state", "luks2-STATE")
-		mustMount(t, r, "/var", "luks2-EPHEMERAL")
-		mustMarker(t, r, "/system/state", boot)
-		mustMarker(t, r, "/var", boot)
+		mustStateAndEphemeral(t, r, boot)
 		if boot == 1 {
 			// The TPM key itself opened both, not a fallback slot.
 			mustSay(t, vm, `STATE: opened with slot 0 \(tpm`)
