@@ -2,8 +2,6 @@ package main
 
 import (
 	"bytes"
-	"os"
-	"path/filepath"
 	"testing"
 )
 
@@ -19,33 +17,4 @@ func cryptctl(t *testing.T, args ...string) (string, error) {
 	root.SetArgs(args)
 	err := root.Execute()
 	return out.String(), err
-}
-
-// newImage makes a sparse image file of size bytes.
-func newImage(t testing.TB, size int64) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(p, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(p, size); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// keyFile writes key to a new file and returns its path.
-func keyFile(t testing.TB, key []byte) string {
-	t.Helper()
-	f, err := os.CreateTemp(t.TempDir(), "key")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Write(key); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return f.Name()
 }

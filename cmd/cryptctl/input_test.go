@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cryptinit/cryptinit/unlock/luks2/luks2test"
 	"github.com/spf13/cobra"
 )
 
@@ -13,10 +14,10 @@ func TestReadKeyFile(t *testing.T) {
 		name, path, stdin string
 		want, wantErr     string
 	}{
-		{name: "file", path: keyFile(t, []byte("k\n")), want: "k\n"},
+		{name: "file", path: luks2test.KeyFile(t, []byte("k\n")), want: "k\n"},
 		{name: "stdin", path: "-", stdin: "from stdin", want: "from stdin"},
 		{name: "missing flag", path: "", wantErr: "--key-file is required"},
-		{name: "empty file", path: keyFile(t, nil), wantErr: "empty key"},
+		{name: "empty file", path: luks2test.KeyFile(t, nil), wantErr: "empty key"},
 		{name: "empty stdin", path: "-", wantErr: "empty key"},
 		{name: "no such file", path: "/nonexistent/key", wantErr: "--key-file: open /nonexistent/key"},
 	} {
@@ -38,7 +39,7 @@ func TestReadKeyFile(t *testing.T) {
 }
 
 func TestOpenDeviceSize(t *testing.T) {
-	f, size, err := openDevice(newImage(t, 3<<20), false)
+	f, size, err := openDevice(luks2test.NewImage(t, 3<<20), false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,15 +2,14 @@ package main
 
 import (
 	"bytes"
-	"encoding/hex"
 	"encoding/json"
-	"fmt"
-	"os/exec"
 	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/cryptinit/cryptinit/unlock/luks2/luks2test"
 )
 
 // The `cryptctl luks` commands end to end, in-process on image files,
@@ -35,9 +34,9 @@ func mustLuks(t *testing.T, stdin []byte, args ...string) string {
 }
 
 func TestLuksCmds(t *testing.T) {
-	needCryptsetup(t)
-	img := newImage(t, 20<<20)
-	k0, k1, k2 := keyFile(t, []byte("zero\n")), keyFile(t, []byte("one")), keyFile(t, []byte("two"))
+	luks2test.NeedCryptsetup(t)
+	img := luks2test.NewImage(t, 20<<20)
+	k0, k1, k2 := luks2test.KeyFile(t, []byte("zero\n")), luks2test.KeyFile(t, []byte("one")), luks2test.KeyFile(t, []byte("two"))
 	cheap := []string{"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"}
 
 	// Bad input writes nothing.
@@ -52,18 +51,18 @@ func TestLuksCmds(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q; want a clear error", args, code, errs)
 		}
 	}
-	if _, err := cryptsetup(nil, "isLuks", img); err == nil {
+	if _, err := luks2test.Cryptsetup(t, nil, "isLuks", img); err == nil {
 		t.Fatal("a refused format wrote a header")
 	}
 
 	mustLuks(t, nil, append([]string{"format", img, "--key-file", k0, "--key-size", "256", "--sector-size", "512", "--label", "STATE", "--key-slot", "2"}, cheap...)...)
-	if ours, theirs := mustLuks(t, nil, "dump", img), mustCryptsetup(t, nil, "luksDump", img); ours != theirs {
+	if ours, theirs := mustLuks(t, nil, "dump", img), luks2test.MustCryptsetup(t, nil, "luksDump", img); ours != theirs {
 		t.Errorf("dump differs from cryptsetup luksDump:\n%s\n----\n%s", ours, theirs)
 	}
-	if ours, theirs := mustLuks(t, nil, "dump", "--json", img), mustCryptsetup(t, nil, "luksDump", "--dump-json-metadata", img); !jsonEq(t, ours, theirs) {
+	if ours, theirs := mustLuks(t, nil, "dump", "--json", img), luks2test.MustCryptsetup(t, nil, "luksDump", "--dump-json-metadata", img); !jsonEq(t, ours, theirs) {
 		t.Errorf("dump --json differs from cryptsetup's JSON:\n%s\n%s", ours, theirs)
 	}
-	if err := csTestKey(t, img, []byte("zero\n"), 2); err != nil {
+	if err := luks2test.CheckKey(t, img, []byte("zero\n"), 2); err != nil {
 		t.Fatalf("key file bytes not used as they are: %v", err)
 	}
 
@@ -88,21 +87,21 @@ func TestLuksCmds(t *testing.T) {
 
 	// add-key by passphrase and by volume key.
 	mustLuks(t, nil, append([]string{"add-key", img, "--key-file", k0, "--new-key-file", k1}, cheap...)...)
-	vk := keyFile(t, csVolumeKey(t, img, []byte("zero\n")))
+	vk := luks2test.KeyFile(t, luks2test.VolumeKey(t, img, []byte("zero\n")))
 	mustLuks(t, nil, append([]string{"add-key", img, "--volume-key-file", vk, "--new-key-file", k2, "--key-slot", "9"}, cheap...)...)
 	if _, errs, code := luks(t, nil, append([]string{"add-key", img, "--key-file", k2, "--new-key-file", k1, "--key-slot", "9"}, cheap...)...); code == 0 || !strings.Contains(errs, "in use") {
 		t.Errorf("add-key into a used slot: exit %d %s", code, errs)
 	}
 	for pass, slot := range map[string]int{"one": 0, "two": 9} {
-		if err := csTestKey(t, img, []byte(pass), slot); err != nil {
+		if err := luks2test.CheckKey(t, img, []byte(pass), slot); err != nil {
 			t.Errorf("cryptsetup after add-key, slot %d: %v", slot, err)
 		}
 	}
 
 	// change-key re-keys slot 2 in place.
-	k3 := keyFile(t, []byte("three"))
+	k3 := luks2test.KeyFile(t, []byte("three"))
 	mustLuks(t, nil, append([]string{"change-key", img, "--key-file", k0, "--new-key-file", k3}, cheap...)...)
-	if err := csTestKey(t, img, []byte("three"), 2); err != nil {
+	if err := luks2test.CheckKey(t, img, []byte("three"), 2); err != nil {
 		t.Errorf("cryptsetup after change-key: %v", err)
 	}
 	if _, _, code := luks(t, nil, "test-key", img, "--key-file", k0); code != 2 {
@@ -115,13 +114,13 @@ func TestLuksCmds(t *testing.T) {
 	if _, errs, code := luks(t, []byte(tok), "token", "import", img, "--token-id", "9"); code == 0 || !strings.Contains(errs, "in use") {
 		t.Errorf("import over a token: exit %d %s", code, errs)
 	}
-	jf := keyFile(t, []byte(`{"type":"sideroKMS","keyslots":[],"UserData":{"sealedData":"AAEC"}}`))
+	jf := luks2test.KeyFile(t, []byte(`{"type":"sideroKMS","keyslots":[],"UserData":{"sealedData":"AAEC"}}`))
 	mustLuks(t, nil, "token", "import", img, "--token-id", "9", "--json-file", jf, "--replace")
-	if ours, theirs := mustLuks(t, nil, "token", "export", img, "--token-id", "9"), mustCryptsetup(t, nil, "token", "export", "--token-id", "9", img); !jsonEq(t, ours, theirs) || !strings.Contains(ours, "sideroKMS") {
+	if ours, theirs := mustLuks(t, nil, "token", "export", img, "--token-id", "9"), luks2test.MustCryptsetup(t, nil, "token", "export", "--token-id", "9", img); !jsonEq(t, ours, theirs) || !strings.Contains(ours, "sideroKMS") {
 		t.Errorf("token export: ours %s cryptsetup %s", ours, theirs)
 	}
 	mustLuks(t, nil, "token", "remove", img, "--token-id", "9")
-	if _, err := cryptsetup(nil, "token", "export", "--token-id", "9", img); err == nil {
+	if _, err := luks2test.Cryptsetup(t, nil, "token", "export", "--token-id", "9", img); err == nil {
 		t.Error("token still there after remove")
 	}
 
@@ -138,67 +137,9 @@ func TestLuksCmds(t *testing.T) {
 		t.Errorf("cryptsetup lists keyslots %v, want [2]", got)
 	}
 	mustLuks(t, nil, "flags", img, "--set", "allow-discards")
-	if dump := mustCryptsetup(t, nil, "luksDump", img); !strings.Contains(dump, "Flags:       \tallow-discards") {
+	if dump := luks2test.MustCryptsetup(t, nil, "luksDump", img); !strings.Contains(dump, "Flags:       \tallow-discards") {
 		t.Errorf("flags not visible to cryptsetup")
 	}
-}
-
-func needCryptsetup(t testing.TB) {
-	t.Helper()
-	if _, err := exec.LookPath("cryptsetup"); err != nil {
-		t.Skip("cryptsetup not installed (images/setup.sh installs cryptsetup-bin); skipping the cross-check against it")
-	}
-}
-
-// cryptsetup runs the real tool and returns its stdout; the error carries
-// its stderr.
-func cryptsetup(stdin []byte, args ...string) (string, error) {
-	cmd := exec.Command("cryptsetup", args...)
-	cmd.Stdin = bytes.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		return out.String(), fmt.Errorf("cryptsetup %s: %w: %s", strings.Join(args, " "), err, errb.String())
-	}
-	return out.String(), nil
-}
-
-func mustCryptsetup(t testing.TB, stdin []byte, args ...string) string {
-	t.Helper()
-	out, err := cryptsetup(stdin, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// csTestKey reports whether cryptsetup opens path with pass at slot.
-func csTestKey(t testing.TB, path string, pass []byte, slot int) error {
-	t.Helper()
-	_, err := cryptsetup(nil, "open", "--test-passphrase", "--key-file", keyFile(t, pass), "--key-slot", strconv.Itoa(slot), path)
-	return err
-}
-
-// csVolumeKey returns the volume key cryptsetup derives from pass.
-func csVolumeKey(t testing.TB, path string, pass []byte) []byte {
-	t.Helper()
-	out := mustCryptsetup(t, nil, "luksDump", "-q", "--dump-volume-key", "--key-file", keyFile(t, pass), path)
-	_, dump, ok := strings.Cut(out, "MK dump:")
-	if !ok {
-		t.Fatalf("no MK dump in cryptsetup output")
-	}
-	var hexs strings.Builder
-	for _, f := range strings.Fields(dump) {
-		if len(f) != 2 {
-			break
-		}
-		hexs.WriteString(f)
-	}
-	k, err := hex.DecodeString(hexs.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }
 
 // csKeyslots lists the key slots cryptsetup sees in path, in order.
@@ -207,7 +148,7 @@ func csKeyslots(t testing.TB, path string) []int {
 	var m struct {
 		Keyslots map[string]json.RawMessage `json:"keyslots"`
 	}
-	if err := json.Unmarshal([]byte(mustCryptsetup(t, nil, "luksDump", "--dump-json-metadata", path)), &m); err != nil {
+	if err := json.Unmarshal([]byte(luks2test.MustCryptsetup(t, nil, "luksDump", "--dump-json-metadata", path)), &m); err != nil {
 		t.Fatalf("parse cryptsetup JSON dump: %v", err)
 	}
 	var ids []int

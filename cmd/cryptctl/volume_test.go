@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cryptinit/cryptinit/unlock/luks2/luks2test"
 )
 
 func TestConfigValidateCmd(t *testing.T) {
@@ -23,7 +25,7 @@ func TestConfigValidateCmd(t *testing.T) {
 }
 
 func TestVolumeAndMetaCmds(t *testing.T) {
-	img, metaImg := newImage(t, 20<<20), filepath.Join(t.TempDir(), "meta.img")
+	img, metaImg := luks2test.NewImage(t, 20<<20), filepath.Join(t.TempDir(), "meta.img")
 	cfg := "../../configs/static-rotation-"
 	if out, err := cryptctl(t, "volume", "format", "--config", cfg+"1.yaml", "--volume", "EPHEMERAL", "--device", img); err != nil || !strings.Contains(out, "formatted EPHEMERAL") {
 		t.Fatalf("format: %v\n%s", err, out)
@@ -56,7 +58,7 @@ func TestVolumeAndMetaCmds(t *testing.T) {
 }
 
 func TestVolumeStateFromMETA(t *testing.T) {
-	img, metaImg := newImage(t, 20<<20), newImage(t, 1<<20)
+	img, metaImg := luks2test.NewImage(t, 20<<20), luks2test.NewImage(t, 1<<20)
 	uuid := "8c4b2a34-7d2e-4c1f-9a55-3e0f6d21b9a7"
 	out, err := cryptctl(t, "volume", "unlock", "--config", "../../configs/nodeid.yaml", "--volume", "STATE", "--device", img, "--meta", metaImg, "--node-uuid", uuid)
 	if err != nil || !strings.Contains(out, "from the machine config") || !strings.Contains(out, "formatted STATE") {

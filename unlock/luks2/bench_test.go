@@ -7,6 +7,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/cryptinit/cryptinit/unlock/luks2/luks2test"
 )
 
 // BenchmarkUnlockVsCryptsetup times one keyslot unlock, ours (ReadHeader +
@@ -14,7 +16,7 @@ import (
 // on the same header, side by side in one run. "ratio" = ours / cryptsetup;
 // below 1 means we are faster.
 func BenchmarkUnlockVsCryptsetup(b *testing.B) {
-	needCryptsetup(b)
+	luks2test.NeedCryptsetup(b)
 	pass := []byte("benchmark passphrase")
 	for _, c := range []struct {
 		name string
@@ -24,11 +26,11 @@ func BenchmarkUnlockVsCryptsetup(b *testing.B) {
 		{"pbkdf2-sha256-1M", KDF{Type: "pbkdf2", Hash: "sha256", Iterations: 1000000}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			img := newImage(b, imageSize)
+			img := luks2test.NewImage(b, imageSize)
 			if _, err := Format(openRW(b, img), imageSize, pass, FormatOptions{KDF: c.kdf, DigestIterations: 1000}); err != nil {
 				b.Fatal(err)
 			}
-			kf := keyFile(b, pass)
+			kf := luks2test.KeyFile(b, pass)
 			var ours, theirs time.Duration
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -50,7 +52,7 @@ func BenchmarkUnlockVsCryptsetup(b *testing.B) {
 				ours += time.Since(t0)
 
 				t0 = time.Now()
-				mustCryptsetup(b, nil, "open", "--test-passphrase", "--key-slot", "0", "--key-file", kf, img)
+				luks2test.MustCryptsetup(b, nil, "open", "--test-passphrase", "--key-slot", "0", "--key-file", kf, img)
 				theirs += time.Since(t0)
 			}
 			b.ReportMetric(float64(ours.Milliseconds())/float64(b.N), "ours-ms/op")

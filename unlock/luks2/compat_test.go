@@ -10,18 +10,19 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cryptinit/cryptinit/unlock/luks2/luks2test"
 	"golang.org/x/crypto/xts"
 )
 
 // Our Format, checked by cryptsetup: dump and open, per KDF, key and sector size.
 func TestFormatAcceptedByCryptsetup(t *testing.T) {
-	needCryptsetup(t)
+	luks2test.NeedCryptsetup(t)
 	kdfs := map[string]KDF{"argon2id": kdfArgon2id, "argon2i": kdfArgon2i, "pbkdf2-sha256": kdfPBKDF2, "pbkdf2-sha512": kdfPBKDF2512}
 	for name, kdf := range kdfs {
 		for _, keySize := range []int{256, 512} {
 			for _, sector := range []int{512, 4096} {
 				t.Run(fmt.Sprintf("%s/key%d/sector%d", name, keySize, sector), func(t *testing.T) {
-					img := newImage(t, imageSize)
+					img := luks2test.NewImage(t, imageSize)
 					pass := []byte("correct horse " + name)
 					slot := keySize / 256 // exercise a non-zero slot too
 					h, err := Format(openRW(t, img), imageSize, pass, FormatOptions{
@@ -31,7 +32,7 @@ func TestFormatAcceptedByCryptsetup(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					dump := mustCryptsetup(t, nil, "luksDump", img)
+					dump := luks2test.MustCryptsetup(t, nil, "luksDump", img)
 					for _, want := range []string{
 						"UUID:          \t" + h.UUID, "Label:         \tlbl-" + name, "Subsystem:     \tsub",
 						fmt.Sprintf("sector: %d [bytes]", sector), fmt.Sprintf("  %d: luks2\n\tKey:        %d bits", slot, keySize),
@@ -42,17 +43,17 @@ func TestFormatAcceptedByCryptsetup(t *testing.T) {
 							t.Errorf("cryptsetup luksDump lacks %q:\n%s", want, dump)
 						}
 					}
-					if err := csTestKey(t, img, pass, slot); err != nil {
+					if err := luks2test.CheckKey(t, img, pass, slot); err != nil {
 						t.Fatalf("cryptsetup does not open our header: %v", err)
 					}
-					if err := csTestKey(t, img, []byte("wrong"), -1); err == nil {
+					if err := luks2test.CheckKey(t, img, []byte("wrong"), -1); err == nil {
 						t.Fatal("cryptsetup opened our header with a wrong passphrase")
 					}
 					key, used, err := unlockFile(t, img, pass, AnySlot)
 					if err != nil || used != slot {
 						t.Fatalf("our unlock: slot %d, %v", used, err)
 					}
-					if cs := csVolumeKey(t, img, pass); !bytes.Equal(cs, key) || len(key) != keySize/8 {
+					if cs := luks2test.VolumeKey(t, img, pass); !bytes.Equal(cs, key) || len(key) != keySize/8 {
 						t.Fatalf("volume key differs from cryptsetup's (%d vs %d bytes)", len(key), len(cs))
 					}
 				})
@@ -64,21 +65,21 @@ func TestFormatAcceptedByCryptsetup(t *testing.T) {
 // A cryptsetup-made header with several slots and tokens: we list what
 // cryptsetup lists and open the right slots with the same volume key.
 func TestReadCryptsetupHeaders(t *testing.T) {
-	needCryptsetup(t)
-	img := newImage(t, imageSize)
+	luks2test.NeedCryptsetup(t)
+	img := luks2test.NewImage(t, imageSize)
 	p0, p1, p3 := []byte("slot zero"), []byte("slot one"), []byte("slot three")
 	csFormat(t, img, p0, "--key-size", "256", "--sector-size", "512", "--label", "STATE")
-	mustCryptsetup(t, nil, "luksAddKey", "-q", "--key-file", keyFile(t, p0), "--pbkdf", "argon2id", "--pbkdf-memory", "32768",
-		"--pbkdf-force-iterations", "4", "--pbkdf-parallel", "2", img, keyFile(t, p1))
-	mustCryptsetup(t, nil, "luksAddKey", "-q", "--key-file", keyFile(t, p0), "--key-slot", "3", "--pbkdf", "pbkdf2",
-		"--hash", "sha512", "--pbkdf-force-iterations", "1000", img, keyFile(t, p3))
-	mustCryptsetup(t, nil, "luksAddKey", "-q", "--key-file", keyFile(t, p0), "--key-slot", "5", "--pbkdf", "argon2i", "--pbkdf-memory", "32768",
-		"--pbkdf-force-iterations", "4", img, keyFile(t, []byte("doomed")))
-	mustCryptsetup(t, nil, "luksKillSlot", "-q", img, "5")
+	luks2test.MustCryptsetup(t, nil, "luksAddKey", "-q", "--key-file", luks2test.KeyFile(t, p0), "--pbkdf", "argon2id", "--pbkdf-memory", "32768",
+		"--pbkdf-force-iterations", "4", "--pbkdf-parallel", "2", img, luks2test.KeyFile(t, p1))
+	luks2test.MustCryptsetup(t, nil, "luksAddKey", "-q", "--key-file", luks2test.KeyFile(t, p0), "--key-slot", "3", "--pbkdf", "pbkdf2",
+		"--hash", "sha512", "--pbkdf-force-iterations", "1000", img, luks2test.KeyFile(t, p3))
+	luks2test.MustCryptsetup(t, nil, "luksAddKey", "-q", "--key-file", luks2test.KeyFile(t, p0), "--key-slot", "5", "--pbkdf", "argon2i", "--pbkdf-memory", "32768",
+		"--pbkdf-force-iterations", "4", img, luks2test.KeyFile(t, []byte("doomed")))
+	luks2test.MustCryptsetup(t, nil, "luksKillSlot", "-q", img, "5")
 	talos := `{"type":"talos-tpm2","keyslots":["3"],"UserData":{"keyslots":[3],"alg":"sha256","note":"<&>"}}`
-	mustCryptsetup(t, []byte(talos), "token", "import", "--token-id", "3", img)
-	mustCryptsetup(t, []byte(`{"type":"sideroKMS","keyslots":[],"UserData":{"sealedData":"AAEC"}}`), "token", "import", "--token-id", "7", img)
-	mustCryptsetup(t, nil, "config", "--priority", "ignore", "--key-slot", "1", img)
+	luks2test.MustCryptsetup(t, []byte(talos), "token", "import", "--token-id", "3", img)
+	luks2test.MustCryptsetup(t, []byte(`{"type":"sideroKMS","keyslots":[],"UserData":{"sealedData":"AAEC"}}`), "token", "import", "--token-id", "7", img)
+	luks2test.MustCryptsetup(t, nil, "config", "--priority", "ignore", "--key-slot", "1", img)
 
 	h := readHeaderFile(t, img)
 	cs := csMetadata(t, img)
@@ -95,7 +96,7 @@ func TestReadCryptsetupHeaders(t *testing.T) {
 		t.Errorf("keyslot details: %+v", h.Keyslots)
 	}
 	for id, tok := range h.Tokens {
-		exported := mustCryptsetup(t, nil, "token", "export", "--token-id", itoa(id), img)
+		exported := luks2test.MustCryptsetup(t, nil, "token", "export", "--token-id", itoa(id), img)
 		if same, err := sameJSON(tok.Raw, []byte(exported)); err != nil || !same {
 			t.Errorf("token %d: ours %s, cryptsetup %s", id, tok.Raw, exported)
 		}
@@ -108,7 +109,7 @@ func TestReadCryptsetupHeaders(t *testing.T) {
 		t.Errorf("mapping %+v, %v", m, err)
 	}
 
-	want := csVolumeKey(t, img, p0)
+	want := luks2test.VolumeKey(t, img, p0)
 	for _, c := range []struct {
 		pass     []byte
 		slot     int
@@ -147,8 +148,8 @@ func TestReadCryptsetupHeaders(t *testing.T) {
 
 // Our writes on cryptsetup-made headers, checked by cryptsetup.
 func TestWritesOnCryptsetupHeaders(t *testing.T) {
-	needCryptsetup(t)
-	img := newImage(t, imageSize)
+	luks2test.NeedCryptsetup(t)
+	img := luks2test.NewImage(t, imageSize)
 	p0, p1, p2 := []byte("zero"), []byte("one"), []byte("two")
 	csFormat(t, img, p0)
 	f := openRW(t, img)
@@ -161,9 +162,9 @@ func TestWritesOnCryptsetupHeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Where would cryptsetup put slot 1? Ask it on a copy, then compare.
-	ref := newImage(t, imageSize)
+	ref := luks2test.NewImage(t, imageSize)
 	copyFile(t, img, ref)
-	mustCryptsetup(t, nil, "luksAddKey", "-q", "--key-file", keyFile(t, p0), "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", ref, keyFile(t, p1))
+	luks2test.MustCryptsetup(t, nil, "luksAddKey", "-q", "--key-file", luks2test.KeyFile(t, p0), "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", ref, luks2test.KeyFile(t, p1))
 	refSlot := readHeaderFile(t, ref).Keyslots[1]
 
 	if slot, err := AddKeyslot(f, vk, p1, AnySlot, kdfArgon2id); err != nil || slot != 1 {
@@ -177,7 +178,7 @@ func TestWritesOnCryptsetupHeaders(t *testing.T) {
 		t.Errorf("slot 1 area %+v, cryptsetup chose %+v", got, refSlot.Area)
 	}
 	for slot, pass := range map[int][]byte{0: p0, 1: p1, 7: p2} {
-		if err := csTestKey(t, img, pass, slot); err != nil {
+		if err := luks2test.CheckKey(t, img, pass, slot); err != nil {
 			t.Errorf("cryptsetup, slot %d after our AddKeyslot: %v", slot, err)
 		}
 	}
@@ -191,7 +192,7 @@ func TestWritesOnCryptsetupHeaders(t *testing.T) {
 	if _, err := ImportToken(f, 2, []byte(`{"type":"x","keyslots":["9"]}`), false); !errors.Is(err, ErrBadToken) {
 		t.Errorf("token referencing a free keyslot: %v, want ErrBadToken", err)
 	}
-	exported := mustCryptsetup(t, nil, "token", "export", "--token-id", "7", img)
+	exported := luks2test.MustCryptsetup(t, nil, "token", "export", "--token-id", "7", img)
 	if same, _ := sameJSON(tok, []byte(exported)); !same {
 		t.Errorf("cryptsetup exports %s, imported %s", exported, tok)
 	}
@@ -199,13 +200,13 @@ func TestWritesOnCryptsetupHeaders(t *testing.T) {
 	if _, err := ImportToken(f, 7, tok2, true); err != nil {
 		t.Fatal(err)
 	}
-	if exported := mustCryptsetup(t, nil, "token", "export", "--token-id", "7", img); !strings.Contains(exported, "sideroKMS") {
+	if exported := luks2test.MustCryptsetup(t, nil, "token", "export", "--token-id", "7", img); !strings.Contains(exported, "sideroKMS") {
 		t.Errorf("replace: cryptsetup exports %s", exported)
 	}
 	if err := SetFlags(f, []string{"allow-discards", "no-read-workqueue"}); err != nil {
 		t.Fatal(err)
 	}
-	if dump := mustCryptsetup(t, nil, "luksDump", img); !strings.Contains(dump, "allow-discards no-read-workqueue") {
+	if dump := luks2test.MustCryptsetup(t, nil, "luksDump", img); !strings.Contains(dump, "allow-discards no-read-workqueue") {
 		t.Errorf("cryptsetup does not show our flags:\n%s", dump)
 	}
 	// Re-key slot 0 in place; cryptsetup opens it with the new passphrase only.
@@ -213,21 +214,21 @@ func TestWritesOnCryptsetupHeaders(t *testing.T) {
 	if err := ReplaceKeyslot(f, vk, pNew, 0, kdfArgon2i); err != nil {
 		t.Fatal(err)
 	}
-	if err := csTestKey(t, img, pNew, 0); err != nil {
+	if err := luks2test.CheckKey(t, img, pNew, 0); err != nil {
 		t.Errorf("cryptsetup after ReplaceKeyslot: %v", err)
 	}
-	if err := csTestKey(t, img, p0, -1); err == nil {
+	if err := luks2test.CheckKey(t, img, p0, -1); err == nil {
 		t.Error("the replaced passphrase still opens")
 	}
 	p0 = pNew
 	if err := KillKeyslot(f, 1); err != nil {
 		t.Fatal(err)
 	}
-	if err := csTestKey(t, img, p1, -1); err == nil {
+	if err := luks2test.CheckKey(t, img, p1, -1); err == nil {
 		t.Error("cryptsetup still opens a killed slot")
 	}
 	for slot, pass := range map[int][]byte{0: p0, 7: p2} {
-		if err := csTestKey(t, img, pass, slot); err != nil {
+		if err := luks2test.CheckKey(t, img, pass, slot); err != nil {
 			t.Errorf("cryptsetup, slot %d after KillKeyslot(1): %v", slot, err)
 		}
 	}
@@ -235,13 +236,13 @@ func TestWritesOnCryptsetupHeaders(t *testing.T) {
 	if got := csIDs(cs["keyslots"]); !slices.Equal(got, []int{0, 7}) {
 		t.Errorf("cryptsetup lists keyslots %v after kill", got)
 	}
-	if exported := mustCryptsetup(t, nil, "token", "export", "--token-id", "7", img); !strings.Contains(exported, `"keyslots":[]`) {
+	if exported := luks2test.MustCryptsetup(t, nil, "token", "export", "--token-id", "7", img); !strings.Contains(exported, `"keyslots":[]`) {
 		t.Errorf("killed slot still assigned to token 7: %s", exported)
 	}
 	if err := RemoveToken(f, 7); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cryptsetup(t, nil, "token", "export", "--token-id", "7", img); err == nil {
+	if _, err := luks2test.Cryptsetup(t, nil, "token", "export", "--token-id", "7", img); err == nil {
 		t.Error("cryptsetup still exports a removed token")
 	}
 	if err := RemoveToken(f, 7); !errors.Is(err, ErrTokenNotFound) {
@@ -252,7 +253,7 @@ func TestWritesOnCryptsetupHeaders(t *testing.T) {
 		t.Errorf("flags %v seqid %d", h.Flags, h.Seqid)
 	}
 	// cryptsetup can keep working on what we wrote.
-	mustCryptsetup(t, nil, "luksAddKey", "-q", "--key-file", keyFile(t, p2), "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", img, keyFile(t, p1))
+	luks2test.MustCryptsetup(t, nil, "luksAddKey", "-q", "--key-file", luks2test.KeyFile(t, p2), "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", img, luks2test.KeyFile(t, p1))
 	if _, slot, err := unlockFile(t, img, p1, AnySlot); err != nil || slot != 1 {
 		t.Errorf("our unlock after cryptsetup's add: slot %d, %v", slot, err)
 	}
@@ -260,7 +261,7 @@ func TestWritesOnCryptsetupHeaders(t *testing.T) {
 
 // Refusals: nothing is written.
 func TestRefusals(t *testing.T) {
-	img := newImage(t, imageSize)
+	img := luks2test.NewImage(t, imageSize)
 	f := openRW(t, img)
 	pass := []byte("pw")
 	if _, err := Format(f, imageSize, pass, FormatOptions{KDF: KDF{Type: "scrypt"}}); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), `"scrypt"`) {
@@ -328,12 +329,12 @@ func second(_ int, err error) error { return err }
 // An unbound key (cryptsetup luksAddKey --unbound) is listed, never opens the
 // volume, and killing it removes its digest as cryptsetup does.
 func TestUnboundKeyslot(t *testing.T) {
-	needCryptsetup(t)
-	img := newImage(t, imageSize)
+	luks2test.NeedCryptsetup(t)
+	img := luks2test.NewImage(t, imageSize)
 	p0, pu := []byte("bound"), []byte("unbound")
 	csFormat(t, img, p0)
-	mustCryptsetup(t, nil, "luksAddKey", "-q", "--unbound", "--key-size", "256", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
-		"--key-file", keyFile(t, p0), img, keyFile(t, pu))
+	luks2test.MustCryptsetup(t, nil, "luksAddKey", "-q", "--unbound", "--key-size", "256", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
+		"--key-file", luks2test.KeyFile(t, p0), img, luks2test.KeyFile(t, pu))
 	h := readHeaderFile(t, img)
 	if len(h.Keyslots) != 2 || len(h.Digests) != 2 {
 		t.Fatalf("keyslots %v digests %v", idsOf(h.Keyslots), idsOf(h.Digests))
@@ -348,7 +349,7 @@ func TestUnboundKeyslot(t *testing.T) {
 	if got := csIDs(cs["digests"]); !slices.Equal(got, []int{0}) {
 		t.Errorf("cryptsetup lists digests %v after killing the unbound key", got)
 	}
-	if err := csTestKey(t, img, p0, 0); err != nil {
+	if err := luks2test.CheckKey(t, img, p0, 0); err != nil {
 		t.Error(err)
 	}
 }
@@ -358,10 +359,10 @@ func TestUnboundKeyslot(t *testing.T) {
 // Unlock and the XTS tweak IVTweak + (n*SectorSize)/512, i.e. IVs count
 // 512-byte sectors, as documented on Mapping.
 func TestDataSegmentIV(t *testing.T) {
-	needCryptsetup(t)
+	luks2test.NeedCryptsetup(t)
 	for _, sector := range []int{512, 4096} {
 		t.Run(fmt.Sprint(sector), func(t *testing.T) {
-			img := newImage(t, 24<<20)
+			img := luks2test.NewImage(t, 24<<20)
 			pattern := func(i int) []byte { return []byte(fmt.Sprintf("blk%012d\n", i)) }
 			f := openRW(t, img)
 			var buf bytes.Buffer
@@ -370,8 +371,8 @@ func TestDataSegmentIV(t *testing.T) {
 			}
 			f.WriteAt(buf.Bytes(), 0)
 			pass := []byte("iv")
-			mustCryptsetup(t, nil, "reencrypt", "-q", "--encrypt", "--type", "luks2", "--reduce-device-size", "16M", "--sector-size", itoa(sector),
-				"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file", keyFile(t, pass), img)
+			luks2test.MustCryptsetup(t, nil, "reencrypt", "-q", "--encrypt", "--type", "luks2", "--reduce-device-size", "16M", "--sector-size", itoa(sector),
+				"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file", luks2test.KeyFile(t, pass), img)
 			h := readHeaderFile(t, img)
 			m, err := h.Mapping()
 			if err != nil || m.SectorSize != sector {

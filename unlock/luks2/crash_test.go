@@ -7,6 +7,8 @@ import (
 	"os"
 	"slices"
 	"testing"
+
+	"github.com/cryptinit/cryptinit/unlock/luks2/luks2test"
 )
 
 var errCrash = errors.New("injected crash")
@@ -98,7 +100,7 @@ func checkState(t *testing.T, img string, vk []byte, states []volState, withCryp
 				t.Fatalf("state %s: cryptsetup sees tokens %v", s.name, got)
 			}
 			for slot, pass := range s.keys {
-				if err := csTestKey(t, img, pass, slot); err != nil {
+				if err := luks2test.CheckKey(t, img, pass, slot); err != nil {
 					t.Fatalf("state %s: cryptsetup: %v", s.name, err)
 				}
 			}
@@ -110,17 +112,17 @@ func checkState(t *testing.T, img string, vk []byte, states []volState, withCryp
 }
 
 func TestCrashInjection(t *testing.T) {
-	haveCS := haveCryptsetup()
+	haveCS := luks2test.HaveCryptsetup()
 	p0, p1 := []byte("pass zero"), []byte("pass one")
 	vk := bytes.Repeat([]byte{0x5c}, 32)
 	tok := []byte(`{"type":"talos-tpm2","keyslots":["0"],"UserData":{"pcrs":[7]}}`)
 
-	blank := newImage(t, imageSize)
-	one := newImage(t, imageSize)
+	blank := luks2test.NewImage(t, imageSize)
+	one := luks2test.NewImage(t, imageSize)
 	if _, err := Format(openRW(t, one), imageSize, p0, FormatOptions{KDF: kdfPBKDF2, KeySize: 256, VolumeKey: vk, DigestIterations: 1000}); err != nil {
 		t.Fatal(err)
 	}
-	two := newImage(t, imageSize)
+	two := luks2test.NewImage(t, imageSize)
 	copyFile(t, one, two)
 	if _, err := AddKeyslot(openRW(t, two), vk, p1, 1, kdfPBKDF2); err != nil {
 		t.Fatal(err)
@@ -143,7 +145,7 @@ func TestCrashInjection(t *testing.T) {
 			[]volState{s0, {name: "after", keys: s0.keys, tokens: []int{0}}}},
 		{"token-remove", one, nil, nil}, // filled below
 	}
-	withTok := newImage(t, imageSize)
+	withTok := luks2test.NewImage(t, imageSize)
 	copyFile(t, one, withTok)
 	if _, err := ImportToken(openRW(t, withTok), 0, tok, false); err != nil {
 		t.Fatal(err)
@@ -167,7 +169,7 @@ func TestCrashInjection(t *testing.T) {
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
 			// Count the writes and syncs of an uninterrupted run.
-			img := newImage(t, imageSize)
+			img := luks2test.NewImage(t, imageSize)
 			copyFile(t, sc.start, img)
 			dry := &crashDev{f: openRW(t, img), budget: -1}
 			if err := sc.op(dry); err != nil {
@@ -178,7 +180,7 @@ func TestCrashInjection(t *testing.T) {
 			for _, torn := range []bool{false, true} {
 				for n := 0; n <= total; n++ {
 					t.Run(fmt.Sprintf("torn=%v/ops=%d", torn, n), func(t *testing.T) {
-						img := newImage(t, imageSize)
+						img := luks2test.NewImage(t, imageSize)
 						copyFile(t, sc.start, img)
 						d := &crashDev{f: openRW(t, img), budget: n, torn: torn}
 						err := sc.op(d)

@@ -11,11 +11,13 @@ import (
 	"hash"
 	"strings"
 	"testing"
+
+	"github.com/cryptinit/cryptinit/unlock/luks2/luks2test"
 )
 
 func formatPBKDF2(t *testing.T, pass []byte) (string, *Header) {
 	t.Helper()
-	img := newImage(t, imageSize)
+	img := luks2test.NewImage(t, imageSize)
 	h, err := Format(openRW(t, img), imageSize, pass, FormatOptions{KDF: kdfPBKDF2, DigestIterations: 1000, KeySize: 256})
 	if err != nil {
 		t.Fatal(err)
@@ -77,8 +79,8 @@ func TestDamagedHeaders(t *testing.T) {
 				t.Errorf("unlock: %v", err)
 			}
 			if c.wantSecond {
-				if haveCryptsetup() {
-					if err := csTestKey(t, img, pass, -1); err != nil {
+				if luks2test.HaveCryptsetup() {
+					if err := luks2test.CheckKey(t, img, pass, -1); err != nil {
 						t.Errorf("cryptsetup does not open it either: %v", err)
 					}
 				}
@@ -126,11 +128,11 @@ func TestNotLUKS(t *testing.T) {
 
 // A LUKS1 volume made by cryptsetup: listed and unlocked, never written.
 func TestLUKS1(t *testing.T) {
-	needCryptsetup(t)
-	img := newImage(t, imageSize)
+	luks2test.NeedCryptsetup(t)
+	img := luks2test.NewImage(t, imageSize)
 	pass := []byte("legacy")
-	mustCryptsetup(t, nil, "luksFormat", "-q", "--type", "luks1", "--pbkdf-force-iterations", "1000", "--key-file", keyFile(t, pass), img)
-	mustCryptsetup(t, nil, "luksAddKey", "-q", "--key-file", keyFile(t, pass), "--key-slot", "4", "--pbkdf-force-iterations", "1000", img, keyFile(t, []byte("four")))
+	luks2test.MustCryptsetup(t, nil, "luksFormat", "-q", "--type", "luks1", "--pbkdf-force-iterations", "1000", "--key-file", luks2test.KeyFile(t, pass), img)
+	luks2test.MustCryptsetup(t, nil, "luksAddKey", "-q", "--key-file", luks2test.KeyFile(t, pass), "--key-slot", "4", "--pbkdf-force-iterations", "1000", img, luks2test.KeyFile(t, []byte("four")))
 	h := readHeaderFile(t, img)
 	if h.Version != 1 || len(h.Keyslots) != 2 || h.Keyslots[4].KDF.Type != "pbkdf2" {
 		t.Fatalf("LUKS1 header: version %d keyslots %v", h.Version, idsOf(h.Keyslots))
@@ -139,7 +141,7 @@ func TestLUKS1(t *testing.T) {
 	if err != nil || slot != 4 {
 		t.Fatalf("LUKS1 unlock: slot %d %v", slot, err)
 	}
-	if want := csVolumeKey(t, img, pass); !bytes.Equal(key, want) {
+	if want := luks2test.VolumeKey(t, img, pass); !bytes.Equal(key, want) {
 		t.Error("LUKS1 volume key differs from cryptsetup's")
 	}
 	f := openRW(t, img)
@@ -196,18 +198,18 @@ func TestAFRoundTrip(t *testing.T) {
 // Older volumes: keyslots encrypted with AES-CBC (ESSIV or plain64), LUKS1
 // and LUKS2, made by cryptsetup, unlock to cryptsetup's volume key.
 func TestLegacyKeyslotCiphers(t *testing.T) {
-	needCryptsetup(t)
+	luks2test.NeedCryptsetup(t)
 	for _, c := range []struct{ typ, cipher string }{
 		{"luks1", "aes-cbc-essiv:sha256"}, {"luks1", "aes-cbc-plain64"}, {"luks2", "aes-cbc-essiv:sha256"}, {"luks2", "aes-cbc-plain64"},
 	} {
 		t.Run(c.typ+"/"+c.cipher, func(t *testing.T) {
-			img := newImage(t, imageSize)
+			img := luks2test.NewImage(t, imageSize)
 			pass := []byte("old")
-			args := []string{"luksFormat", "-q", "--type", c.typ, "--cipher", c.cipher, "--key-size", "256", "--pbkdf-force-iterations", "1000", "--key-file", keyFile(t, pass)}
+			args := []string{"luksFormat", "-q", "--type", c.typ, "--cipher", c.cipher, "--key-size", "256", "--pbkdf-force-iterations", "1000", "--key-file", luks2test.KeyFile(t, pass)}
 			if c.typ == "luks2" {
 				args = append(args, "--pbkdf", "pbkdf2", "--keyslot-cipher", c.cipher, "--keyslot-key-size", "256")
 			}
-			mustCryptsetup(t, nil, append(args, img)...)
+			luks2test.MustCryptsetup(t, nil, append(args, img)...)
 			h := readHeaderFile(t, img)
 			if h.Keyslots[0].Area.Encryption != c.cipher {
 				t.Fatalf("keyslot cipher %q", h.Keyslots[0].Area.Encryption)
@@ -216,7 +218,7 @@ func TestLegacyKeyslotCiphers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(key, csVolumeKey(t, img, pass)) {
+			if !bytes.Equal(key, luks2test.VolumeKey(t, img, pass)) {
 				t.Error("volume key differs from cryptsetup's")
 			}
 			if _, _, err := unlockFile(t, img, []byte("wrong"), AnySlot); !errors.Is(err, ErrNoKeyslotOpens) {
@@ -229,8 +231,8 @@ func TestLegacyKeyslotCiphers(t *testing.T) {
 // A cryptsetup header with 64 KiB metadata copies and a wiped primary: the
 // secondary is found by probing, opens, and a write restores the primary.
 func TestSecondaryProbeOnCryptsetupHeader(t *testing.T) {
-	needCryptsetup(t)
-	img := newImage(t, imageSize)
+	luks2test.NeedCryptsetup(t)
+	img := luks2test.NewImage(t, imageSize)
 	pass := []byte("probe")
 	csFormat(t, img, pass, "--luks2-metadata-size", "65536", "--luks2-keyslots-size", "4194304")
 	openRW(t, img).WriteAt(make([]byte, 4096), 0)
@@ -251,10 +253,10 @@ func TestSecondaryProbeOnCryptsetupHeader(t *testing.T) {
 	if !bytes.Equal(b, magicPrimary) {
 		t.Error("primary not rewritten")
 	}
-	if dump := mustCryptsetup(t, nil, "luksDump", img); !strings.Contains(dump, "Metadata area: \t65536 [bytes]") || !strings.Contains(dump, "allow-discards") {
+	if dump := luks2test.MustCryptsetup(t, nil, "luksDump", img); !strings.Contains(dump, "Metadata area: \t65536 [bytes]") || !strings.Contains(dump, "allow-discards") {
 		t.Errorf("cryptsetup after repair:\n%s", dump)
 	}
-	if err := csTestKey(t, img, pass, 0); err != nil {
+	if err := luks2test.CheckKey(t, img, pass, 0); err != nil {
 		t.Error(err)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os/exec"
 	"testing"
+
+	"github.com/cryptinit/cryptinit/unlock/luks2/luks2test"
 )
 
 // memDev is an in-memory Device.
@@ -43,10 +45,10 @@ func seedHeaders(f *testing.F) [][]byte {
 		f.Fatal(err)
 	}
 	seeds := [][]byte{append([]byte(nil), dev.b[:keyslotsAreaStart]...)}
-	if haveCryptsetup() {
-		img := newImage(f, imageSize)
+	if luks2test.HaveCryptsetup() {
+		img := luks2test.NewImage(f, imageSize)
 		if out, err := exec.Command("cryptsetup", "luksFormat", "-q", "--type", "luks2", "--pbkdf", "pbkdf2",
-			"--pbkdf-force-iterations", "1000", "--key-file", keyFile(f, []byte("seed")), img).CombinedOutput(); err == nil {
+			"--pbkdf-force-iterations", "1000", "--key-file", luks2test.KeyFile(f, []byte("seed")), img).CombinedOutput(); err == nil {
 			seeds = append(seeds, readFile(f, img)[:keyslotsAreaStart])
 		} else {
 			f.Logf("no cryptsetup seed: %s", out)

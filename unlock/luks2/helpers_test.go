@@ -1,16 +1,12 @@
 package luks2
 
 import (
-	"bytes"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
+
+	"github.com/cryptinit/cryptinit/unlock/luks2/luks2test"
 )
 
 // Small KDF costs keep the suite fast on a shared 2-core machine.
@@ -22,74 +18,6 @@ var (
 )
 
 const imageSize = 20 << 20
-
-// haveCryptsetup reports whether the cross-checks against cryptsetup can run.
-func haveCryptsetup() bool {
-	_, err := exec.LookPath("cryptsetup")
-	return err == nil
-}
-
-func needCryptsetup(t testing.TB) {
-	t.Helper()
-	if !haveCryptsetup() {
-		t.Skip("cryptsetup not installed (images/setup.sh installs cryptsetup-bin); skipping the cross-check against it")
-	}
-}
-
-// cryptsetup runs the real tool and returns its stdout.
-func cryptsetup(t testing.TB, stdin []byte, args ...string) (string, error) {
-	t.Helper()
-	cmd := exec.Command("cryptsetup", args...)
-	if stdin != nil {
-		cmd.Stdin = bytes.NewReader(stdin)
-	}
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	if err != nil {
-		return out.String(), errors.New("cryptsetup " + strings.Join(args, " ") + ": " + err.Error() + ": " + errb.String())
-	}
-	return out.String(), nil
-}
-
-func mustCryptsetup(t testing.TB, stdin []byte, args ...string) string {
-	t.Helper()
-	out, err := cryptsetup(t, stdin, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// newImage makes a sparse image file.
-func newImage(t testing.TB, size int64) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "disk.img")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	return p
-}
-
-func keyFile(t testing.TB, key []byte) string {
-	t.Helper()
-	f, err := os.CreateTemp(t.TempDir(), "key")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Write(key); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return f.Name()
-}
 
 // readFile returns path's bytes; a refusal test compares them before and
 // after, so a read that fails must fail the test, not compare two nils.
@@ -155,49 +83,16 @@ func unlockFile(t testing.TB, path string, pass []byte, slot int) ([]byte, int, 
 func csFormat(t testing.TB, path string, pass []byte, extra ...string) {
 	t.Helper()
 	args := append([]string{"luksFormat", "-q", "--type", "luks2", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
-		"--key-file", keyFile(t, pass)}, extra...)
-	mustCryptsetup(t, nil, append(args, path)...)
-}
-
-// csTestKey reports whether cryptsetup opens path with pass (at slot, or any when slot < 0).
-func csTestKey(t testing.TB, path string, pass []byte, slot int) error {
-	t.Helper()
-	args := []string{"open", "--test-passphrase", "--key-file", keyFile(t, pass)}
-	if slot >= 0 {
-		args = append(args, "--key-slot", itoa(slot))
-	}
-	_, err := cryptsetup(t, nil, append(args, path)...)
-	return err
+		"--key-file", luks2test.KeyFile(t, pass)}, extra...)
+	luks2test.MustCryptsetup(t, nil, append(args, path)...)
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
 
-// csVolumeKey returns the volume key cryptsetup derives from pass.
-func csVolumeKey(t testing.TB, path string, pass []byte) []byte {
-	t.Helper()
-	out := mustCryptsetup(t, nil, "luksDump", "-q", "--dump-volume-key", "--key-file", keyFile(t, pass), path)
-	i := strings.Index(out, "MK dump:")
-	if i < 0 {
-		t.Fatalf("no MK dump in cryptsetup output")
-	}
-	var hexs strings.Builder
-	for _, f := range strings.Fields(out[i+len("MK dump:"):]) {
-		if len(f) != 2 {
-			break
-		}
-		hexs.WriteString(f)
-	}
-	k, err := hex.DecodeString(hexs.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 // csMetadata is cryptsetup's view of the JSON metadata.
 func csMetadata(t testing.TB, path string) map[string]map[string]json.RawMessage {
 	t.Helper()
-	out := mustCryptsetup(t, nil, "luksDump", "--dump-json-metadata", path)
+	out := luks2test.MustCryptsetup(t, nil, "luksDump", "--dump-json-metadata", path)
 	var m map[string]map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(out), &m); err != nil {
 		t.Fatalf("parse cryptsetup JSON dump: %v", err)

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/cryptinit/cryptinit/unlock/luks2/luks2test"
 )
 
 // Keyslot areas go where cryptsetup would put them: also in gaps left by
 // killed slots, and after larger metadata copies.
 func TestAreaPlacementMatchesCryptsetup(t *testing.T) {
-	needCryptsetup(t)
+	luks2test.NeedCryptsetup(t)
 	for _, c := range []struct {
 		name   string
 		format []string
@@ -21,18 +23,18 @@ func TestAreaPlacementMatchesCryptsetup(t *testing.T) {
 		{"key-256", []string{"--key-size", "256"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			img := newImage(t, imageSize)
+			img := luks2test.NewImage(t, imageSize)
 			p := []byte("p")
 			csFormat(t, img, p, c.format...)
 			for _, slot := range []string{"1", "2"} {
-				mustCryptsetup(t, nil, "luksAddKey", "-q", "--key-file", keyFile(t, p), "--key-slot", slot, "--pbkdf", "pbkdf2",
-					"--pbkdf-force-iterations", "1000", img, keyFile(t, p))
+				luks2test.MustCryptsetup(t, nil, "luksAddKey", "-q", "--key-file", luks2test.KeyFile(t, p), "--key-slot", slot, "--pbkdf", "pbkdf2",
+					"--pbkdf-force-iterations", "1000", img, luks2test.KeyFile(t, p))
 			}
-			mustCryptsetup(t, nil, "luksKillSlot", "-q", img, "1")
-			ref := newImage(t, imageSize)
+			luks2test.MustCryptsetup(t, nil, "luksKillSlot", "-q", img, "1")
+			ref := luks2test.NewImage(t, imageSize)
 			copyFile(t, img, ref)
-			mustCryptsetup(t, nil, "luksAddKey", "-q", "--key-file", keyFile(t, p), "--key-slot", "5", "--pbkdf", "pbkdf2",
-				"--pbkdf-force-iterations", "1000", ref, keyFile(t, []byte("new")))
+			luks2test.MustCryptsetup(t, nil, "luksAddKey", "-q", "--key-file", luks2test.KeyFile(t, p), "--key-slot", "5", "--pbkdf", "pbkdf2",
+				"--pbkdf-force-iterations", "1000", ref, luks2test.KeyFile(t, []byte("new")))
 			f := openRW(t, img)
 			h, _ := ReadHeader(f)
 			vk, _, err := h.Unlock(f, p, 0)
@@ -46,7 +48,7 @@ func TestAreaPlacementMatchesCryptsetup(t *testing.T) {
 			if ours != theirs {
 				t.Errorf("slot 5 area: ours %+v, cryptsetup %+v", ours, theirs)
 			}
-			if err := csTestKey(t, img, []byte("new"), 5); err != nil {
+			if err := luks2test.CheckKey(t, img, []byte("new"), 5); err != nil {
 				t.Error(err)
 			}
 		})
@@ -177,7 +179,7 @@ func maskSecrets(v any) any {
 // Our Format writes the same metadata as cryptsetup luksFormat with the same
 // parameters, up to random salts, digests and the UUID.
 func TestFormatLayoutEqualsCryptsetup(t *testing.T) {
-	needCryptsetup(t)
+	luks2test.NeedCryptsetup(t)
 	for _, c := range []struct {
 		name string
 		args []string
@@ -194,16 +196,16 @@ func TestFormatLayoutEqualsCryptsetup(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			pass := []byte("same")
-			theirs := newImage(t, imageSize)
-			mustCryptsetup(t, nil, append(append([]string{"luksFormat", "-q", "--type", "luks2", "--key-file", keyFile(t, pass)}, c.args...), theirs)...)
-			ours := newImage(t, imageSize)
+			theirs := luks2test.NewImage(t, imageSize)
+			luks2test.MustCryptsetup(t, nil, append(append([]string{"luksFormat", "-q", "--type", "luks2", "--key-file", luks2test.KeyFile(t, pass)}, c.args...), theirs)...)
+			ours := luks2test.NewImage(t, imageSize)
 			c.opts.DigestIterations = 1000
 			if _, err := Format(openRW(t, ours), imageSize, pass, c.opts); err != nil {
 				t.Fatal(err)
 			}
 			var a, b any
-			json.Unmarshal([]byte(mustCryptsetup(t, nil, "luksDump", "--dump-json-metadata", ours)), &a)
-			json.Unmarshal([]byte(mustCryptsetup(t, nil, "luksDump", "--dump-json-metadata", theirs)), &b)
+			json.Unmarshal([]byte(luks2test.MustCryptsetup(t, nil, "luksDump", "--dump-json-metadata", ours)), &a)
+			json.Unmarshal([]byte(luks2test.MustCryptsetup(t, nil, "luksDump", "--dump-json-metadata", theirs)), &b)
 			ja, _ := json.Marshal(maskSecrets(a))
 			jb, _ := json.Marshal(maskSecrets(b))
 			if !bytes.Equal(ja, jb) {

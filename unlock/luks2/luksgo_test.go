@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	luksgo "github.com/anatol/luks.go"
+	"github.com/cryptinit/cryptinit/unlock/luks2/luks2test"
 )
 
 // github.com/anatol/luks.go as a third, independent reader of the headers we
@@ -14,7 +15,7 @@ import (
 func TestLuksGoReadsOurHeaders(t *testing.T) {
 	for name, kdf := range map[string]KDF{"argon2id": kdfArgon2id, "argon2i": kdfArgon2i, "pbkdf2-sha256": kdfPBKDF2, "pbkdf2-sha512": kdfPBKDF2512} {
 		t.Run(name, func(t *testing.T) {
-			img := newImage(t, imageSize)
+			img := luks2test.NewImage(t, imageSize)
 			f := openRW(t, img)
 			h, err := Format(f, imageSize, []byte("first"), FormatOptions{Slot: 1, KDF: kdf, SectorSize: 512, DigestIterations: 1000, Flags: []string{"allow-discards"}})
 			if err != nil {

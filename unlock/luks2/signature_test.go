@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/cryptinit/cryptinit/unlock/luks2/luks2test"
 )
 
 // Format refuses every signature unlock/probe knows, and writes nothing.
@@ -21,7 +23,7 @@ func TestFormatRefusesSignatures(t *testing.T) {
 		{"LUKS2 (secondary", map[int64]string{0x4000: "SKUL\xba\xbe"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			img := newImage(t, imageSize)
+			img := luks2test.NewImage(t, imageSize)
 			f := openRW(t, img)
 			for off, b := range c.marks {
 				if _, err := f.WriteAt([]byte(b), off); err != nil {

@@ -5,27 +5,13 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cryptinit/cryptinit/unlock/luks2/luks2test"
 )
 
 const testSize = 64 << 20
-
-// sparse returns a zeroed sparse image file of size bytes.
-func sparse(t testing.TB, size int64) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "part.img")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	return p
-}
 
 func probeFile(t *testing.T, p string) *Result {
 	t.Helper()
@@ -66,7 +52,7 @@ func TestRealTools(t *testing.T) {
 			if err != nil {
 				t.Skipf("%s not installed (images/setup.sh installs the CI set)", tt.tool)
 			}
-			img := sparse(t, tt.size)
+			img := luks2test.NewImage(t, tt.size)
 			cmd := exec.Command(path, append(tt.args, img)...)
 			if tt.tool == "cryptsetup" {
 				cmd.Stdin = strings.NewReader("pw")
@@ -171,7 +157,7 @@ func TestEmptyRule(t *testing.T) {
 }
 
 func TestWipe(t *testing.T) {
-	p := sparse(t, testSize)
+	p := luks2test.NewImage(t, testSize)
 	if out, err := exec.Command("mkfs.ext4", "-q", "-F", p).CombinedOutput(); err != nil {
 		t.Skipf("mkfs.ext4: %v %s", err, out)
 	}
