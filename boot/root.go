@@ -2,10 +2,8 @@ package boot
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/cryptinit/cryptinit/boot/console"
 	"github.com/cryptinit/cryptinit/boot/devices"
@@ -23,7 +21,7 @@ func (b *Boot) mountRoot(ctx context.Context, found *devices.Found) (*Result, er
 	}
 	var res *Result
 	err := b.step("root", "", func() error {
-		dev, err := b.resolveWaiting(ctx, spec, found)
+		dev, err := devices.ResolveWait(ctx, spec, found, b.Cmdline.Wait)
 		if err != nil {
 			return err
 		}
@@ -60,26 +58,4 @@ func (b *Boot) mountRoot(ctx context.Context, found *devices.Found) (*Result, er
 		return fail(err, "check root= (PARTLABEL=, PARTUUID=, UUID= or /dev/), rootfstype= and init= on the kernel command line, and that the root disk is attached")
 	}
 	return res, nil
-}
-
-// resolveWaiting resolves a device spec (root=, cryptinit.config=). A
-// PARTUUID= or UUID= that no device has yet is looked for again until
-// cryptinit.wait= has passed: unlike a PARTLABEL=, the device wait could
-// not know which disk to wait for.
-func (b *Boot) resolveWaiting(ctx context.Context, spec string, found *devices.Found) (string, error) {
-	deadline := time.Now().Add(b.Cmdline.Wait)
-	for {
-		dev, err := devices.Resolve(spec, found)
-		if err == nil || !errors.Is(err, devices.ErrNoMatch) {
-			return dev, err
-		}
-		if !time.Now().Before(deadline) {
-			return "", fmt.Errorf("%w (waited %s, cryptinit.wait=)", err, b.Cmdline.Wait)
-		}
-		select {
-		case <-ctx.Done():
-			return "", err
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }

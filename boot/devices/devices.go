@@ -265,6 +265,28 @@ func Resolve(spec string, found *Found) (string, error) {
 // asked for; one may still appear.
 var ErrNoMatch = errors.New("no device has that")
 
+// ResolveWait is Resolve for a spec whose device may not be there yet
+// (root=, cryptinit.config=): a PARTUUID= or UUID= that no device has is
+// looked for again until timeout has passed. Unlike a PARTLABEL=, which
+// Wait can wait for, only resolving tells which disk holds it.
+func ResolveWait(ctx context.Context, spec string, found *Found, timeout time.Duration) (string, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		dev, err := Resolve(spec, found)
+		if err == nil || !errors.Is(err, ErrNoMatch) {
+			return dev, err
+		}
+		if !time.Now().Before(deadline) {
+			return "", fmt.Errorf("%w (waited %s, cryptinit.wait=)", err, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return "", err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // idOf is one identifier found on a block device, for Resolve.
 type idOf struct {
 	block Block

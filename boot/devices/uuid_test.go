@@ -2,12 +2,14 @@ package devices
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/partition/gpt"
@@ -266,5 +268,28 @@ func copyTestFile(t *testing.T, src, dst string) {
 	t.Helper()
 	if err := os.Link(src, dst); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// ResolveWait looks again for an id no device has until its timeout, then
+// says it waited; an error that waiting cannot mend returns at once.
+func TestResolveWait(t *testing.T) {
+	for _, tc := range []struct {
+		spec    string
+		minWait time.Duration
+		errHas  string
+	}{
+		{"UUID=12345678-0000-4000-8000-000000000000", 200 * time.Millisecond, "(waited 200ms, cryptinit.wait=)"},
+		{"UUID=", 0, "empty filesystem UUID"},
+		{"LABEL=x", 0, "unsupported device spec"},
+	} {
+		start := time.Now()
+		_, err := ResolveWait(context.Background(), tc.spec, &Found{ByLabel: map[string]Block{}}, 200*time.Millisecond)
+		if took := time.Since(start); err == nil || !strings.Contains(err.Error(), tc.errHas) || took < tc.minWait {
+			t.Errorf("%s: error %v after %s, want %q after at least %s", tc.spec, err, took, tc.errHas, tc.minWait)
+		}
+		if tc.minWait > 0 && !errors.Is(err, ErrNoMatch) {
+			t.Errorf("%s: %v is not ErrNoMatch", tc.spec, err)
+		}
 	}
 }
