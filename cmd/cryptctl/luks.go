@@ -531,9 +531,6 @@ func newLuksTokenCmd() *cobra.Command {
 		Short: "Print a token's JSON",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if !cmd.Flags().Changed("token-id") {
-				return errors.New("token export: --token-id is required")
-			}
 			dev, h, err := luksReadHeader(cmd, args[0], false)
 			if err != nil {
 				return fmt.Errorf("token export: %w", err)
@@ -548,15 +545,13 @@ func newLuksTokenCmd() *cobra.Command {
 		},
 	}
 	idFlag(exp, -1, "token id")
+	exp.MarkFlagRequired("token-id")
 
 	rm := &cobra.Command{
 		Use:   "remove DEVICE --token-id N",
 		Short: "Remove a token",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if !cmd.Flags().Changed("token-id") {
-				return errors.New("token remove: --token-id is required")
-			}
 			dev, _, err := luksReadHeader(cmd, args[0], true)
 			if err != nil {
 				return fmt.Errorf("token remove: %w", err)
@@ -570,6 +565,7 @@ func newLuksTokenCmd() *cobra.Command {
 		},
 	}
 	idFlag(rm, -1, "token id")
+	rm.MarkFlagRequired("token-id")
 	cmd.AddCommand(imp, exp, rm)
 	return cmd
 }
