@@ -5,7 +5,7 @@ import (
 	"strings"
 )
 
-// TagWipeRequest and TagFormatPending each hold a list of volume IDs, one
+// TagWipeRequest and TagFormatJournal each hold a list of volume IDs, one
 // per line; these helpers are the one reading and editing of that list.
 
 // volumeIDs lists the volume IDs stored in tag (none when it is unset).

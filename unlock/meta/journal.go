@@ -8,7 +8,7 @@ import (
 )
 
 // Journal records in META which volumes are being formatted
-// (TagFormatPending), so that a format interrupted by a crash or power loss
+// (TagFormatJournal), so that a format interrupted by a crash or power loss
 // can be redone on the next boot instead of leaving a partition full of
 // half-written key material that the empty rule would refuse forever. It
 // implements unlock's FormatJournal.
@@ -62,7 +62,7 @@ func (j *Journal) BeginFormat(volumeID string) error {
 	if err != nil {
 		return fmt.Errorf("record format of %s in META: %w", volumeID, err)
 	}
-	if !addVolumeID(m, TagFormatPending, volumeID) {
+	if !addVolumeID(m, TagFormatJournal, volumeID) {
 		return nil
 	}
 	if err := j.write(m); err != nil {
@@ -79,7 +79,7 @@ func (j *Journal) EndFormat(volumeID string) error {
 	if err != nil {
 		return fmt.Errorf("clear format record of %s in META: %w", volumeID, err)
 	}
-	if !removeVolumeID(m, TagFormatPending, volumeID) {
+	if !removeVolumeID(m, TagFormatJournal, volumeID) {
 		return nil
 	}
 	if err := j.write(m); err != nil {
@@ -97,5 +97,5 @@ func (j *Journal) FormatPending(volumeID string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return slices.Contains(volumeIDs(m, TagFormatPending), volumeID), nil
+	return slices.Contains(volumeIDs(m, TagFormatJournal), volumeID), nil
 }

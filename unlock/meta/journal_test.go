@@ -49,7 +49,7 @@ func TestJournalReadsOnce(t *testing.T) {
 		t.Errorf("META read %d times, want 1", d.reads)
 	}
 	// what the journal wrote is on disk
-	if m, err := Read(d.image); err != nil || len(volumeIDs(m, TagFormatPending)) != 1 {
+	if m, err := Read(d.image); err != nil || len(volumeIDs(m, TagFormatJournal)) != 1 {
 		t.Fatalf("on disk after BeginFormat: %v, %v", m, err)
 	}
 

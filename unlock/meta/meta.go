@@ -28,7 +28,8 @@ const (
 	dataEnd      = CopySize - trailerSize // records end here
 )
 
-// Tags used by Talos (and by us, in the user-reserved range).
+// Tags used by Talos. Talos reads every tag as a uint8 (a tag of 256 or more
+// would alias one of its own), assigns 6-18, and leaves 12-14 to its users.
 const (
 	TagUpgrade                     = 6
 	TagStagedUpgradeImageRef       = 7
@@ -42,15 +43,22 @@ const (
 	TagUUIDOverride                = 15
 	TagUniqueMachineToken          = 16
 	TagDiskImageBootloader         = 17
+	TagStagedWipeSelectors         = 18
+)
 
+// cryptinit's own records: in the uint8 range Talos reads, well away from
+// the tags it assigns (0-32) and from its users' 12-14.
+const (
 	// TagWipeRequest is cryptinit's one-shot "wipe these volumes at next
-	// boot" list (first user-reserved tag): volume IDs separated by '\n'.
-	TagWipeRequest = TagUserReserved1
+	// boot" request.
+	TagWipeRequest = 0xC1
+	// TagFormatJournal is cryptinit's record of formats in progress.
+	TagFormatJournal = 0xC2
 
-	// TagFormatPending is cryptinit's "format in progress" list (second
-	// user-reserved tag): volume IDs separated by '\n', set right before
-	// the engine starts writing a new LUKS2 header, cleared when it is done.
-	TagFormatPending = TagUserReserved2
+	// TagLegacyWipeRequest and TagLegacyFormatPending are where cryptinit
+	// kept these records before it moved them out of the users' tags.
+	TagLegacyWipeRequest   = TagUserReserved1
+	TagLegacyFormatPending = TagUserReserved2
 )
 
 // TagName returns a short name for a known tag, or "".
@@ -59,10 +67,11 @@ func TagName(tag uint32) string {
 		TagUpgrade: "Upgrade", TagStagedUpgradeImageRef: "StagedUpgradeImageRef",
 		TagStagedUpgradeInstallOptions: "StagedUpgradeInstallOptions",
 		TagStateEncryptionConfig:       "StateEncryptionConfig", TagMetalNetworkPlatformConfig: "MetalNetworkPlatformConfig",
-		TagDownloadURLCode: "DownloadURLCode", TagWipeRequest: "cryptinit WipeRequest",
-		TagFormatPending: "cryptinit FormatPending", TagUserReserved3: "UserReserved3",
+		TagDownloadURLCode: "DownloadURLCode", TagUserReserved1: "UserReserved1",
+		TagUserReserved2: "UserReserved2", TagUserReserved3: "UserReserved3",
 		TagUUIDOverride: "UUIDOverride", TagUniqueMachineToken: "UniqueMachineToken",
-		TagDiskImageBootloader: "DiskImageBootloader",
+		TagDiskImageBootloader: "DiskImageBootloader", TagStagedWipeSelectors: "StagedWipeSelectors",
+		TagWipeRequest: "cryptinit WipeRequest", TagFormatJournal: "cryptinit FormatJournal",
 	}[tag]
 }
 

@@ -347,7 +347,7 @@ func TestJournal(t *testing.T) {
 	j.BeginFormat("u-data")
 	j.BeginFormat("EPHEMERAL")
 	m, _ := Read(j.Dev)
-	if v, _ := m.Get(TagFormatPending); string(v) != "EPHEMERAL\nu-data" {
+	if v, _ := m.Get(TagFormatJournal); string(v) != "EPHEMERAL\nu-data" {
 		t.Fatalf("tag 13 = %q", v)
 	}
 	j.EndFormat("EPHEMERAL")
@@ -359,7 +359,7 @@ func TestJournal(t *testing.T) {
 	}
 	j.EndFormat("u-data")
 	m, _ = Read(j.Dev)
-	if _, ok := m.Get(TagFormatPending); ok {
+	if _, ok := m.Get(TagFormatJournal); ok {
 		t.Fatal("empty tag not deleted")
 	}
 }
