@@ -784,6 +784,7 @@ func TestInterruptedFormatRedone(t *testing.T) {
 		return head
 	}
 
+	uuid := luksUUID(t, n.parts["EPHEMERAL"])
 	before := breakHeaders()
 	n.con.Reset()
 	if _, err := n.boot(root, basicConfig, "").Run(context.Background()); err == nil {
@@ -801,7 +802,8 @@ func TestInterruptedFormatRedone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := (&meta.Journal{Dev: mf}).BeginFormat("EPHEMERAL"); err != nil {
+	// the record our format wrote before its header: this UUID, stage begun
+	if err := (&meta.Journal{Dev: mf}).Begin(meta.Record{Volume: "EPHEMERAL", UUID: uuid}); err != nil {
 		t.Fatal(err)
 	}
 	mf.Close()
@@ -817,11 +819,26 @@ func TestInterruptedFormatRedone(t *testing.T) {
 		t.Errorf("the redo is not reported:\n%s", n.con.String())
 	}
 	mf, _ = os.Open(n.parts["META"])
-	pending, err := (&meta.Journal{Dev: mf}).FormatPending("EPHEMERAL")
+	rec, err := (&meta.Journal{Dev: mf}).Record("EPHEMERAL")
 	mf.Close()
-	if err != nil || pending {
-		t.Errorf("journal entry left behind: pending %v, %v", pending, err)
+	if err != nil || rec != nil {
+		t.Errorf("journal entry left behind: %+v, %v", rec, err)
 	}
+}
+
+// luksUUID is the UUID of the LUKS2 header on the image at path.
+func luksUUID(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h, err := luks2.ReadHeader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h.UUID
 }
 
 // gateNode holds STATE's mount until u-data is mapped (or 3 s pass): a

@@ -42,7 +42,7 @@ func TestConcurrentVolumes(t *testing.T) {
 		}
 	}
 	for _, id := range ids {
-		if p, _ := journal.FormatPending(id); p {
+		if r, err := journal.Record(id); r != nil || err != nil {
 			t.Errorf("%s left pending in the journal", id)
 		}
 	}

@@ -170,7 +170,7 @@ func TestFormatCrashResumes(t *testing.T) {
 			if err != nil || !res.Formatted {
 				t.Fatalf("uncrashed format: %v", err)
 			}
-			if pending, _ := journal.FormatPending("EPHEMERAL"); pending {
+			if r, err := journal.Record("EPHEMERAL"); r != nil || err != nil {
 				t.Fatal("journal not cleared after a finished format")
 			}
 			t.Logf("format + sync make %d writes; crashed after each of them", n)
@@ -189,7 +189,7 @@ func TestFormatCrashResumes(t *testing.T) {
 		if r, err := e.Open(ctx, vol, f); err != nil || r.Slot != 0 {
 			t.Fatalf("crash after %d writes: kms slot 0 does not open after the next boot: %v", n, err)
 		}
-		if pending, _ := journal.FormatPending("EPHEMERAL"); pending {
+		if r, err := journal.Record("EPHEMERAL"); r != nil || err != nil {
 			t.Fatalf("crash after %d writes: journal left pending", n)
 		}
 		f.Close()

@@ -7,11 +7,14 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/cryptinit/cryptinit/unlock/config"
 	"github.com/cryptinit/cryptinit/unlock/keys"
 	"github.com/cryptinit/cryptinit/unlock/luks2"
+	"github.com/cryptinit/cryptinit/unlock/meta"
 	"github.com/cryptinit/cryptinit/unlock/probe"
 )
 
@@ -32,7 +35,8 @@ type Engine struct {
 	Rand       io.Reader        // volume keys; nil: crypto/rand
 	// Journal, when set (a *meta.Journal on the META partition), records each
 	// format while it runs, so that one interrupted by a crash is redone on
-	// the next boot. Without it such a partition counts as not empty.
+	// the next boot (see decide). Without it such a partition counts as not
+	// empty.
 	Journal FormatJournal
 
 	// unlockSlot runs the LUKS2 unlock (the KDF); nil: Header.Unlock. The
@@ -40,11 +44,15 @@ type Engine struct {
 	unlockSlot func(h *luks2.Header, r io.ReaderAt, pass []byte, slot int) ([]byte, int, error)
 }
 
-// FormatJournal remembers formats in progress across a crash.
+// FormatJournal remembers formats in progress across a crash: which
+// LUKS2 UUID each writes and the stage it reached (a *meta.Journal).
+// Record returns nil when the volume has none, and an error when the
+// journal cannot be read or is not ours: then nothing is redone.
 type FormatJournal interface {
-	BeginFormat(volumeID string) error
-	EndFormat(volumeID string) error
-	FormatPending(volumeID string) (bool, error)
+	Begin(r meta.Record) error
+	Advance(volumeID, stage string) error
+	End(volumeID string) error
+	Record(volumeID string) (*meta.Record, error)
 }
 
 // Result is an opened (or freshly formatted) volume.
@@ -59,6 +67,9 @@ type Result struct {
 	Kind      string        // that key's kind
 	Attempts  []Attempt     // every key tried, in order
 	Sync      *SyncReport   // nil when sync did not run
+	// Wiped says what was erased before the format and why ("" when
+	// nothing was): the boot prints it.
+	Wiped string
 }
 
 // Zero wipes the volume key.
@@ -162,58 +173,6 @@ func configuredKeys(vol *config.Volume) ([]config.Key, error) {
 	return ks, nil
 }
 
-// Unlock opens the volume on dev (size bytes), or formats it when the
-// partition is empty, then syncs its keyslots with the config.
-func (e *Engine) Unlock(ctx context.Context, vol config.Volume, dev luks2.Device, size int64) (*Result, error) {
-	hdr, err := luks2.ReadHeader(dev)
-	switch {
-	case errors.Is(err, luks2.ErrNotLUKS):
-		// never format over anything: Format checks the empty rule
-		return e.Format(ctx, vol, dev, size)
-	case errors.Is(err, luks2.ErrNoValidHeader) && e.formatPending(vol.ID):
-		// our own format was cut short while writing the header
-		return e.Format(ctx, vol, dev, size)
-	case err != nil:
-		return nil, fmt.Errorf("unlock %s: read LUKS2 header: %w (nothing was written)", vol.ID, err)
-	}
-	res, err := e.open(ctx, &vol, dev, hdr)
-	if err != nil && errors.Is(err, ErrNoKeyOpens) && e.formatPending(vol.ID) {
-		// the header was written but our format never finished (e.g. the
-		// token of its kms/tpm key is missing): it never held data
-		e.log().Warn("redoing an interrupted format", "volume", vol.ID, "err", err)
-		if err := probe.Wipe(dev, size); err != nil {
-			return nil, fmt.Errorf("unlock %s: clear the interrupted format: %w", vol.ID, err)
-		}
-		return e.Format(ctx, vol, dev, size)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if e.formatPending(vol.ID) {
-		// the format finished before the crash: forget it
-		e.endFormat(vol.ID)
-	}
-	res.Sync = e.Sync(ctx, vol, dev, res)
-	return res, nil
-}
-
-func (e *Engine) formatPending(id string) bool {
-	if e.Journal == nil {
-		return false
-	}
-	pending, err := e.Journal.FormatPending(id)
-	if err != nil {
-		e.log().Warn("format journal unreadable", "volume", id, "err", err)
-	}
-	return pending
-}
-
-func (e *Engine) endFormat(id string) {
-	if err := e.Journal.EndFormat(id); err != nil {
-		e.log().Warn("format journal not cleared", "volume", id, "err", err)
-	}
-}
-
 // Open finds the key that opens the volume; it never writes.
 func (e *Engine) Open(ctx context.Context, vol config.Volume, dev io.ReaderAt) (*Result, error) {
 	hdr, err := luks2.ReadHeader(dev)
@@ -228,38 +187,175 @@ func (e *Engine) Open(ctx context.Context, vol config.Volume, dev io.ReaderAt) (
 // A partition that is not empty is refused with an error wrapping
 // probe.ErrNotEmpty (a *probe.NotEmptyError names what was found) and is
 // left untouched. With a Journal, a format of this volume cut short by a
-// crash is redone: what it left cannot be opened by anyone.
+// crash is redone when decide says it provably never finished.
 func (e *Engine) Format(ctx context.Context, vol config.Volume, dev luks2.Device, size int64) (*Result, error) {
-	if hdr, err := luks2.ReadHeader(dev); err == nil {
-		return nil, fmt.Errorf("format %s: %w: it already holds a LUKS%d volume (UUID %s); nothing was written", vol.ID, probe.ErrNotEmpty, hdr.Version, hdr.UUID)
-	} else if !errors.Is(err, luks2.ErrNotLUKS) && !errors.Is(err, luks2.ErrNoValidHeader) {
-		return nil, fmt.Errorf("format %s: %w; nothing was written", vol.ID, err)
-	}
-	if _, err := probe.CheckEmpty(dev, size); err != nil {
-		if !e.formatPending(vol.ID) {
-			return nil, fmt.Errorf("format %s: %w", vol.ID, err)
-		}
-		// what is there is our own interrupted format: no valid LUKS
-		// header, so nothing on it can be opened; start again
-		e.log().Warn("redoing an interrupted format", "volume", vol.ID, "found", err)
-		if err := probe.Wipe(dev, size); err != nil {
-			return nil, fmt.Errorf("format %s: clear the interrupted format: %w", vol.ID, err)
-		}
-	}
-	if e.Journal != nil {
-		if err := e.Journal.BeginFormat(vol.ID); err != nil {
-			// formatting still works; only a crash during it would then
-			// need a manual wipe
-			e.log().Warn("format not journalled", "volume", vol.ID, "err", err)
-		}
-	}
-	res, err := e.format(ctx, &vol, dev, size)
-	if err != nil {
+	return e.run(ctx, &vol, dev, size, false)
+}
+
+// Unlock opens the volume on dev (size bytes), or formats it when the
+// partition is empty, then syncs its keyslots with the config. What it
+// writes is chosen by decide alone; see there.
+func (e *Engine) Unlock(ctx context.Context, vol config.Volume, dev luks2.Device, size int64) (*Result, error) {
+	return e.run(ctx, &vol, dev, size, true)
+}
+
+// evidence is what observe read, for the executor and its messages.
+type evidence struct {
+	hdr        *luks2.Header
+	hdrErr     error // from ReadHeader
+	probeErr   error // from probe.CheckEmpty
+	readErr    error // the first read error
+	journalErr error
+	opened     *Result // a key opened the volume
+	openErr    error   // *OpenError when none did
+}
+
+// run observes the volume (and, with tryKeys and a valid header, tries
+// its keys: that only reads), decides, and executes the decision.
+func (e *Engine) run(ctx context.Context, vol *config.Volume, dev luks2.Device, size int64, tryKeys bool) (*Result, error) {
+	if _, err := configuredKeys(vol); err != nil {
 		return nil, err
 	}
-	if e.Journal != nil {
-		e.endFormat(vol.ID)
+	r := &readWatch{r: dev}
+	obs, ev := e.observe(vol.ID, r, size)
+	if obs.header == headerValid && tryKeys {
+		res, err := e.open(ctx, vol, r, ev.hdr)
+		var oe *OpenError
+		switch {
+		case err == nil:
+			ev.opened, obs.keys = res, outcomes(res.Attempts)
+		case errors.As(err, &oe):
+			ev.openErr, obs.keys = err, outcomes(oe.Attempts)
+		default:
+			return nil, err // cancelled, bad mapping: nothing decided
+		}
 	}
-	res.Sync = e.Sync(ctx, vol, dev, res)
-	return res, nil
+	if r.err != nil {
+		obs.ioErr, ev.readErr = true, r.err
+	}
+	op := "unlock"
+	if !tryKeys {
+		op = "format"
+	}
+	return e.execute(ctx, vol, dev, size, op, obs, decide(obs), ev)
+}
+
+// observe reads the journal record, the header and, without a valid
+// header, what probe finds. It never writes.
+func (e *Engine) observe(id string, r *readWatch, size int64) (observed, evidence) {
+	var o observed
+	var ev evidence
+	if e.Journal != nil {
+		rec, err := e.Journal.Record(id)
+		switch {
+		case err != nil:
+			o.journal, ev.journalErr = journalUnreadable, err
+			e.log().Warn("format journal unreadable: no format of this volume is redone", "volume", id, "err", err)
+		case rec != nil:
+			o.journal, o.record = journalRecord, rec
+		default:
+			o.journal = journalClean
+		}
+	}
+	hdr, err := luks2.ReadHeader(r)
+	ev.hdr, ev.hdrErr = hdr, err
+	switch {
+	case err == nil:
+		o.header, o.uuid = headerValid, hdr.UUID
+		if o.record != nil {
+			_, o.firstSlot = hdr.Keyslots[o.record.Slot]
+			_, o.firstToken = hdr.Tokens[o.record.Slot]
+			o.otherSlots = len(hdr.Keyslots) > 1 || (len(hdr.Keyslots) == 1 && !o.firstSlot)
+		}
+		return o, ev
+	case r.err != nil:
+		o.header = headerUnreadable
+		return o, ev
+	case errors.Is(err, luks2.ErrNotLUKS):
+		o.header = headerNone
+	default:
+		o.header, o.uuid = headerTorn, tornUUID(r)
+	}
+	res, err := probe.CheckEmpty(r, size)
+	ev.probeErr = err
+	switch {
+	case r.err != nil || (err != nil && res == nil):
+		o.probe = probeUnreadable
+	case res.Empty():
+		o.probe = probeEmpty
+	default:
+		o.probe = probeOurs
+		for _, s := range res.Signatures {
+			if !strings.HasPrefix(s.Name, "LUKS") {
+				o.probe = probeForeign
+			}
+		}
+	}
+	return o, ev
+}
+
+// outcomes classifies each attempt for decide.
+func outcomes(as []Attempt) []keyOutcome {
+	out := make([]keyOutcome, len(as))
+	for i, a := range as {
+		switch {
+		case a.Err == nil:
+			out[i] = keyOpened
+		case errors.Is(a.Err, context.DeadlineExceeded):
+			out[i] = keyTimedOut
+		case errors.Is(a.Err, keys.ErrWrongKey), errors.Is(a.Err, ErrSlotEmpty):
+			out[i] = keyWrong
+		default:
+			out[i] = keyUnavailable
+		}
+	}
+	return out
+}
+
+// tornUUID is the UUID that the binary headers of a damaged LUKS2 header
+// name: "" when none has a LUKS2 magic, "several" when they disagree.
+func tornUUID(r io.ReaderAt) string {
+	const offUUID, lenUUID = 168, 40
+	uuid := ""
+	bin := make([]byte, offUUID+lenUUID)
+	for _, off := range []int64{0, 0x4000, 0x8000, 0x10000, 0x20000, 0x40000, 0x80000, 0x100000, 0x200000, 0x400000} {
+		magic := "SKUL\xba\xbe"
+		if off == 0 {
+			magic = "LUKS\xba\xbe"
+		}
+		if n, _ := r.ReadAt(bin, off); n < len(bin) || string(bin[:6]) != magic {
+			continue
+		}
+		u := string(bin[offUUID:])
+		if i := strings.IndexByte(u, 0); i >= 0 {
+			u = u[:i]
+		}
+		switch {
+		case uuid == "":
+			uuid = u
+		case u != uuid:
+			return "several"
+		}
+	}
+	return uuid
+}
+
+// readWatch remembers the first read error (other than EOF) on a device,
+// so that an I/O error is never taken for a missing header.
+type readWatch struct {
+	r   io.ReaderAt
+	mu  sync.Mutex
+	err error
+}
+
+func (w *readWatch) ReadAt(p []byte, off int64) (int, error) {
+	n, err := w.r.ReadAt(p, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		w.mu.Lock()
+		if w.err == nil {
+			w.err = fmt.Errorf("read at %d: %w", off, err)
+		}
+		w.mu.Unlock()
+	}
+	return n, err
 }

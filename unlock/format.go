@@ -3,22 +3,98 @@ package unlock
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 
 	"github.com/cryptinit/cryptinit/unlock/config"
 	"github.com/cryptinit/cryptinit/unlock/keys"
 	"github.com/cryptinit/cryptinit/unlock/luks2"
+	"github.com/cryptinit/cryptinit/unlock/meta"
+	"github.com/cryptinit/cryptinit/unlock/probe"
 )
 
-// format writes a new LUKS2 header with the first key that can be created.
-// Known window: for a kms/tpm first key the token is written right after
-// the header; a crash in between leaves a volume with no data whose key
-// cannot be derived, which needs a wipe (the volume was never used).
-func (e *Engine) format(ctx context.Context, vol *config.Volume, dev luks2.Device, size int64) (*Result, error) {
+// execute performs d, the decision on what observe saw (ev); it is the
+// only code that writes to the volume before the sync.
+func (e *Engine) execute(ctx context.Context, vol *config.Volume, dev luks2.Device, size int64, op string, o observed, d decision, ev evidence) (*Result, error) {
+	if o.record != nil && d.action != actRedo && !(d.action == actOpen && o.uuid == o.record.UUID) {
+		e.log().Warn("format journal names this volume; its format is not redone", "volume", vol.ID,
+			"journal_uuid", o.record.UUID, "stage", o.record.Stage, "header_uuid", o.uuid, "action", d.action.String(), "reason", d.reason)
+	}
+	switch d.action {
+	case actOpen:
+		res := ev.opened
+		if d.clearRecord {
+			if err := e.Journal.End(vol.ID); err != nil {
+				res.Zero()
+				return nil, fmt.Errorf("unlock %s: the format it records is complete, but: %w (stopping before the volume is used: a stale record could let a later boot take it for an unfinished format)", vol.ID, err)
+			}
+		}
+		res.Sync = e.Sync(ctx, *vol, dev, res)
+		return res, nil
+	case actFormat:
+		return e.formatVolume(ctx, vol, dev, size, "")
+	case actRedo:
+		wiped := fmt.Sprintf("%s: erased the LUKS2 header area (bytes 0-%d) and the last MiB (bytes %d-%d)",
+			d.reason, min(size, wipeHead), max(0, size-wipeTail), size)
+		e.log().Warn("redoing an interrupted format: wiping it", "volume", vol.ID, "reason", d.reason, "erased", wiped)
+		if o.record.Stage != meta.StageBegun {
+			// back to "begun" first: a crash in the wipe then still
+			// counts as our own unfinished format
+			r := *o.record
+			if err := e.Journal.Begin(r); err != nil {
+				return nil, fmt.Errorf("%s %s: %w; nothing was written", op, vol.ID, err)
+			}
+		}
+		if err := probe.Wipe(dev, size); err != nil {
+			return nil, fmt.Errorf("%s %s: wipe the interrupted format: %w", op, vol.ID, err)
+		}
+		res, err := e.formatVolume(ctx, vol, dev, size, o.record.UUID)
+		if err != nil {
+			return nil, fmt.Errorf("%w (after wiping: %s)", err, wiped)
+		}
+		res.Wiped = wiped
+		return res, nil
+	}
+	switch {
+	case errors.Is(d.refusal, ErrNoKeyOpens) && ev.openErr != nil:
+		return nil, ev.openErr
+	case errors.Is(d.refusal, ErrNoKeyOpens):
+		return nil, fmt.Errorf("%s %s: %w: it already holds a LUKS%d volume (UUID %s); nothing was written", op, vol.ID, probe.ErrNotEmpty, ev.hdr.Version, ev.hdr.UUID)
+	case errors.Is(d.refusal, errUnreadable):
+		return nil, fmt.Errorf("%s %s: %w: %v; nothing was written", op, vol.ID, errUnreadable, ev.readErr)
+	case errors.Is(d.refusal, meta.ErrJournalUnreadable):
+		return nil, fmt.Errorf("%s %s: %w; nothing was written (repair META or remove its tag 0x%X)", op, vol.ID, ev.journalErr, meta.TagFormatJournal)
+	case o.header == headerTorn:
+		return nil, fmt.Errorf("%s %s: read LUKS2 header: %w (nothing was written: %s)", op, vol.ID, ev.hdrErr, d.reason)
+	case ev.probeErr != nil:
+		return nil, fmt.Errorf("%s %s: %w", op, vol.ID, ev.probeErr)
+	}
+	return nil, fmt.Errorf("%s %s: %w: %s; nothing was written", op, vol.ID, d.refusal, d.reason)
+}
+
+// wipeHead and wipeTail are what probe.Wipe zeroes at the start (up to
+// the last LUKS2 secondary header) and at the end of a partition.
+const (
+	wipeHead = 4<<20 + 4096
+	wipeTail = 1 << 20
+)
+
+// formatVolume formats with the first key that can be created, journalling
+// each stage when there is a Journal: Begin (UUID chosen, nothing
+// written), the header with its keyslot, the token, End. uuid "" picks a
+// new one. Known window without a Journal: a crash between the header and
+// a kms/tpm key's token leaves a volume nobody can open, which needs a
+// wipe (it never held data).
+func (e *Engine) formatVolume(ctx context.Context, vol *config.Volume, dev luks2.Device, size int64, uuid string) (*Result, error) {
 	ks, err := configuredKeys(vol)
 	if err != nil {
 		return nil, err
+	}
+	if uuid == "" {
+		if uuid, err = e.newUUID(); err != nil {
+			return nil, fmt.Errorf("format %s: %w", vol.ID, err)
+		}
 	}
 	res := &Result{VolumeID: vol.ID, Slot: -1, Formatted: true}
 	for _, ck := range ks {
@@ -41,7 +117,7 @@ func (e *Engine) format(ctx context.Context, vol *config.Volume, dev luks2.Devic
 			e.log().Info("key cannot be created", "volume", vol.ID, "slot", ck.Slot, "kind", kind, "err", err)
 			continue
 		}
-		vk, hdr, err := e.formatWith(vol, dev, size, ck, enr)
+		vk, hdr, err := e.formatWith(vol, dev, size, ck, enr, uuid)
 		enr.Zero()
 		end := e.now()
 		res.Attempts = append(res.Attempts, Attempt{Slot: ck.Slot, Kind: kind, Err: err, Duration: end.Sub(start),
@@ -50,28 +126,51 @@ func (e *Engine) format(ctx context.Context, vol *config.Volume, dev luks2.Devic
 			return nil, fmt.Errorf("format %s with slot %d (%s): %w", vol.ID, ck.Slot, kind, err)
 		}
 		res.VolumeKey, res.Slot, res.Kind, res.UUID = vk, ck.Slot, kind, hdr.UUID
-		e.log().Info("formatted", "volume", vol.ID, "slot", ck.Slot, "kind", kind)
+		if e.Journal != nil {
+			if err := e.Journal.End(vol.ID); err != nil {
+				res.Zero()
+				return nil, fmt.Errorf("format %s: the volume is formatted, but: %w (stopping before it is used: a stale record could let a later boot take it for an unfinished format)", vol.ID, err)
+			}
+		}
+		e.log().Info("formatted", "volume", vol.ID, "slot", ck.Slot, "kind", kind, "uuid", hdr.UUID)
 		if err := e.fillMapping(res, vol, hdr); err != nil {
 			res.Zero()
 			return nil, err
 		}
+		res.Sync = e.Sync(ctx, *vol, dev, res)
 		return res, nil
 	}
 	return nil, &OpenError{Volume: vol.ID, Op: "format", Attempts: res.Attempts, Err: ErrNoKeyEnrolls}
 }
 
-func (e *Engine) formatWith(vol *config.Volume, dev luks2.Device, size int64, ck config.Key, enr *keys.Enrollment) ([]byte, *luks2.Header, error) {
+// newUUID is a random version 4 UUID from e.Rand.
+func (e *Engine) newUUID() (string, error) {
+	var b [16]byte
+	if _, err := io.ReadFull(e.rand(), b[:]); err != nil {
+		return "", fmt.Errorf("LUKS2 UUID: %w", err)
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16]), nil
+}
+
+func (e *Engine) rand() io.Reader {
+	if e.Rand != nil {
+		return e.Rand
+	}
+	return rand.Reader
+}
+
+// formatWith writes the header with ck's keyslot and then its token, and
+// advances the journal after each.
+func (e *Engine) formatWith(vol *config.Volume, dev luks2.Device, size int64, ck config.Key, enr *keys.Enrollment, uuid string) ([]byte, *luks2.Header, error) {
 	enc := vol.Encryption
 	keySize := enc.KeySize
 	if keySize == 0 {
 		keySize = 512
 	}
 	vk := make([]byte, keySize/8)
-	r := e.Rand
-	if r == nil {
-		r = rand.Reader
-	}
-	if _, err := io.ReadFull(r, vk); err != nil {
+	if _, err := io.ReadFull(e.rand(), vk); err != nil {
 		return nil, nil, fmt.Errorf("volume key: %w", err)
 	}
 	opts := luks2.FormatOptions{
@@ -81,26 +180,47 @@ func (e *Engine) formatWith(vol *config.Volume, dev luks2.Device, size int64, ck
 		SectorSize: enc.BlockSize,
 		KDF:        kdfFor(enc),
 		VolumeKey:  vk,
+		UUID:       uuid,
+	}
+	fail := func(err error) ([]byte, *luks2.Header, error) {
+		keys.Zero(vk)
+		return nil, nil, err
+	}
+	tok, err := slotToken(ck, enr.Token)
+	if err != nil {
+		return fail(err)
+	}
+	if e.Journal != nil {
+		if err := e.Journal.Begin(meta.Record{Volume: vol.ID, UUID: uuid, Slot: ck.Slot, Token: tok != nil}); err != nil {
+			return fail(fmt.Errorf("%w (nothing was written to the volume)", err))
+		}
 	}
 	hdr, err := luks2.Format(dev, size, enr.Passphrase, opts)
 	if err != nil {
-		keys.Zero(vk)
-		return nil, nil, err
+		return fail(err)
 	}
-	if tok, err := slotToken(ck, enr.Token); err != nil {
-		keys.Zero(vk)
-		return nil, nil, err
-	} else if tok != nil {
+	if err := e.advance(vol.ID, meta.StageHeader); err != nil {
+		return fail(err)
+	}
+	if tok != nil {
 		if _, err := luks2.ImportToken(dev, ck.Slot, tok, true); err != nil {
-			keys.Zero(vk)
-			return nil, nil, fmt.Errorf("store token %d: %w", ck.Slot, err)
+			return fail(fmt.Errorf("store token %d: %w", ck.Slot, err))
+		}
+		if err := e.advance(vol.ID, meta.StageToken); err != nil {
+			return fail(err)
 		}
 		if hdr, err = luks2.ReadHeader(dev); err != nil {
-			keys.Zero(vk)
-			return nil, nil, err
+			return fail(err)
 		}
 	}
 	return vk, hdr, nil
+}
+
+func (e *Engine) advance(id, stage string) error {
+	if e.Journal == nil {
+		return nil
+	}
+	return e.Journal.Advance(id, stage)
 }
 
 // slotToken is the token to store with id == slot for a configured key:

@@ -337,29 +337,3 @@ func FuzzDecodeStateConfig(f *testing.F) {
 		}
 	})
 }
-
-func TestJournal(t *testing.T) {
-	j := &Journal{Dev: make(image, Size)}
-	if p, err := j.FormatPending("EPHEMERAL"); p || err != nil {
-		t.Fatal(p, err)
-	}
-	j.BeginFormat("EPHEMERAL")
-	j.BeginFormat("u-data")
-	j.BeginFormat("EPHEMERAL")
-	m, _ := Read(j.Dev)
-	if v, _ := m.Get(TagFormatJournal); string(v) != "EPHEMERAL\nu-data" {
-		t.Fatalf("tag 13 = %q", v)
-	}
-	j.EndFormat("EPHEMERAL")
-	if p, _ := j.FormatPending("EPHEMERAL"); p {
-		t.Fatal("still pending")
-	}
-	if p, _ := j.FormatPending("u-data"); !p {
-		t.Fatal("other volume lost")
-	}
-	j.EndFormat("u-data")
-	m, _ = Read(j.Dev)
-	if _, ok := m.Get(TagFormatJournal); ok {
-		t.Fatal("empty tag not deleted")
-	}
-}
