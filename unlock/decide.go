@@ -101,8 +101,9 @@ type decision struct {
 //     the record's keyslot is absent (stage "begun"), or its key needs a
 //     token and that token is absent (stage "begun" or "header").
 //
-// Anything else refuses and writes nothing. Only a key that opened
-// changes the outcome: unavailable, wrong or timed-out keys never do.
+// Anything else refuses and writes nothing. Only a key that opened a valid
+// header changes the outcome: unavailable, wrong or timed-out keys never
+// do (keys are tried only on a valid header).
 func decide(o observed) decision {
 	opened := false
 	for _, k := range o.keys {
