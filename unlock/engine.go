@@ -39,6 +39,10 @@ type Engine struct {
 	// empty.
 	Journal FormatJournal
 
+	// digestIterations is the volume key digest's pbkdf2 cost on a format;
+	// 0: luks2's default. Tests that format thousands of images lower it.
+	digestIterations int
+
 	// unlockSlot runs the LUKS2 unlock (the KDF); nil: Header.Unlock. The
 	// benchmark wraps it to tell the engine's own time from the KDF's.
 	unlockSlot func(h *luks2.Header, r io.ReaderAt, pass []byte, slot int) ([]byte, int, error)

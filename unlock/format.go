@@ -181,6 +181,8 @@ func (e *Engine) formatWith(vol *config.Volume, dev luks2.Device, size int64, ck
 		KDF:        kdfFor(enc),
 		VolumeKey:  vk,
 		UUID:       uuid,
+
+		DigestIterations: e.digestIterations,
 	}
 	fail := func(err error) ([]byte, *luks2.Header, error) {
 		keys.Zero(vk)
