@@ -182,3 +182,48 @@ func TestRedoLogsTheWipe(t *testing.T) {
 		t.Fatal("the wipe erased more than it says")
 	}
 }
+
+// A value in the journal's tag that is not ours refuses any redo and any
+// format (nothing is written to the volume or META); a key that opens
+// still opens.
+func TestForeignJournalRefusesRedo(t *testing.T) {
+	vol := volume(t, staticConfig("EPHEMERAL", map[int]string{0: "a"}), "EPHEMERAL")
+	m := meta.New()
+	m.Set(meta.TagFormatJournal, []byte("EPHEMERAL"))
+	mdev := make(memMeta, meta.Size)
+	if err := m.Write(mdev); err != nil {
+		t.Fatal(err)
+	}
+	metaBefore := bytes.Clone(mdev)
+	e := &Engine{Journal: &meta.Journal{Dev: mdev}}
+
+	empty := image(t, imageSize)
+	if _, err := e.Unlock(ctx, vol, empty, imageSize); !errors.Is(err, meta.ErrJournalUnreadable) {
+		t.Fatalf("empty partition: %v", err)
+	}
+	if d := digest(t, empty); d != digest(t, image(t, imageSize)) {
+		t.Fatal("empty partition written")
+	}
+
+	f := image(t, imageSize)
+	res, err := (&Engine{}).Unlock(ctx, vol, f, imageSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Zero()
+	if r, err := e.Unlock(ctx, vol, f, imageSize); err != nil {
+		t.Fatalf("a key that opens: %v", err)
+	} else {
+		r.Zero()
+	}
+	for _, off := range []int64{4096, 16384 + 4096} {
+		f.WriteAt([]byte("{torn"), off) // both header copies damaged
+	}
+	before := digest(t, f)
+	if _, err := e.Unlock(ctx, vol, f, imageSize); err == nil || !errors.Is(err, luks2.ErrNoValidHeader) {
+		t.Fatalf("torn header: %v", err)
+	}
+	if digest(t, f) != before || !bytes.Equal(mdev, metaBefore) {
+		t.Fatal("written to")
+	}
+}
