@@ -15,7 +15,10 @@
 // with its own timeout, and records every failure: when none opens, the
 // error lists each slot, its kind and why. Format runs only when the
 // partition has no LUKS header and probe finds it empty; the first key that
-// can be created formats, the others are added by the sync. Sync (after
+// can be created formats, the others are added by the sync. Whether Unlock
+// opens, formats, redoes an interrupted format or refuses is decided in one
+// pure function over what it observed (decide.go), never on a key that is
+// unavailable, wrong or slow. Sync (after
 // every open) adds missing keys, replaces configured slots whose key no
 // longer opens them, and removes slots the config does not name (except
 // recovery slots); it never touches the slot that opened the volume, so a

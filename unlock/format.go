@@ -17,7 +17,7 @@ import (
 // execute performs d, the decision on what observe saw (ev); it is the
 // only code that writes to the volume before the sync.
 func (e *Engine) execute(ctx context.Context, vol *config.Volume, dev luks2.Device, size int64, op string, o observed, d decision, ev evidence) (*Result, error) {
-	if o.record != nil && d.action != actRedo && !(d.action == actOpen && o.uuid == o.record.UUID) {
+	if o.record != nil && (d.action == actRefuse || (d.action == actOpen && o.uuid != o.record.UUID)) {
 		e.log().Warn("format journal names this volume; its format is not redone", "volume", vol.ID,
 			"journal_uuid", o.record.UUID, "stage", o.record.Stage, "header_uuid", o.uuid, "action", d.action.String(), "reason", d.reason)
 	}
