@@ -35,9 +35,10 @@ func (e *Engine) execute(ctx context.Context, vol *config.Volume, dev luks2.Devi
 	case actFormat:
 		return e.formatVolume(ctx, vol, dev, size, "")
 	case actRedo:
-		wiped := fmt.Sprintf("%s: erased the LUKS2 header area (bytes 0-%d) and the last MiB (bytes %d-%d)",
-			d.reason, min(size, wipeHead), max(0, size-wipeTail), size)
-		e.log().Warn("redoing an interrupted format: wiping it", "volume", vol.ID, "reason", d.reason, "erased", wiped)
+		erased := fmt.Sprintf("the LUKS2 header area (bytes 0-%d) and the last MiB (bytes %d-%d)",
+			min(size, wipeHead), max(0, size-wipeTail), size)
+		wiped := fmt.Sprintf("%s: erased %s", d.reason, erased)
+		e.log().Warn("redoing an interrupted format: wiping it", "volume", vol.ID, "reason", d.reason, "erased", erased)
 		if o.record.Stage != meta.StageBegun {
 			// back to "begun" first: a crash in the wipe then still
 			// counts as our own unfinished format
@@ -62,7 +63,11 @@ func (e *Engine) execute(ctx context.Context, vol *config.Volume, dev luks2.Devi
 	case errors.Is(d.refusal, ErrNoKeyOpens):
 		return nil, fmt.Errorf("%s %s: %w: it already holds a LUKS%d volume (UUID %s); nothing was written", op, vol.ID, probe.ErrNotEmpty, ev.hdr.Version, ev.hdr.UUID)
 	case errors.Is(d.refusal, errUnreadable):
-		return nil, fmt.Errorf("%s %s: %w: %v; nothing was written", op, vol.ID, errUnreadable, ev.readErr)
+		cause := ev.readErr
+		if cause == nil {
+			cause = ev.probeErr
+		}
+		return nil, fmt.Errorf("%s %s: %w: %v; nothing was written", op, vol.ID, errUnreadable, cause)
 	case errors.Is(d.refusal, meta.ErrJournalUnreadable):
 		return nil, fmt.Errorf("%s %s: %w; nothing was written (repair META or remove its tag 0x%X)", op, vol.ID, ev.journalErr, meta.TagFormatJournal)
 	case o.header == headerTorn:
