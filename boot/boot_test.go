@@ -784,7 +784,7 @@ func TestInterruptedFormatRedone(t *testing.T) {
 		return head
 	}
 
-	uuid := luksUUID(t, n.parts["EPHEMERAL"])
+	uuid := headerUUID(t, n.parts["EPHEMERAL"])
 	before := breakHeaders()
 	n.con.Reset()
 	if _, err := n.boot(root, basicConfig, "").Run(context.Background()); err == nil {
@@ -826,8 +826,8 @@ func TestInterruptedFormatRedone(t *testing.T) {
 	}
 }
 
-// luksUUID is the UUID of the LUKS2 header on the image at path.
-func luksUUID(t *testing.T, path string) string {
+// headerUUID is the UUID of the LUKS2 header on the image at path.
+func headerUUID(t *testing.T, path string) string {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {

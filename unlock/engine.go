@@ -35,17 +35,15 @@ type Engine struct {
 	Rand       io.Reader        // volume keys; nil: crypto/rand
 	// Journal, when set (a *meta.Journal on the META partition), records each
 	// format while it runs, so that one interrupted by a crash is redone on
-	// the next boot (see decide). Without it such a partition counts as not
-	// empty.
+	// the next boot. Without it such a partition counts as not empty.
 	Journal FormatJournal
-
-	// digestIterations is the volume key digest's pbkdf2 cost on a format;
-	// 0: luks2's default. Tests that format thousands of images lower it.
-	digestIterations int
 
 	// unlockSlot runs the LUKS2 unlock (the KDF); nil: Header.Unlock. The
 	// benchmark wraps it to tell the engine's own time from the KDF's.
 	unlockSlot func(h *luks2.Header, r io.ReaderAt, pass []byte, slot int) ([]byte, int, error)
+	// digestIterations is the volume key digest's pbkdf2 cost on a format;
+	// 0: luks2's default. Tests that format thousands of images lower it.
+	digestIterations int
 }
 
 // FormatJournal remembers formats in progress across a crash: which
@@ -72,7 +70,7 @@ type Result struct {
 	Attempts  []Attempt     // every key tried, in order
 	Sync      *SyncReport   // nil when sync did not run
 	// Wiped says what was erased before the format and why ("" when
-	// nothing was): the boot prints it.
+	// nothing was); the same line goes to Log as a warning.
 	Wiped string
 }
 
