@@ -37,7 +37,7 @@ type plan struct {
 	others       []*volume // EPHEMERAL and user volumes
 	uuidOverride []byte    // META tag 15
 
-	// journal records formats in progress in META (tag 0xC2), so that one
+	// journal records formats in progress in META (tag 13), so that one
 	// cut short by a crash is redone on the next boot; nil without META.
 	journal *meta.Journal
 	metaDev BlockDevice // the open META partition the journal writes
