@@ -815,8 +815,9 @@ func TestInterruptedFormatRedone(t *testing.T) {
 	if strings.Join(n.mkfs, ",") != "EPHEMERAL:xfs" {
 		t.Errorf("mkfs %v, want EPHEMERAL formatted again", n.mkfs)
 	}
-	if !strings.Contains(n.con.String(), "redoing an interrupted format") {
-		t.Errorf("the redo is not reported:\n%s", n.con.String())
+	if con := n.con.String(); !strings.Contains(con, "redoing an interrupted format") ||
+		!strings.Contains(con, "volume=EPHEMERAL") || !strings.Contains(con, "erased=\"the LUKS2 header area (bytes 0-") {
+		t.Errorf("the redo and what it erased are not reported:\n%s", con)
 	}
 	mf, _ = os.Open(n.parts["META"])
 	rec, err := (&meta.Journal{Dev: mf}).Record("EPHEMERAL")
