@@ -305,4 +305,18 @@ func TestBootLeavesOthersTags(t *testing.T) {
 	if err != nil || len(reqs) != 1 || reqs[0].Volume != "u-data" {
 		t.Errorf("requests left %+v %v, want the u-data one that did not match", reqs, err)
 	}
+
+	// The request that does not match is reported again on the next boot,
+	// and nothing at all is written to META.
+	before, _ := os.ReadFile(g.parts["META"])
+	g.mkfs = nil
+	if _, err := g.boot(root, basicConfig, "").Run(context.Background()); err != nil {
+		t.Fatalf("third boot: %v\n%s", err, g.con.String())
+	}
+	if out := g.con.String(); !strings.Contains(out, mismatch) || strings.Contains(out, "meta: wiped") || len(g.mkfs) != 0 {
+		t.Errorf("third boot: want the warning again and no wipe (mkfs %v):\n%s", g.mkfs, out)
+	}
+	if after, _ := os.ReadFile(g.parts["META"]); !bytes.Equal(before, after) {
+		t.Error("third boot rewrote META")
+	}
 }

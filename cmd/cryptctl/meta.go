@@ -361,15 +361,22 @@ func diskOfPartition(path string) (string, error) {
 	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
 		return "", fmt.Errorf("%s is not a block device", path)
 	}
-	sys := fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
-	if _, err := os.Stat(filepath.Join(sys, "partition")); err != nil {
-		return "", fmt.Errorf("%s is not a partition", path)
+	return diskOfDev("/sys", "/dev", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+}
+
+// diskOfDev names the disk holding partition major:minor: sysfs links
+// dev/block/M:m to .../block/<disk>/<partition>, which has a "partition"
+// file.
+func diskOfDev(sys, dev string, major, minor uint32) (string, error) {
+	p := filepath.Join(sys, "dev/block", fmt.Sprintf("%d:%d", major, minor))
+	if _, err := os.Stat(filepath.Join(p, "partition")); err != nil {
+		return "", fmt.Errorf("device %d:%d is not a partition", major, minor)
 	}
-	real, err := filepath.EvalSymlinks(sys)
+	real, err := filepath.EvalSymlinks(p)
 	if err != nil {
 		return "", err
 	}
-	return "/dev/" + filepath.Base(filepath.Dir(real)), nil
+	return filepath.Join(dev, filepath.Base(filepath.Dir(real))), nil
 }
 
 // metaUpdate reads META, applies change and writes both copies back.

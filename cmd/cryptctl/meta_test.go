@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -120,5 +121,28 @@ func TestMetaWipeCmds(t *testing.T) {
 	}
 	if out, err := cryptctl(t, "meta", "get", "--tag", "12", metaImg); err != nil || out != "STATE\n" {
 		t.Fatalf("tag 12 = %q, %v", out, err)
+	}
+}
+
+// diskOfDev finds a partition's disk the way sysfs lays it out.
+func TestDiskOfDev(t *testing.T) {
+	sys := t.TempDir()
+	part := filepath.Join(sys, "devices/pci0000:00/0000:00:04.0/virtio2/block/vda/vda4")
+	if err := os.MkdirAll(part, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(part, "partition"), []byte("4\n"), 0o644)
+	os.MkdirAll(filepath.Join(sys, "dev/block"), 0o755)
+	if err := os.Symlink("../../devices/pci0000:00/0000:00:04.0/virtio2/block/vda/vda4", filepath.Join(sys, "dev/block/253:4")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../../devices/pci0000:00/0000:00:04.0/virtio2/block/vda", filepath.Join(sys, "dev/block/253:0")); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := diskOfDev(sys, "/dev", 253, 4); err != nil || d != "/dev/vda" {
+		t.Fatalf("partition: %q %v", d, err)
+	}
+	if d, err := diskOfDev(sys, "/dev", 253, 0); err == nil {
+		t.Fatalf("a whole disk is no partition: %q", d)
 	}
 }

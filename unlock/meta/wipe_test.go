@@ -197,3 +197,13 @@ func TestLegacyWarnings(t *testing.T) {
 		}
 	}
 }
+
+// cryptinit's tags must be ones Talos reads as themselves (it reads a tag
+// as one byte) and never assigns (6-18 today; 0-32 kept clear for it).
+func TestOwnTagsOutsideTalos(t *testing.T) {
+	for _, tag := range []uint32{TagWipeRequest, TagFormatJournal} {
+		if tag > 0xff || tag <= 32 {
+			t.Errorf("tag %#x: outside 33..255", tag)
+		}
+	}
+}
