@@ -177,6 +177,9 @@ func newMetaSetCmd() *cobra.Command {
 			if tag == 0 {
 				return errors.New("tag 0 is reserved (it ends the tag list)")
 			}
+			if tag > 0xff {
+				return fmt.Errorf("tag %d is above 255: Talos reads a tag as one byte and would take it for its tag %d", tag, tag&0xff)
+			}
 			return metaUpdate(args[0], true, func(m *meta.Meta) (bool, error) {
 				m.Set(tag, v)
 				return true, nil

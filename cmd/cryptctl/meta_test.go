@@ -55,6 +55,11 @@ func TestMetaWipeCmds(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// a tag Talos would read as another (it reads one byte) is refused
+	if _, err := cryptctl(t, "meta", "set", "--tag", "268", "--value", "x", metaImg); err == nil || !strings.Contains(err.Error(), "its tag 12") {
+		t.Fatalf("tag 268: %v", err)
+	}
+
 	// the target is required; the old spelling on an image file says so
 	if _, err := cryptctl(t, "meta", "request-wipe", "--volume", "EPHEMERAL", metaImg); err == nil || !strings.Contains(err.Error(), "name the partition to wipe") {
 		t.Fatalf("request without a target: %v", err)
