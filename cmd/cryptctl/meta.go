@@ -241,7 +241,7 @@ partition labelled ID on that same disk is used.`,
 			if partition != "" {
 				u, err := readLUKSUUID(partition)
 				if err != nil {
-					return fmt.Errorf("--partition: %w", err)
+					return fmt.Errorf("--partition: %w (a partition without a LUKS header is named by --partuuid or --disk)", err)
 				}
 				if req.LUKSUUID != "" && !strings.EqualFold(req.LUKSUUID, u) {
 					return fmt.Errorf("--luks-uuid %s, but %s holds LUKS UUID %s", req.LUKSUUID, partition, u)
