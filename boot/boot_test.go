@@ -370,7 +370,9 @@ func TestStagedWipe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	meta.RequestWipe(m, "EPHEMERAL")
+	if err := meta.RequestWipe(m, meta.WipeRequest{Volume: "EPHEMERAL", LUKSUUID: luksUUID(t, n.parts["EPHEMERAL"])}); err != nil {
+		t.Fatal(err)
+	}
 	if err := m.Write(mf); err != nil {
 		t.Fatal(err)
 	}
@@ -388,7 +390,7 @@ func TestStagedWipe(t *testing.T) {
 	mf, _ = os.Open(n.parts["META"])
 	m, _ = meta.Read(mf)
 	mf.Close()
-	if w := meta.WipeRequests(m); len(w) != 0 {
+	if w, err := meta.WipeRequests(m); len(w) != 0 || err != nil {
 		t.Errorf("wipe request not cleared: %v", w)
 	}
 }

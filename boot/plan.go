@@ -11,7 +11,6 @@ import (
 	"github.com/cryptinit/cryptinit/boot/console"
 	"github.com/cryptinit/cryptinit/boot/devices"
 	"github.com/cryptinit/cryptinit/boot/mkfs"
-	"github.com/cryptinit/cryptinit/unlock"
 	"github.com/cryptinit/cryptinit/unlock/config"
 	"github.com/cryptinit/cryptinit/unlock/meta"
 )
@@ -174,21 +173,9 @@ func (b *Boot) readMeta(found *devices.Found, mc *machineConfig, p *plan) (*conf
 		}
 		// Only volumes META asks to wipe are opened for it; consuming a
 		// request rewrites META, which is then read again.
-		wanted := map[string]bool{}
-		if readErr == nil {
-			for _, id := range meta.WipeRequests(m) {
-				wanted[id] = true
-			}
-		}
-		var ids []string
-		for l := range found.ByLabel {
-			if isVolumeLabel(l) && wanted[l] {
-				ids = append(ids, l)
-			}
-		}
-		sort.Strings(ids)
+		ids := b.wipeRequested(m, readErr, found)
 		for _, id := range ids {
-			if err := b.consumeWipe(f, id, found.ByLabel[id]); err != nil {
+			if err := b.consumeWipe(f, id, found); err != nil {
 				return err
 			}
 		}
@@ -225,25 +212,6 @@ func (b *Boot) readMeta(found *devices.Found, mc *machineConfig, p *plan) (*conf
 			Hint: "META is damaged or unreadable: boot with a machine config that encrypts STATE (it wins over META and rewrites it)"}}
 	}
 	return stateCfg, nil
-}
-
-func (b *Boot) consumeWipe(metaDev BlockDevice, id string, part devices.Block) error {
-	dev, size, err := b.Open(part.Path)
-	if err != nil {
-		return fmt.Errorf("open %s for a wipe request: %w", id, err)
-	}
-	defer dev.Close()
-	wiped, err := unlock.ConsumeWipeRequest(metaDev, id, dev, size)
-	if err != nil {
-		return err
-	}
-	if wiped {
-		if err := dev.Sync(); err != nil {
-			return fmt.Errorf("wipe %s: %w", id, err)
-		}
-		b.logf("meta: wiped %s (%s) as requested in META; it will be formatted", id, part.Name)
-	}
-	return nil
 }
 
 // planFromConfig adds EPHEMERAL and the user volumes: configured ones, and

@@ -365,29 +365,6 @@ func TestStateFromMETAAndMachineConfigWins(t *testing.T) {
 	}
 }
 
-func TestConsumeWipeRequest(t *testing.T) {
-	needTool(t, "mkfs.xfs")
-	metaDev := image(t, meta.Size)
-	dev := image(t, 320<<20)
-	run(t, nil, "mkfs.xfs", "-q", "-f", dev.Name())
-	vol := volume(t, staticConfig("EPHEMERAL", map[int]string{0: "pw"}), "EPHEMERAL")
-	if _, err := (&Engine{}).Unlock(ctx, vol, dev, 320<<20); !errors.Is(err, probe.ErrNotEmpty) {
-		t.Fatalf("xfs formatted: %v", err)
-	}
-	m := meta.New()
-	meta.RequestWipe(m, "EPHEMERAL")
-	m.Write(metaDev)
-	if wiped, err := ConsumeWipeRequest(metaDev, "EPHEMERAL", dev, 320<<20); !wiped || err != nil {
-		t.Fatal(wiped, err)
-	}
-	if r, err := (&Engine{}).Unlock(ctx, vol, dev, 320<<20); err != nil || !r.Formatted {
-		t.Fatalf("after wipe: %v", err)
-	}
-	if wiped, _ := ConsumeWipeRequest(metaDev, "EPHEMERAL", dev, 320<<20); wiped {
-		t.Fatal("wiped twice")
-	}
-}
-
 // TestSyncFingerprintSkipsUnchanged: once a full sync has checked every key,
 // later boots with nothing changed skip the checks (one KDF per boot), and
 // any change to the config, a key's source or the header brings them back.

@@ -5,17 +5,23 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
+	"github.com/cryptinit/cryptinit/boot/devices"
+	"github.com/cryptinit/cryptinit/unlock/luks2"
 	"github.com/cryptinit/cryptinit/unlock/meta"
 )
 
 // newMetaCmd works with the META partition (or a 1 MiB image of it).
 func newMetaCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "meta", Short: "Work with the META partition"}
-	cmd.AddCommand(newMetaListCmd(), newMetaGetCmd(), newMetaSetCmd(), newMetaDeleteCmd(), newMetaWipeCmd())
+	cmd.AddCommand(newMetaListCmd(), newMetaGetCmd(), newMetaSetCmd(), newMetaDeleteCmd(), newMetaWipeCmd(), newMetaCancelWipeCmd())
 	return cmd
 }
 
@@ -64,7 +70,7 @@ func metaLoad(f *os.File, allowBlank bool) (*meta.Meta, error) {
 }
 
 func metaTagFlag(cmd *cobra.Command, tag *uint32) {
-	cmd.Flags().Uint32Var(tag, "tag", 0, "META tag number (9 = STATE encryption config, 12 = cryptinit wipe request, 15 = UUID override)")
+	cmd.Flags().Uint32Var(tag, "tag", 0, "META tag number (9 = STATE encryption config, 15 = UUID override, 12-14 = Talos users' own, 193 = cryptinit wipe request, 194 = cryptinit format journal)")
 	cmd.MarkFlagRequired("tag")
 }
 
@@ -88,7 +94,21 @@ func newMetaListCmd() *cobra.Command {
 				if name == "" {
 					name = "-"
 				}
-				fmt.Fprintf(out, "%3d  %-28s %6d bytes\n", t, name, len(v))
+				num := fmt.Sprint(t)
+				if t >= 0x80 || meta.TagName(t) == "" {
+					num = fmt.Sprintf("%d/%#x", t, t)
+				}
+				fmt.Fprintf(out, "%-9s %-28s %6d bytes\n", num, name, len(v))
+			}
+			reqs, err := meta.WipeRequests(m)
+			if err != nil {
+				fmt.Fprintf(out, "note: %v; the boot acts on none of it\n", err)
+			}
+			for _, r := range reqs {
+				fmt.Fprintf(out, "wipe request: %s at %s\n", r.Volume, r.Target())
+			}
+			for _, w := range meta.LegacyWarnings(m) {
+				fmt.Fprintf(out, "note: %s\n", w)
 			}
 			return nil
 		},
@@ -157,6 +177,9 @@ func newMetaSetCmd() *cobra.Command {
 			if tag == 0 {
 				return errors.New("tag 0 is reserved (it ends the tag list)")
 			}
+			if tag > 0xff {
+				return fmt.Errorf("tag %d is above 255: Talos reads a tag as one byte and would take it for its tag %d", tag, tag&0xff)
+			}
 			return metaUpdate(args[0], true, func(m *meta.Meta) (bool, error) {
 				m.Set(tag, v)
 				return true, nil
@@ -189,22 +212,174 @@ func newMetaDeleteCmd() *cobra.Command {
 }
 
 func newMetaWipeCmd() *cobra.Command {
-	var volume string
+	var (
+		req       meta.WipeRequest
+		partition string
+		disk      string
+	)
 	cmd := &cobra.Command{
-		Use:   "request-wipe --volume ID DEVICE",
-		Short: "Ask the next boot to wipe a volume (e.g. EPHEMERAL) so that it is encrypted (migration to encryption)",
-		Args:  cobra.ExactArgs(1),
+		Use:   "request-wipe --volume ID (--partuuid GUID | --luks-uuid UUID | --partition DEV | --disk DISK) META-DEVICE",
+		Short: "Ask the next boot to wipe a volume's partition (e.g. EPHEMERAL, to encrypt it); the request names the partition",
+		Long: `Ask the next boot to wipe a volume's partition, so that it is formatted
+(encrypted) again. The request (META tag 0xC1) names the partition it targets
+by GPT partition GUID (PARTUUID) and/or the UUID of the LUKS header on it; the
+boot wipes only a partition that matches, and leaves a request that does not
+match in META with a warning on every boot (cancel it with cancel-wipe).
+
+The target comes from --partuuid and --luks-uuid, or is read: --partition DEV
+reads the LUKS UUID from DEV's header, --disk DISK reads the PARTUUID of the
+partition labelled ID from DISK's GPT (a disk or a whole-disk image). With
+none of these and META-DEVICE a partition of a disk, the PARTUUID of the
+partition labelled ID on that same disk is used.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			for _, id := range []struct{ flag, v string }{{"--partuuid", req.PartUUID}, {"--luks-uuid", req.LUKSUUID}} {
+				if id.v != "" && !isUUID(id.v) {
+					return fmt.Errorf("%s %q is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", id.flag, id.v)
+				}
+			}
+			if partition != "" {
+				u, err := readLUKSUUID(partition)
+				if err != nil {
+					return fmt.Errorf("--partition: %w (a partition without a LUKS header is named by --partuuid or --disk)", err)
+				}
+				if req.LUKSUUID != "" && !strings.EqualFold(req.LUKSUUID, u) {
+					return fmt.Errorf("--luks-uuid %s, but %s holds LUKS UUID %s", req.LUKSUUID, partition, u)
+				}
+				req.LUKSUUID = u
+			}
+			if disk == "" && req.PartUUID == "" && req.LUKSUUID == "" {
+				d, err := diskOfPartition(args[0])
+				if err != nil {
+					return fmt.Errorf("name the partition to wipe: --partuuid, --luks-uuid, --partition or --disk (%v)", err)
+				}
+				disk = d
+			}
+			if disk != "" {
+				u, err := readPartUUID(disk, req.Volume)
+				if err != nil {
+					return err
+				}
+				if req.PartUUID != "" && !strings.EqualFold(req.PartUUID, u) {
+					return fmt.Errorf("--partuuid %s, but the partition labelled %s on %s has PARTUUID %s", req.PartUUID, req.Volume, disk, u)
+				}
+				req.PartUUID = u
+			}
 			return metaUpdate(args[0], true, func(m *meta.Meta) (bool, error) {
-				meta.RequestWipe(m, volume)
-				fmt.Fprintf(cmd.OutOrStdout(), "the next boot wipes %s (pending: %v)\n", volume, meta.WipeRequests(m))
+				if err := meta.RequestWipe(m, req); err != nil {
+					return false, err
+				}
+				reqs, _ := meta.WipeRequests(m)
+				fmt.Fprintf(cmd.OutOrStdout(), "the next boot wipes %s if its partition has %s\n", req.Volume, reqs[len(reqs)-1].Target())
 				return true, nil
 			})
 		},
 	}
-	cmd.Flags().StringVar(&volume, "volume", "", "volume ID to wipe (EPHEMERAL, u-<name>)")
+	cmd.Flags().StringVar(&req.Volume, "volume", "", "volume ID to wipe (EPHEMERAL, u-<name>, STATE)")
+	cmd.Flags().StringVar(&req.PartUUID, "partuuid", "", "GPT partition GUID of the partition to wipe")
+	cmd.Flags().StringVar(&req.LUKSUUID, "luks-uuid", "", "UUID of the LUKS header on the partition to wipe")
+	cmd.Flags().StringVar(&partition, "partition", "", "read the LUKS UUID from this partition (or image)")
+	cmd.Flags().StringVar(&disk, "disk", "", "read the PARTUUID of the partition labelled --volume from this disk's GPT (or whole-disk image)")
 	cmd.MarkFlagRequired("volume")
 	return cmd
+}
+
+func newMetaCancelWipeCmd() *cobra.Command {
+	var volume string
+	cmd := &cobra.Command{
+		Use:   "cancel-wipe --volume ID META-DEVICE",
+		Short: "Withdraw the wipe request for a volume",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return metaUpdate(args[0], false, func(m *meta.Meta) (bool, error) {
+				ok, err := meta.CancelWipe(m, volume)
+				if err != nil {
+					return false, err
+				}
+				if !ok {
+					return false, &exitError{code: 2, err: fmt.Errorf("no wipe request for %s in %s", volume, args[0])}
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "wipe request for %s withdrawn\n", volume)
+				return true, nil
+			})
+		},
+	}
+	cmd.Flags().StringVar(&volume, "volume", "", "volume ID")
+	cmd.MarkFlagRequired("volume")
+	return cmd
+}
+
+var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
+func isUUID(s string) bool { return uuidRE.MatchString(s) }
+
+// readLUKSUUID reads the UUID of the LUKS header on path.
+func readLUKSUUID(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h, err := luks2.ReadHeader(f)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return h.UUID, nil
+}
+
+// readPartUUID reads the PARTUUID of the one partition labelled label in
+// the GPT of disk.
+func readPartUUID(disk, label string) (string, error) {
+	f, err := os.Open(disk)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	entries, err := devices.ReadGPT(f)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", disk, err)
+	}
+	var found []devices.GPTEntry
+	for _, e := range entries {
+		if e.Name == label {
+			found = append(found, e)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return "", fmt.Errorf("%s: no partition labelled %s", disk, label)
+	case 1:
+		return found[0].PartUUID, nil
+	}
+	return "", fmt.Errorf("%s: %d partitions are labelled %s: name one with --partuuid", disk, len(found), label)
+}
+
+// diskOfPartition returns the disk (/dev/<name>) that holds the partition
+// block device path, through sysfs.
+func diskOfPartition(path string) (string, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return "", err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		return "", fmt.Errorf("%s is not a block device", path)
+	}
+	return diskOfDev("/sys", "/dev", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+}
+
+// diskOfDev names the disk holding partition major:minor: sysfs links
+// dev/block/M:m to .../block/<disk>/<partition>, which has a "partition"
+// file.
+func diskOfDev(sys, dev string, major, minor uint32) (string, error) {
+	p := filepath.Join(sys, "dev/block", fmt.Sprintf("%d:%d", major, minor))
+	if _, err := os.Stat(filepath.Join(p, "partition")); err != nil {
+		return "", fmt.Errorf("device %d:%d is not a partition", major, minor)
+	}
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dev, filepath.Base(filepath.Dir(real))), nil
 }
 
 // metaUpdate reads META, applies change and writes both copies back.

@@ -1,7 +1,8 @@
 // Package meta reads and writes the Talos META partition ("ADV"): a 1 MiB
 // partition holding two identical 256 KiB copies of a tagged key-value list,
 // each with magics and a SHA-256 checksum. Readers take the first good copy;
-// writers always write both, so a torn write leaves one readable copy.
+// writers write and sync one copy after the other, so a torn write leaves
+// one readable copy.
 package meta
 
 import (
@@ -67,8 +68,8 @@ func TagName(tag uint32) string {
 		TagUpgrade: "Upgrade", TagStagedUpgradeImageRef: "StagedUpgradeImageRef",
 		TagStagedUpgradeInstallOptions: "StagedUpgradeInstallOptions",
 		TagStateEncryptionConfig:       "StateEncryptionConfig", TagMetalNetworkPlatformConfig: "MetalNetworkPlatformConfig",
-		TagDownloadURLCode: "DownloadURLCode", TagUserReserved1: "UserReserved1",
-		TagUserReserved2: "UserReserved2", TagUserReserved3: "UserReserved3",
+		TagDownloadURLCode: "DownloadURLCode", TagUserReserved1: "UserReserved1 (user's)",
+		TagUserReserved2: "UserReserved2 (user's)", TagUserReserved3: "UserReserved3 (user's)",
 		TagUUIDOverride: "UUIDOverride", TagUniqueMachineToken: "UniqueMachineToken",
 		TagDiskImageBootloader: "DiskImageBootloader", TagStagedWipeSelectors: "StagedWipeSelectors",
 		TagWipeRequest: "cryptinit WipeRequest", TagFormatJournal: "cryptinit FormatJournal",
@@ -154,20 +155,26 @@ func Read(r io.ReaderAt) (*Meta, error) {
 	return nil, fmt.Errorf("%w: copy 1: %v; copy 2: %v", ErrCorrupt, errs[0], errs[1])
 }
 
-// Write writes both copies of m to w.
+// Write writes both copies of m to w: copy 1, then copy 2. When w can Sync
+// (a partition, a file), each copy is synced before the next write starts,
+// so a crash or power loss at any point leaves at most one copy torn and the
+// other whole (the old content while copy 1 is written, the new one after),
+// and Read finds it. Without the sync between, the device may hold both
+// writes in its cache and tear both.
 func (m *Meta) Write(w io.WriterAt) error {
 	buf, err := m.Marshal()
 	if err != nil {
 		return err
 	}
+	s, canSync := w.(interface{ Sync() error })
 	for i := int64(0); i < 2; i++ {
 		if _, err := w.WriteAt(buf, i*CopySize); err != nil {
 			return fmt.Errorf("write META copy %d: %w", i+1, err)
 		}
-	}
-	if s, ok := w.(interface{ Sync() error }); ok {
-		if err := s.Sync(); err != nil {
-			return fmt.Errorf("sync META: %w", err)
+		if canSync {
+			if err := s.Sync(); err != nil {
+				return fmt.Errorf("sync META copy %d: %w", i+1, err)
+			}
 		}
 	}
 	return nil

@@ -259,37 +259,6 @@ func TestMachineConfigWins(t *testing.T) {
 	}
 }
 
-func TestWipeRequest(t *testing.T) {
-	img := make(image, Size)
-	if ok, err := ConsumeWipeRequest(img, "EPHEMERAL"); ok || err != nil {
-		t.Fatalf("blank META: %v %v", ok, err)
-	}
-	m := New()
-	RequestWipe(m, "EPHEMERAL")
-	RequestWipe(m, "u-data")
-	RequestWipe(m, "EPHEMERAL")
-	if got := WipeRequests(m); len(got) != 2 {
-		t.Fatalf("requests %v", got)
-	}
-	if err := m.Write(img); err != nil {
-		t.Fatal(err)
-	}
-	if ok, err := ConsumeWipeRequest(img, "EPHEMERAL"); !ok || err != nil {
-		t.Fatalf("first consume: %v %v", ok, err)
-	}
-	if ok, _ := ConsumeWipeRequest(img, "EPHEMERAL"); ok {
-		t.Fatal("request consumed twice")
-	}
-	after, _ := Read(img)
-	if got := WipeRequests(after); len(got) != 1 || got[0] != "u-data" {
-		t.Fatalf("left %v", got)
-	}
-	TakeWipeRequest(after, "u-data")
-	if _, ok := after.Get(TagWipeRequest); ok {
-		t.Error("empty request tag not deleted")
-	}
-}
-
 func FuzzUnmarshal(f *testing.F) {
 	m := New()
 	m.Set(9, []byte(`{"EncryptionKeys":[{"KeySlot":0,"KeyNodeID":{}}]}`))
