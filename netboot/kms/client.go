@@ -150,8 +150,25 @@ func (c *Client) call(ctx context.Context, op, method, endpoint, nodeUUID string
 		wait = min(2*wait, c.opts.MaxBackoff)
 	}
 	attempt = min(attempt, c.opts.Attempts)
+	hint := plaintextHint(ep, last)
 	if ctx.Err() != nil {
-		return nil, fmt.Errorf("kms %s at %s: %w after %d attempt(s): %w (last failure: %v)", op, ep, ErrUnreachable, attempt, ctx.Err(), last)
+		return nil, fmt.Errorf("kms %s at %s: %w after %d attempt(s): %w (last failure: %v)%s", op, ep, ErrUnreachable, attempt, ctx.Err(), last, hint)
 	}
-	return nil, fmt.Errorf("kms %s at %s: %w after %d attempt(s), last failure: %w", op, ep, ErrUnreachable, attempt, last)
+	return nil, fmt.Errorf("kms %s at %s: %w after %d attempt(s), last failure: %w%s", op, ep, ErrUnreachable, attempt, last, hint)
+}
+
+// plaintextHint explains a failure on a scheme-less endpoint that reached a
+// server but got no TLS session: cryptinit reads host:port as TLS where
+// Talos reads it as plaintext, so a plaintext KMS needs grpc:// spelled out.
+// Dial failures (refused, no route, DNS) and gRPC statuses get no hint.
+func plaintextHint(ep Endpoint, err error) string {
+	if !ep.NoScheme || err == nil {
+		return ""
+	}
+	var st *StatusError
+	var op *net.OpError
+	if errors.As(err, &st) || (errors.As(err, &op) && op.Op == "dial") {
+		return ""
+	}
+	return fmt.Sprintf("; the endpoint %s has no scheme, which means TLS (Talos reads it as plaintext): for a KMS that serves plaintext gRPC write grpc://%s in the config", ep.Address, ep.Address)
 }
