@@ -171,12 +171,16 @@ func TestClientBareEndpointIsTLS(t *testing.T) {
 		grpcReply(w, OK, "", (&Response{Data: []byte("key")}).Marshal())
 	})
 	bare := strings.TrimPrefix(ep, "grpc://")
-	// The same server answers when plaintext is asked for by name.
-	if _, err := New(fastOptions(1)).Unseal(context.Background(), ep, "n1", []byte("blob")); err != nil {
+	// The same server answers when plaintext is asked for by name. The same
+	// client then must not reuse that plaintext connection for the TLS
+	// endpoint at the same address.
+	cl := New(fastOptions(3))
+	defer cl.Close()
+	if _, err := cl.Unseal(context.Background(), ep, "n1", []byte("blob")); err != nil {
 		t.Fatalf("grpc://: %v", err)
 	}
 	calls.Store(0)
-	_, err := New(fastOptions(3)).Unseal(context.Background(), bare, "n1", []byte("blob"))
+	_, err := cl.Unseal(context.Background(), bare, "n1", []byte("blob"))
 	if err == nil {
 		t.Fatalf("a bare endpoint reached a plaintext server in plaintext (%d calls)", calls.Load())
 	}
