@@ -7,6 +7,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -105,6 +106,25 @@ func (r *Ring) IDs() []uint32 {
 		ids[i] = k.ID
 	}
 	return ids
+}
+
+// Keeps returns an error naming the first key of old that r lacks or holds
+// with a different secret: blobs sealed with it would not open with r.
+func (r *Ring) Keeps(old *Ring) error {
+	mine := make(map[uint32][]byte, len(r.keys))
+	for _, k := range r.keys {
+		mine[k.ID] = k.Secret
+	}
+	for _, k := range old.keys {
+		s, ok := mine[k.ID]
+		switch {
+		case !ok:
+			return fmt.Errorf("master key %d is missing", k.ID)
+		case subtle.ConstantTimeCompare(s, k.Secret) != 1:
+			return fmt.Errorf("master key %d is a different key", k.ID)
+		}
+	}
+	return nil
 }
 
 // Load reads a keyring file. A file readable by group or others is refused:
