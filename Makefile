@@ -17,7 +17,11 @@ build:
 	mkdir -p $(OUT)/bin
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(OUT)/bin/ ./cmd/...
 
-# test is the project's one test command (.ci/run calls it).
+# test is the project's one test command (.ci/run calls it). It sets
+# CRYPTINIT_STRICT=1: a test that would skip because a tool (cryptsetup, mkfs,
+# swtpm, qemu), the TPM simulator or a built artifact is missing fails instead
+# (internal/testenv).
+test: export CRYPTINIT_STRICT := 1
 test: setup
 	$(MAKE) test-unit fuzz test-vm
 
@@ -41,10 +45,22 @@ fuzz:
 
 # test-vm boots the images under QEMU (TCG) with OVMF and swtpm. Packages run
 # one at a time (-p 1): images/vm itself keeps at most two VMs up at once,
-# which is what two cores can carry.
+# which is what two cores can carry. With CRYPTINIT_VM=1 a VM test that
+# cannot run fails rather than skips; on top of go test's own exit status,
+# the run fails when no TestVM passed or when any TestVM was skipped, so a
+# run that booted nothing can never pass.
 VM_PKGS ?= ./images/vm ./tpm ./netboot
+VM_RUN ?= TestVM
 test-vm: image
-	CRYPTINIT_VM=1 CRYPTINIT_OUT=$(OUT) $(GO) test -p 1 -count=1 -timeout 60m -v -run 'TestVM' $(VM_PKGS)
+	@set -o pipefail; log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
+	CRYPTINIT_VM=1 CRYPTINIT_OUT=$(OUT) $(GO) test -p 1 -count=1 -timeout 60m -v -run '$(VM_RUN)' $(VM_PKGS) 2>&1 | tee "$$log"; \
+	status=$$?; \
+	passed=$$(grep -c -e '--- PASS: TestVM' "$$log"); \
+	skipped=$$(grep -c -e '--- SKIP: TestVM' "$$log"); \
+	echo "test-vm: $$passed VM test(s) passed, $$skipped skipped, go test exit status $$status"; \
+	if [ "$$skipped" -ne 0 ]; then echo "test-vm: FAIL: VM tests skipped:"; grep -e '--- SKIP: TestVM' "$$log"; exit 1; fi; \
+	if [ "$$status" -ne 0 ]; then exit $$status; fi; \
+	if [ "$$passed" -eq 0 ]; then echo "test-vm: FAIL: no VM test ran"; exit 1; fi
 
 # bench runs every Go benchmark, the QEMU boot benchmarks included (boot time
 # and its split, initramfs compression), three iterations each.

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cryptinit/cryptinit/internal/testenv"
 )
 
 func TestConsoleTTY(t *testing.T) {
@@ -91,7 +93,7 @@ func TestRunShellWithoutShell(t *testing.T) {
 // debug environment, and runShell must return once it exits.
 func TestRunShellOnTerminal(t *testing.T) {
 	if _, err := os.Stat("/bin/sh"); err != nil {
-		t.Skip("no /bin/sh on this machine")
+		testenv.Missing(t, "no /bin/sh on this machine")
 	}
 	master, slave, err := openPTY()
 	if err != nil {

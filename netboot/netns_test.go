@@ -22,6 +22,7 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 	"golang.org/x/sys/unix"
 
+	"github.com/cryptinit/cryptinit/internal/testenv"
 	"github.com/cryptinit/cryptinit/netboot/kms"
 )
 
@@ -45,7 +46,7 @@ func netnsPair(t *testing.T) (client, server string) {
 		t.Skip("needs root to create network namespaces")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs ip(8) from iproute2")
+		testenv.Missing(t, "needs ip(8) from iproute2")
 	}
 	client = fmt.Sprintf("cinb-%d-c", os.Getpid())
 	server = fmt.Sprintf("cinb-%d-s", os.Getpid())

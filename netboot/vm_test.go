@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cryptinit/cryptinit/internal/testenv"
 )
 
 // TestVMNetbootKMS boots the image's kernel in QEMU with user-mode
@@ -24,7 +26,7 @@ func TestVMNetbootKMS(t *testing.T) {
 	}
 	for _, tool := range []string{"qemu-system-x86_64", "cpio"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s", tool)
+			testenv.Missing(t, "needs %s", tool)
 		}
 	}
 	out := os.Getenv("CRYPTINIT_OUT")

@@ -10,6 +10,8 @@ import (
 
 	"github.com/google/go-tpm/tpm2/transport"
 	"github.com/google/go-tpm/tpm2/transport/simulator"
+
+	"github.com/cryptinit/cryptinit/internal/testenv"
 )
 
 // openSimulator starts the go-tpm-tools simulator (Microsoft reference TPM,
@@ -18,7 +20,7 @@ func openSimulator(tb testing.TB) transport.TPMCloser {
 	tb.Helper()
 	sim, err := simulator.OpenSimulator()
 	if err != nil {
-		tb.Skipf("TPM simulator unavailable (needs cgo, gcc and libssl-dev): %v", err)
+		testenv.Missing(tb, "TPM simulator unavailable (needs cgo, gcc and libssl-dev): %v", err)
 	}
 	tb.Cleanup(func() { _ = sim.Close() })
 	return sim

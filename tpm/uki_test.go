@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+
+	"github.com/cryptinit/cryptinit/internal/testenv"
 )
 
 const stubPath = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
@@ -27,10 +29,10 @@ var testUKISections = []UKISection{
 func buildTestUKI(t *testing.T) string {
 	t.Helper()
 	if _, err := os.Stat(stubPath); err != nil {
-		t.Skipf("systemd-stub not installed (apt-get install systemd-boot-efi): %v", err)
+		testenv.Missing(t, "systemd-stub not installed (apt-get install systemd-boot-efi): %v", err)
 	}
 	if _, err := exec.LookPath(Objcopy); err != nil {
-		t.Skipf("objcopy not installed (binutils): %v", err)
+		testenv.Missing(t, "objcopy not installed (binutils): %v", err)
 	}
 	out := filepath.Join(t.TempDir(), "test.efi")
 	if err := AddUKISections(context.Background(), stubPath, out, testUKISections...); err != nil {

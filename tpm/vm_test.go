@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cryptinit/cryptinit/internal/testenv"
 )
 
 // TestVMStubBoot boots a UKI made of systemd-stub 252, a kernel and a tiny
@@ -32,18 +34,18 @@ func TestVMStubBoot(t *testing.T) {
 	vmEnvFromOut()
 	kernel := os.Getenv("CRYPTINIT_TPM_VM_KERNEL")
 	if kernel == "" {
-		t.Skip("set CRYPTINIT_VM=1 CRYPTINIT_OUT=out (make test-vm) or CRYPTINIT_TPM_VM_KERNEL=/path/to/vmlinuz to boot the UKI in QEMU")
+		testenv.MissingForVM(t, "set CRYPTINIT_VM=1 CRYPTINIT_OUT=out (make test-vm, which builds out/vmlinuz) or CRYPTINIT_TPM_VM_KERNEL=/path/to/vmlinuz to boot the UKI in QEMU")
 	}
 	if testing.Short() {
 		t.Skip("VM boot skipped in -short mode")
 	}
 	for _, tool := range []string{"qemu-system-x86_64", "swtpm", "busybox", "cpio", "go", Objcopy} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed: %v", tool, err)
+			testenv.Missing(t, "%s not installed: %v", tool, err)
 		}
 	}
 	if _, err := os.Stat(stubPath); err != nil {
-		t.Skipf("systemd-stub not installed: %v", err)
+		testenv.Missing(t, "systemd-stub not installed: %v", err)
 	}
 	efivarfs := os.Getenv("CRYPTINIT_TPM_VM_EFIVARFS")
 	uki, predicted := buildVMUKI(t, kernel, efivarfs)
@@ -55,7 +57,7 @@ func TestVMStubBoot(t *testing.T) {
 	vars, key, cert := os.Getenv("CRYPTINIT_TPM_VM_SB_VARS"), os.Getenv("CRYPTINIT_TPM_VM_SB_KEY"), os.Getenv("CRYPTINIT_TPM_VM_SB_CERT")
 	t.Run("secure boot on", func(t *testing.T) {
 		if vars == "" || key == "" || cert == "" {
-			t.Skip("set CRYPTINIT_TPM_VM_SB_VARS, _SB_KEY and _SB_CERT (out/OVMF_VARS_enrolled.fd, out/keys/db.key, out/keys/db.crt)")
+			testenv.Missing(t, "set CRYPTINIT_TPM_VM_SB_VARS, _SB_KEY and _SB_CERT (out/OVMF_VARS_enrolled.fd, out/keys/db.key, out/keys/db.crt)")
 		}
 		signed := filepath.Join(t.TempDir(), "BOOTX64.EFI")
 		if out, err := exec.Command("sbsign", "--key", key, "--cert", cert, "--output", signed, uki).CombinedOutput(); err != nil {

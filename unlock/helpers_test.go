@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/cryptinit/cryptinit/internal/testenv"
 	"github.com/cryptinit/cryptinit/unlock/config"
 	"github.com/cryptinit/cryptinit/unlock/keys"
 	"github.com/cryptinit/cryptinit/unlock/luks2"
@@ -125,7 +126,7 @@ func digest(t testing.TB, f *os.File) [32]byte {
 func needTool(t testing.TB, tool string) {
 	t.Helper()
 	if _, err := exec.LookPath(tool); err != nil {
-		t.Skipf("%s not installed (images/setup.sh installs it); skipping", tool)
+		testenv.Missing(t, "%s not installed (images/setup.sh installs it); skipping", tool)
 	}
 }
 

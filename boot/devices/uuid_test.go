@@ -13,6 +13,8 @@ import (
 
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/partition/gpt"
+
+	"github.com/cryptinit/cryptinit/internal/testenv"
 )
 
 // makeGPT writes a GPT disk image with go-diskfs (an independent writer)
@@ -106,7 +108,7 @@ func TestReadGPTRejects(t *testing.T) {
 func mkfsImage(t *testing.T, size int64, tool string, args ...string) string {
 	t.Helper()
 	if _, err := exec.LookPath(tool); err != nil {
-		t.Skipf("%s not installed (images/setup.sh installs it)", tool)
+		testenv.Missing(t, "%s not installed (images/setup.sh installs it)", tool)
 	}
 	img := filepath.Join(t.TempDir(), "fs.img")
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
@@ -125,7 +127,7 @@ func mkfsImage(t *testing.T, size int64, tool string, args ...string) string {
 
 // blkidUUID is what util-linux says, when blkid is there.
 func blkidUUID(t *testing.T, img string) (string, bool) {
-	if _, err := exec.LookPath("blkid"); err != nil {
+	if !testenv.Have(t, "blkid") {
 		return "", false
 	}
 	out, err := exec.Command("blkid", "-p", "-o", "value", "-s", "UUID", img).Output()

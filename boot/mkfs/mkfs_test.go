@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/cryptinit/cryptinit/internal/testenv"
 )
 
 func TestCommand(t *testing.T) {
@@ -53,7 +55,7 @@ func TestMakeFindsAndReports(t *testing.T) {
 // mkfs.xfs on a 100 MiB image file (Talos's STATE size).
 func TestRealSmallXFS(t *testing.T) {
 	if _, err := exec.LookPath("mkfs.xfs"); err != nil {
-		t.Skip("mkfs.xfs not installed (images/setup.sh installs xfsprogs)")
+		testenv.Missing(t, "mkfs.xfs not installed (images/setup.sh installs xfsprogs)")
 	}
 	img := filepath.Join(t.TempDir(), "state.img")
 	if err := os.WriteFile(img, nil, 0o600); err != nil {

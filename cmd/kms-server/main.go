@@ -48,7 +48,8 @@ type options struct {
 	keyringPath                 string
 	certFile, keyFile, clientCA string
 	plaintext, requireCert      bool
-	bindNode                    bool
+	bindNode, unboundCerts      bool
+	bindNodeSet                 bool // --bind-node-to-cert given on the command line
 	denyList                    string
 	denyEvery, grace            time.Duration
 	maxMessage, maxData, burst  int
@@ -67,8 +68,9 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.keyFile, "tls-key", "", "server certificate key (PEM)")
 	fs.BoolVar(&o.plaintext, "insecure-plaintext", false, "serve gRPC without TLS (labs; Talos grpc:// endpoints)")
 	fs.StringVar(&o.clientCA, "client-ca", "", "CA bundle that verifies client certificates (enables mTLS)")
-	fs.BoolVar(&o.requireCert, "require-client-cert", false, "refuse clients without a valid client certificate")
-	fs.BoolVar(&o.bindNode, "bind-node-to-cert", false, "require the client certificate's CN, DNS SAN or urn:uuid: SAN to equal the node UUID")
+	fs.BoolVar(&o.requireCert, "require-client-cert", false, "refuse clients without a valid client certificate; implies --bind-node-to-cert unless --unbound-client-certs")
+	fs.BoolVar(&o.bindNode, "bind-node-to-cert", false, "require the client certificate's CN, DNS SAN or urn:uuid: SAN to equal the node UUID (default: on with --require-client-cert)")
+	fs.BoolVar(&o.unboundCerts, "unbound-client-certs", false, "with --require-client-cert: let any valid client certificate seal and unseal for any node UUID (turns off the default node binding)")
 	fs.StringVar(&o.denyList, "deny-list", "", "file of revoked node UUIDs, one a line; reloaded when it changes and on SIGHUP")
 	fs.DurationVar(&o.denyEvery, "deny-list-interval", 5*time.Second, "how often to check the deny list file for changes")
 	fs.IntVar(&o.maxMessage, "max-message", server.DefaultMaxMessage, "largest request message in bytes")
@@ -86,7 +88,22 @@ func parseOptions(args []string) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (subcommands: rotate)", fs.Arg(0))
 	}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "bind-node-to-cert" {
+			o.bindNodeSet = true
+		}
+	})
 	return &o, nil
+}
+
+// bindNodeToCert tells whether a client certificate must name the node UUID
+// it asks for: when --bind-node-to-cert says so, else whenever client
+// certificates are required, unless --unbound-client-certs opts out.
+func (o *options) bindNodeToCert() bool {
+	if o.bindNodeSet {
+		return o.bindNode
+	}
+	return o.requireCert && !o.unboundCerts
 }
 
 func run(ctx context.Context, args []string, log *slog.Logger) error {
@@ -111,7 +128,15 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 // certificate; both results are nil for --insecure-plaintext.
 func (o *options) tls(log *slog.Logger) (*tls.Config, *server.CertReloader, error) {
 	switch {
-	case o.bindNode && o.clientCA == "":
+	case o.plaintext && o.requireCert:
+		return nil, nil, errors.New("--insecure-plaintext contradicts --require-client-cert: client certificates need TLS; drop --insecure-plaintext and give --tls-cert, --tls-key and --client-ca")
+	case o.unboundCerts && !o.requireCert:
+		return nil, nil, errors.New("--unbound-client-certs applies only with --require-client-cert (node binding is on by default only there)")
+	case o.unboundCerts && o.bindNodeSet && o.bindNode:
+		return nil, nil, errors.New("--unbound-client-certs contradicts --bind-node-to-cert: choose one")
+	case o.requireCert && o.clientCA == "":
+		return nil, nil, errors.New("--require-client-cert needs --client-ca, the CA bundle that verifies client certificates")
+	case o.bindNodeToCert() && o.clientCA == "":
 		return nil, nil, errors.New("--bind-node-to-cert needs --client-ca: the node is bound to a verified client certificate")
 	case o.plaintext && (o.certFile != "" || o.clientCA != ""):
 		return nil, nil, errors.New("--insecure-plaintext contradicts --tls-cert/--client-ca")
@@ -165,7 +190,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	cfg := server.Config{
 		KeyringPath:    o.keyringPath,
 		Keyring:        ring,
-		BindClientCert: o.bindNode,
+		BindClientCert: o.bindNodeToCert(),
 		DenyListPath:   o.denyList,
 		MaxMessage:     o.maxMessage,
 		MaxData:        o.maxData,
@@ -209,7 +234,11 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 	log.Info("serving sidero.kms.KMSService", "addr", lis.Addr().String(), "tls", cfg.TLS != nil,
-		"mtls", o.clientCA != "", "keys", ring.Len(), "newest_key", ring.Newest())
+		"mtls", o.clientCA != "", "client_cert_required", o.requireCert, "node_bound_to_cert", cfg.BindClientCert,
+		"keys", ring.Len(), "newest_key", ring.Newest())
+	if o.requireCert && !cfg.BindClientCert {
+		log.Warn("client certificates are required but not bound to node UUIDs (--unbound-client-certs): any node's certificate opens every node's blobs")
+	}
 	select {
 	case err = <-errc:
 	case <-ctx.Done():

@@ -4,11 +4,13 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/cryptinit/cryptinit/internal/testenv"
 )
 
 func TestLayoutNoOverlapAfterStub(t *testing.T) {
 	if _, err := os.Stat(DefaultStub); err != nil {
-		t.Skip("systemd-stub not installed (systemd-boot-efi; images/setup.sh installs it)")
+		testenv.Missing(t, "systemd-stub not installed (systemd-boot-efi; images/setup.sh installs it)")
 	}
 	dir := t.TempDir()
 	file := func(name string, size int) string {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cryptinit/cryptinit/internal/testenv"
 )
 
 // rebootLine is the init's last word before it reboots.
@@ -21,7 +23,7 @@ var rebootLine = regexp.MustCompile(`(?m)^cryptinit: \+[0-9.]+s rebooting$`)
 func fillLUKS(t *testing.T, passphrase string) func(io.WriterAt, int64) error {
 	t.Helper()
 	if _, err := exec.LookPath("cryptsetup"); err != nil {
-		t.Skip("cryptsetup not installed (images/setup.sh installs cryptsetup-bin)")
+		testenv.Missing(t, "cryptsetup not installed (images/setup.sh installs cryptsetup-bin)")
 	}
 	return func(w io.WriterAt, size int64) error {
 		img := filepath.Join(t.TempDir(), "luks.img")

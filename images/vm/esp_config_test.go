@@ -29,7 +29,7 @@ func espConfigDisk(t *testing.T, config []byte) ([]Partition, string) {
 	}
 	out, err := exec.Command("blkid", "-p", "-o", "value", "-s", "UUID", img).Output()
 	if err != nil {
-		t.Skipf("blkid on %s: %v (util-linux's blkid is needed to name the ESP's UUID)", img, err)
+		t.Fatalf("blkid on %s: %v (a broken FAT image, or util-linux's blkid missing: it names the ESP's UUID)", img, err)
 	}
 	return []Partition{{Label: "ESP", Size: 40 * MiB, Fill: FillFrom(img)}}, strings.TrimSpace(string(out))
 }
@@ -59,7 +59,7 @@ func rootFSUUID(t *testing.T, a *Artifacts) string {
 	t.Helper()
 	out, err := exec.Command("blkid", "-p", "-o", "value", "-s", "UUID", a.RootFS).Output()
 	if err != nil {
-		t.Skipf("blkid on %s: %v (util-linux's blkid is needed to name the root's UUID)", a.RootFS, err)
+		t.Fatalf("blkid on %s: %v (a broken root image, or util-linux's blkid missing: it names the root's UUID)", a.RootFS, err)
 	}
 	u := strings.TrimSpace(string(out))
 	if len(u) != 36 {

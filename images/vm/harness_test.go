@@ -14,11 +14,13 @@ import (
 
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/partition/gpt"
+
+	"github.com/cryptinit/cryptinit/internal/testenv"
 )
 
 func TestOverlayNewcReadableByCpio(t *testing.T) {
 	if _, err := exec.LookPath("cpio"); err != nil {
-		t.Skip("cpio not installed (images/setup.sh installs it)")
+		testenv.Missing(t, "cpio not installed (images/setup.sh installs it)")
 	}
 	o := Overlay{
 		"/etc/cryptinit/config.yaml": {Data: []byte("kind: VolumeConfig\n"), Mode: 0o600},
@@ -251,7 +253,7 @@ func TestParseRootReport(t *testing.T) {
 
 func TestLUKSKeyslotsAgainstCryptsetup(t *testing.T) {
 	if _, err := exec.LookPath("cryptsetup"); err != nil {
-		t.Skip("cryptsetup not installed (images/setup.sh installs cryptsetup-bin)")
+		testenv.Missing(t, "cryptsetup not installed (images/setup.sh installs cryptsetup-bin)")
 	}
 	dir := t.TempDir()
 	img := filepath.Join(dir, "luks.img")

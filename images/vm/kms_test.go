@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cryptinit/cryptinit/internal/testenv"
 )
 
 // startKMS runs out/bin/kms-server on a free loopback port (QEMU's user network
@@ -20,7 +22,7 @@ func startKMS(t *testing.T, a *Artifacts) (port int, denyList string, stop func(
 	t.Helper()
 	bin := filepath.Join(a.Dir, "bin", "kms-server")
 	if _, err := os.Stat(bin); err != nil {
-		t.Skip("out/bin/kms-server is missing: cmd/kms-server did not build in make image")
+		testenv.Missing(t, "out/bin/kms-server is missing: cmd/kms-server did not build in make image")
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/cryptinit/cryptinit/internal/testenv"
 	"github.com/cryptinit/cryptinit/tpm"
 )
 
@@ -17,7 +18,7 @@ func tpmNode(t *testing.T, name string) (*Artifacts, *Node) {
 	t.Helper()
 	a := RequireInit(t)
 	if a.PCRKey == "" {
-		t.Skip("the image build had no cryptctl pcr sign: the UKI carries no PCR 11 policy")
+		testenv.Missing(t, "the image build had no cryptctl pcr sign: the UKI carries no PCR 11 policy")
 	}
 	t.Parallel()
 	n := NewNode(t, a, name, TalosLayout())

@@ -3,6 +3,8 @@ package vm
 import (
 	"regexp"
 	"testing"
+
+	"github.com/cryptinit/cryptinit/internal/testenv"
 )
 
 // TestVMTPMSecureBoot boots a node with Secure Boot and a software TPM using
@@ -12,7 +14,7 @@ import (
 func TestVMTPMSecureBoot(t *testing.T) {
 	a := RequireInit(t)
 	if a.PCRKey == "" {
-		t.Skip("the image build had no cryptctl pcr sign: the UKI carries no PCR 11 policy")
+		testenv.Missing(t, "the image build had no cryptctl pcr sign: the UKI carries no PCR 11 policy")
 	}
 	t.Parallel()
 	n := NewNode(t, a, "tpm", TalosLayout())

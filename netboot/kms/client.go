@@ -44,8 +44,12 @@ type Options struct {
 // Client calls a sidero.kms.KMSService over gRPC. It satisfies the KMS
 // interface of unlock/keys. It is safe for concurrent use.
 type Client struct {
-	opts      Options
-	transport *http.Transport
+	opts Options
+	// tlsTransport serves TLS endpoints, plain grpc:// ones. Two pools, not
+	// one transport doing both: net/http's HTTP/2 pool keys connections by
+	// host:port alone, so one transport would send an https:// request down
+	// a plaintext connection already open to the same address.
+	tlsTransport, plain *http.Transport
 }
 
 // New returns a Client with opts, defaults filled in.
@@ -62,29 +66,48 @@ func New(opts Options) *Client {
 	if opts.MaxBackoff < opts.Backoff {
 		opts.MaxBackoff = max(DefaultMaxBackoff, opts.Backoff)
 	}
-	protocols := new(http.Protocols)
-	protocols.SetHTTP2(true)
-	protocols.SetUnencryptedHTTP2(true)
-	t := &http.Transport{
-		Protocols: protocols,
-		DialContext: (&net.Dialer{
-			Timeout:   opts.AttemptTimeout,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
-		TLSClientConfig: &tls.Config{
-			RootCAs:      opts.RootCAs,
-			Certificates: opts.Certificates,
-			MinVersion:   tls.VersionTLS12,
-		},
-		TLSHandshakeTimeout:    opts.AttemptTimeout,
-		ForceAttemptHTTP2:      true,
-		MaxResponseHeaderBytes: 64 << 10,
+	transport := func(tlsOnly bool) *http.Transport {
+		protocols := new(http.Protocols)
+		if tlsOnly {
+			protocols.SetHTTP2(true)
+		} else {
+			protocols.SetUnencryptedHTTP2(true)
+		}
+		t := &http.Transport{
+			Protocols: protocols,
+			DialContext: (&net.Dialer{
+				Timeout:   opts.AttemptTimeout,
+				KeepAlive: 30 * time.Second,
+			}).DialContext,
+			ForceAttemptHTTP2:      true,
+			MaxResponseHeaderBytes: 64 << 10,
+		}
+		if tlsOnly {
+			t.TLSClientConfig = &tls.Config{
+				RootCAs:      opts.RootCAs,
+				Certificates: opts.Certificates,
+				MinVersion:   tls.VersionTLS12,
+			}
+			t.TLSHandshakeTimeout = opts.AttemptTimeout
+		}
+		return t
 	}
-	return &Client{opts: opts, transport: t}
+	return &Client{opts: opts, tlsTransport: transport(true), plain: transport(false)}
+}
+
+// transport is the connection pool for ep: TLS and plaintext never share.
+func (c *Client) transport(ep Endpoint) *http.Transport {
+	if ep.TLS {
+		return c.tlsTransport
+	}
+	return c.plain
 }
 
 // Close drops idle connections.
-func (c *Client) Close() { c.transport.CloseIdleConnections() }
+func (c *Client) Close() {
+	c.tlsTransport.CloseIdleConnections()
+	c.plain.CloseIdleConnections()
+}
 
 // Seal asks the KMS at endpoint to seal data for nodeUUID and returns the
 // sealed blob (what Talos stores in the sideroKMS token).
@@ -138,7 +161,7 @@ func (c *Client) call(ctx context.Context, op, method, endpoint, nodeUUID string
 		}
 		// A failed connection may be stuck half-open: start the next
 		// attempt on a fresh one.
-		c.transport.CloseIdleConnections()
+		c.transport(ep).CloseIdleConnections()
 		d := wait + time.Duration(rand.Int64N(int64(wait)/5+1))
 		select {
 		case <-ctx.Done():
@@ -150,8 +173,25 @@ func (c *Client) call(ctx context.Context, op, method, endpoint, nodeUUID string
 		wait = min(2*wait, c.opts.MaxBackoff)
 	}
 	attempt = min(attempt, c.opts.Attempts)
+	hint := plaintextHint(ep, last)
 	if ctx.Err() != nil {
-		return nil, fmt.Errorf("kms %s at %s: %w after %d attempt(s): %w (last failure: %v)", op, ep, ErrUnreachable, attempt, ctx.Err(), last)
+		return nil, fmt.Errorf("kms %s at %s: %w after %d attempt(s): %w (last failure: %v)%s", op, ep, ErrUnreachable, attempt, ctx.Err(), last, hint)
 	}
-	return nil, fmt.Errorf("kms %s at %s: %w after %d attempt(s), last failure: %w", op, ep, ErrUnreachable, attempt, last)
+	return nil, fmt.Errorf("kms %s at %s: %w after %d attempt(s), last failure: %w%s", op, ep, ErrUnreachable, attempt, last, hint)
+}
+
+// plaintextHint explains a failure on a scheme-less endpoint that reached a
+// server but got no TLS session: cryptinit reads host:port as TLS where
+// Talos reads it as plaintext, so a plaintext KMS needs grpc:// spelled out.
+// Dial failures (refused, no route, DNS) and gRPC statuses get no hint.
+func plaintextHint(ep Endpoint, err error) string {
+	if !ep.NoScheme || err == nil {
+		return ""
+	}
+	var st *StatusError
+	var op *net.OpError
+	if errors.As(err, &st) || (errors.As(err, &op) && op.Op == "dial") {
+		return ""
+	}
+	return fmt.Sprintf("; the endpoint %s has no scheme, which means TLS (Talos reads it as plaintext): for a KMS that serves plaintext gRPC write grpc://%s in the config", ep.Address, ep.Address)
 }

@@ -160,3 +160,39 @@ func TestClientRejectsBadResponses(t *testing.T) {
 		})
 	}
 }
+
+// A bare host:port means TLS. Against a plaintext KMS the client must not
+// fall back to plaintext: it fails with an error naming the endpoint and
+// telling to write grpc:// for a plaintext KMS.
+func TestClientBareEndpointIsTLS(t *testing.T) {
+	var calls atomic.Int32
+	ep := h2cServer(t, func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		grpcReply(w, OK, "", (&Response{Data: []byte("key")}).Marshal())
+	})
+	bare := strings.TrimPrefix(ep, "grpc://")
+	// The same server answers when plaintext is asked for by name. The same
+	// client then must not reuse that plaintext connection for the TLS
+	// endpoint at the same address.
+	cl := New(fastOptions(3))
+	defer cl.Close()
+	if _, err := cl.Unseal(context.Background(), ep, "n1", []byte("blob")); err != nil {
+		t.Fatalf("grpc://: %v", err)
+	}
+	calls.Store(0)
+	_, err := cl.Unseal(context.Background(), bare, "n1", []byte("blob"))
+	if err == nil {
+		t.Fatalf("a bare endpoint reached a plaintext server in plaintext (%d calls)", calls.Load())
+	}
+	if calls.Load() != 0 {
+		t.Fatalf("the plaintext server handled %d calls for a bare endpoint", calls.Load())
+	}
+	if !errors.Is(err, ErrUnreachable) {
+		t.Errorf("err = %v, want ErrUnreachable", err)
+	}
+	for _, want := range []string{"https://" + bare, "grpc://" + bare, "no scheme, which means TLS"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+}

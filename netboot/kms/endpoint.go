@@ -15,20 +15,26 @@ const DefaultPort = "4050"
 type Endpoint struct {
 	// Address is host:port.
 	Address string
-	// TLS is false for an endpoint with no scheme or with grpc://, true for
-	// any other scheme (the Talos convention).
+	// TLS is false only for an explicit grpc:// scheme: an endpoint with no
+	// scheme, https:// or any other scheme is TLS.
 	TLS bool
+	// NoScheme is true for a bare host[:port], which Talos serves in
+	// plaintext and cryptinit over TLS: errors then say how to ask for
+	// plaintext.
+	NoScheme bool
 }
 
-// ParseEndpoint parses a KMS endpoint as Talos machine configs write it:
-// "host:port" and "grpc://host:port" are plaintext, "https://host:port" (or
-// any other scheme) is TLS.
+// ParseEndpoint parses a KMS endpoint of a machine config. Plaintext only
+// when asked for by name: "grpc://host:port" is plaintext, "host:port",
+// "https://host:port" and any other scheme are TLS. Talos reads a bare
+// "host:port" as plaintext; cryptinit does not, so that a sealed blob and a
+// node UUID never cross the network in clear unless the config says so.
 func ParseEndpoint(s string) (Endpoint, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return Endpoint{}, fmt.Errorf("kms endpoint is empty")
 	}
-	var ep Endpoint
+	ep := Endpoint{TLS: true, NoScheme: true}
 	host := s
 	if i := strings.Index(s, "://"); i >= 0 {
 		u, err := url.Parse(s)
@@ -42,6 +48,7 @@ func ParseEndpoint(s string) (Endpoint, error) {
 			return Endpoint{}, fmt.Errorf("kms endpoint %q: a gRPC endpoint has no path", s)
 		}
 		host = u.Host
+		ep.NoScheme = false
 		ep.TLS = !strings.EqualFold(u.Scheme, "grpc")
 	} else if strings.ContainsAny(s, "/?#") {
 		return Endpoint{}, fmt.Errorf("kms endpoint %q: want host:port, grpc://host:port or https://host:port", s)
@@ -51,7 +58,7 @@ func ParseEndpoint(s string) (Endpoint, error) {
 		// No port: add the default one. A bare IPv6 address needs brackets.
 		h = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
 		p = DefaultPort
-		if ep.TLS {
+		if ep.TLS && !ep.NoScheme {
 			p = "443"
 		}
 	}

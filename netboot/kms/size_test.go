@@ -25,7 +25,7 @@ func BenchmarkInitSize(b *testing.B) {
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if msg, err := cmd.CombinedOutput(); err != nil {
-			b.Skipf("go build %s: %v\n%s", name, err, msg)
+			b.Fatalf("go build %s: %v\n%s", name, err, msg)
 		}
 		fi, err := os.Stat(out)
 		if err != nil {

@@ -61,7 +61,7 @@ func (c *Client) unary(ctx context.Context, ep Endpoint, method string, msg []by
 	if timeout > 0 {
 		req.Header.Set("Grpc-Timeout", strconv.FormatInt(timeout.Milliseconds(), 10)+"m")
 	}
-	resp, err := c.transport.RoundTrip(req)
+	resp, err := c.transport(ep).RoundTrip(req)
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cryptinit/cryptinit/internal/testenv"
 )
 
 // Swtpm is a running swtpm process and a connection to its data port.
@@ -29,12 +31,13 @@ func (s *Swtpm) Stop() { s.stop() }
 
 // Start runs swtpm (TPM 2.0, started, no init needed) over the TPM state in
 // dir, or in a fresh temporary directory when dir is "", and connects to its
-// data port. It skips the test without swtpm and stops swtpm at cleanup.
+// data port. Without swtpm it skips the test (fails it under
+// CRYPTINIT_STRICT=1 or CRYPTINIT_VM=1); it stops swtpm at cleanup.
 func Start(tb testing.TB, dir string) *Swtpm {
 	tb.Helper()
 	bin, err := exec.LookPath("swtpm")
 	if err != nil {
-		tb.Skipf("swtpm not installed (apt-get install swtpm): %v", err)
+		testenv.Missing(tb, "swtpm not installed (apt-get install swtpm): %v", err)
 	}
 	if dir == "" {
 		dir = tb.TempDir()

@@ -171,7 +171,12 @@ func validateEncryption(v *Volume, add0 func(field string, line int, warning boo
 			}
 		}
 		if k.KMS != nil && k.KMS.Endpoint == "" {
-			add(field+".kms.endpoint", k.line, false, "the kms key has no endpoint", "set kms.endpoint, e.g. grpc://kms.example:4050")
+			add(field+".kms.endpoint", k.line, false, "the kms key has no endpoint", "set kms.endpoint, e.g. https://kms.example:4050")
+		}
+		if k.KMS != nil && k.KMS.Endpoint != "" {
+			if msg, fix := kmsEndpointWarning(k.KMS.Endpoint); msg != "" {
+				add(field+".kms.endpoint", k.line, true, msg, fix)
+			}
 		}
 		if k.TPM != nil && k.TPM.Options != nil {
 			for _, pcr := range k.TPM.Options.PCRs {
@@ -188,6 +193,24 @@ func validateEncryption(v *Volume, add0 func(field string, line int, warning boo
 			}
 		}
 	}
+}
+
+// kmsEndpointWarning explains what a KMS endpoint's scheme means when that
+// deserves a warning: grpc:// is plaintext (the sealed blob and the node
+// UUID cross the network in clear), and a bare host:port is TLS for
+// cryptinit where Talos reads it as plaintext.
+func kmsEndpointWarning(endpoint string) (msg, fix string) {
+	ep := strings.TrimSpace(endpoint)
+	scheme, rest, hasScheme := strings.Cut(ep, "://")
+	switch {
+	case hasScheme && strings.EqualFold(scheme, "grpc"):
+		return fmt.Sprintf("kms endpoint %s is plaintext gRPC: the sealed blob, the unsealed key and the node UUID cross the network in clear", ep),
+			fmt.Sprintf("serve the KMS over TLS and write https://%s (CA bundle in the image at /etc/cryptinit/kms-ca.pem); keep grpc:// only on a network you trust", rest)
+	case !hasScheme:
+		return fmt.Sprintf("kms endpoint %s has no scheme: cryptinit connects with TLS, where Talos uses plaintext", ep),
+			fmt.Sprintf("if this KMS serves plaintext gRPC (a Talos config written for it), write grpc://%s; for TLS write https://%s to say so", ep, ep)
+	}
+	return "", ""
 }
 
 // ValidateEncryption checks an encryption section that did not come from

@@ -112,7 +112,7 @@ func checkState(t *testing.T, img string, vk []byte, states []volState, withCryp
 }
 
 func TestCrashInjection(t *testing.T) {
-	haveCS := luks2test.HaveCryptsetup()
+	haveCS := luks2test.WantCryptsetup(t)
 	p0, p1 := []byte("pass zero"), []byte("pass one")
 	vk := bytes.Repeat([]byte{0x5c}, 32)
 	tok := []byte(`{"type":"talos-tpm2","keyslots":["0"],"UserData":{"pcrs":[7]}}`)

@@ -45,7 +45,7 @@ func seedHeaders(f *testing.F) [][]byte {
 		f.Fatal(err)
 	}
 	seeds := [][]byte{append([]byte(nil), dev.b[:keyslotsAreaStart]...)}
-	if luks2test.HaveCryptsetup() {
+	if luks2test.WantCryptsetup(f) {
 		img := luks2test.NewImage(f, imageSize)
 		if out, err := exec.Command("cryptsetup", "luksFormat", "-q", "--type", "luks2", "--pbkdf", "pbkdf2",
 			"--pbkdf-force-iterations", "1000", "--key-file", luks2test.KeyFile(f, []byte("seed")), img).CombinedOutput(); err == nil {

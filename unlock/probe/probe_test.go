@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cryptinit/cryptinit/internal/testenv"
 	"github.com/cryptinit/cryptinit/unlock/luks2/luks2test"
 )
 
@@ -50,7 +51,7 @@ func TestRealTools(t *testing.T) {
 		t.Run(tt.want, func(t *testing.T) {
 			path, err := exec.LookPath(tt.tool)
 			if err != nil {
-				t.Skipf("%s not installed (images/setup.sh installs the CI set)", tt.tool)
+				testenv.Missing(t, "%s not installed (images/setup.sh installs the CI set)", tt.tool)
 			}
 			img := luks2test.NewImage(t, tt.size)
 			cmd := exec.Command(path, append(tt.args, img)...)
@@ -159,7 +160,7 @@ func TestEmptyRule(t *testing.T) {
 func TestWipe(t *testing.T) {
 	p := luks2test.NewImage(t, testSize)
 	if out, err := exec.Command("mkfs.ext4", "-q", "-F", p).CombinedOutput(); err != nil {
-		t.Skipf("mkfs.ext4: %v %s", err, out)
+		testenv.Missing(t, "mkfs.ext4: %v %s", err, out)
 	}
 	f, err := os.OpenFile(p, os.O_RDWR, 0)
 	if err != nil {

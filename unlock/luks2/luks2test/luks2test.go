@@ -3,7 +3,8 @@
 // probe and cryptctl share one copy instead of keeping their own.
 //
 // It is for tests only, like net/http/httptest, and imports nothing from the
-// project, so luks2's in-package tests can use it without an import cycle.
+// project but internal/testenv, so luks2's in-package tests can use it
+// without an import cycle.
 package luks2test
 
 import (
@@ -16,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/cryptinit/cryptinit/internal/testenv"
 )
 
 // HaveCryptsetup reports whether the cross-checks against cryptsetup can run.
@@ -24,11 +27,20 @@ func HaveCryptsetup() bool {
 	return err == nil
 }
 
-// NeedCryptsetup skips the test when cryptsetup is not installed.
+// WantCryptsetup reports whether the cross-checks against cryptsetup can
+// run, for a test that runs without them; under CRYPTINIT_STRICT=1 or
+// CRYPTINIT_VM=1 their absence fails the test (see internal/testenv.Have).
+func WantCryptsetup(tb testing.TB) bool {
+	tb.Helper()
+	return testenv.Have(tb, "cryptsetup")
+}
+
+// NeedCryptsetup skips the test when cryptsetup is not installed, and fails
+// it under CRYPTINIT_STRICT=1 or CRYPTINIT_VM=1 (see internal/testenv).
 func NeedCryptsetup(t testing.TB) {
 	t.Helper()
 	if !HaveCryptsetup() {
-		t.Skip("cryptsetup not installed (images/setup.sh installs cryptsetup-bin); skipping the cross-check against it")
+		testenv.Missing(t, "cryptsetup not installed (images/setup.sh installs cryptsetup-bin); skipping the cross-check against it")
 	}
 }
 

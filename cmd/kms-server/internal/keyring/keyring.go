@@ -7,12 +7,14 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 )
 
@@ -106,6 +108,25 @@ func (r *Ring) IDs() []uint32 {
 	return ids
 }
 
+// Keeps returns an error naming the first key of old that r lacks or holds
+// with a different secret: blobs sealed with it would not open with r.
+func (r *Ring) Keeps(old *Ring) error {
+	mine := make(map[uint32][]byte, len(r.keys))
+	for _, k := range r.keys {
+		mine[k.ID] = k.Secret
+	}
+	for _, k := range old.keys {
+		s, ok := mine[k.ID]
+		switch {
+		case !ok:
+			return fmt.Errorf("master key %d is missing", k.ID)
+		case subtle.ConstantTimeCompare(s, k.Secret) != 1:
+			return fmt.Errorf("master key %d is a different key", k.ID)
+		}
+	}
+	return nil
+}
+
 // Load reads a keyring file. A file readable by group or others is refused:
 // the master keys open every node's disks.
 func Load(path string) (*Ring, error) {
@@ -151,9 +172,43 @@ func LoadOrCreate(path string) (r *Ring, created bool, err error) {
 	return r, true, nil
 }
 
-// Save writes the keyring atomically (temporary file, fsync, rename), mode
-// 0600.
+// Save writes the keyring atomically and durably: a temporary file in the
+// same directory, fsynced, renamed over path, then the directory fsynced so
+// the rename itself survives a power loss. A new file is mode 0600; a file
+// that replaces an existing one gets that file's mode and owner before the
+// rename, so a root-run `kms-server rotate` leaves a file the server (running
+// as another user) can still read at its next reload. If the owner cannot
+// be kept (not root, not the owner), nothing is replaced.
 func (r *Ring) Save(path string) error {
+	return r.save(path, osFS{})
+}
+
+// saveFS is the file-system calls Save makes whose order matters for
+// crash safety; tests record them.
+type saveFS interface {
+	syncFile(f *os.File) error
+	rename(oldpath, newpath string) error
+	syncDir(dir string) error
+}
+
+type osFS struct{}
+
+func (osFS) syncFile(f *os.File) error            { return f.Sync() }
+func (osFS) rename(oldpath, newpath string) error { return os.Rename(oldpath, newpath) }
+
+func (osFS) syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (r *Ring) save(path string, fsys saveFS) error {
 	b, err := json.MarshalIndent(file{Version: 1, Keys: r.keys}, "", "  ")
 	if err != nil {
 		return err
@@ -163,28 +218,46 @@ func (r *Ring) Save(path string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("keyring %s: %w", path, err)
 	}
+	mode, uid, gid := fs.FileMode(0o600), -1, -1
+	if fi, err := os.Stat(path); err == nil {
+		mode = fi.Mode().Perm()
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			uid, gid = int(st.Uid), int(st.Gid)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("keyring %s: %w", path, err)
+	}
 	tmp, err := os.CreateTemp(dir, ".keyring-*")
 	if err != nil {
 		return fmt.Errorf("keyring %s: %w", path, err)
 	}
 	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
+	fail := func(err error) error {
 		tmp.Close()
 		return fmt.Errorf("keyring %s: %w", path, err)
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		return fail(err)
+	}
+	if uid >= 0 {
+		if err := tmp.Chown(uid, gid); err != nil {
+			return fail(fmt.Errorf("the new file cannot keep the old one's owner %d:%d (run rotate as root or as that user; the keyring is unchanged): %w", uid, gid, err))
+		}
 	}
 	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("keyring %s: %w", path, err)
+		return fail(err)
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("keyring %s: %w", path, err)
+	if err := fsys.syncFile(tmp); err != nil {
+		return fail(err)
 	}
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("keyring %s: %w", path, err)
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := fsys.rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("keyring %s: %w", path, err)
+	}
+	if err := fsys.syncDir(dir); err != nil {
+		return fmt.Errorf("keyring %s: replaced, but syncing its directory failed (a power loss may bring the old file back): %w", path, err)
 	}
 	return nil
 }

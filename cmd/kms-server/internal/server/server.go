@@ -79,6 +79,9 @@ type Server struct {
 	health  *health.Server
 	stopped atomic.Bool
 	reload  sync.Mutex
+	// reloadErr is the last Reload's failure, nil after a good one:
+	// /healthz reports it until a reload succeeds.
+	reloadErr atomic.Pointer[error]
 }
 
 // New builds a Server. It does not listen yet.
@@ -169,17 +172,45 @@ func (s *Server) HTTPHandler() http.Handler {
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)
 			return
 		}
+		if err := s.Healthy(); err != nil {
+			http.Error(w, "unhealthy: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		fmt.Fprintf(w, "ok keys=%d newest=%d denied=%d\n", s.ring.Load().Len(), s.ring.Load().Newest(), s.deny.Load().len())
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
 	return mux
 }
 
+// Healthy reports why the server cannot keep working, nil when it can: the
+// last Reload failed (the server runs on what it loaded before), or the
+// keyring file, read now as the next reload would read it, does not load
+// (unreadable, wrong mode, corrupt) or lacks a key the server seals or
+// opens with, or holds another secret under its id. A keyring that only gained keys (rotate, no SIGHUP yet) is
+// healthy.
+func (s *Server) Healthy() error {
+	if p := s.reloadErr.Load(); p != nil && *p != nil {
+		return fmt.Errorf("last reload failed: %w", *p)
+	}
+	if s.cfg.KeyringPath == "" {
+		return nil
+	}
+	onDisk, err := keyring.Load(s.cfg.KeyringPath)
+	if err != nil {
+		return err
+	}
+	if err := onDisk.Keeps(s.ring.Load()); err != nil {
+		return fmt.Errorf("keyring %s no longer holds the keys this server uses (%w): blobs sealed with them would not open after a reload", s.cfg.KeyringPath, err)
+	}
+	return nil
+}
+
 // Reload re-reads the keyring and the deny list. On error the old ones stay
 // in force: a broken deny list must not re-admit revoked nodes.
-func (s *Server) Reload() error {
+func (s *Server) Reload() (err error) {
 	s.reload.Lock()
 	defer s.reload.Unlock()
+	defer func() { s.reloadErr.Store(&err) }()
 	var errs []error
 	if s.cfg.KeyringPath != "" {
 		if r, err := keyring.Load(s.cfg.KeyringPath); err != nil {
