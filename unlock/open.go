@@ -45,7 +45,9 @@ func (e *Engine) tryKeyTimed(ctx context.Context, volID string, k keys.Key, slot
 		return nil, ErrSlotEmpty
 	}
 	if err := hdr.CheckKDF(slot, e.KDFLimits); err != nil {
-		return nil, err // never derive what would exhaust the machine
+		// never derive what would exhaust the machine; the key is not
+		// wrong, only unavailable here (no decision may count it as wrong)
+		return nil, fmt.Errorf("%w (%w)", err, keys.ErrKeyUnavailable)
 	}
 	start := e.now()
 	kctx, cancel := e.keyContext(ctx)
