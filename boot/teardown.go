@@ -137,7 +137,7 @@ func (b *Boot) mountName(target string) string {
 // Lockdown makes the machine safe for a debug shell after a failed boot,
 // each step said on the console: it unmounts every mount the boot made (last
 // first), removes every dm-crypt mapping it made (and its /dev/mapper node),
-// extends PCR 11 with the debug-shell phase (no tpm key sealed to this boot's
+// takes the network down when a kms key brought it up, extends PCR 11 with the debug-shell phase (no tpm key sealed to this boot's
 // PCR 11 unseals any more), extends PCR 15 with a fixed latch (it leaves its
 // initial value even when no tpm key opened a volume), and zeroes the volume
 // key copies the boot kept. It does every step it can and returns an error
@@ -183,6 +183,15 @@ func (b *Boot) Lockdown() error {
 	}
 	if len(o.mounts) == 0 && len(o.maps) == 0 {
 		b.logf("debug shell: the boot left no volume mounted or mapped")
+	}
+
+	if b.netDown != nil { // the KMS must not be reachable from the shell
+		if err := b.netDown(); err != nil {
+			failed("network down: %w", err)
+		} else {
+			b.netDown = nil
+			b.logf("debug shell: network down")
+		}
 	}
 
 	if b.Measurer == nil {

@@ -98,13 +98,14 @@ func failedBoot(t *testing.T) (*shellNode, *Boot, string) {
 func TestLockdownBeforeShell(t *testing.T) {
 	s, b, root := failedBoot(t)
 	key := b.latchKeys[config.StateVolume]
+	b.netDown = func() error { s.event("network down"); return nil } // as after a kms key
 	s.events = nil
 	ran := guardedShell(b.Log, b.Lockdown, func() bool { s.event("shell"); return true })
 	if !ran {
 		t.Fatalf("no shell; console:\n%s", s.con.String())
 	}
 	staging := filepath.Join(root, StagingDir, config.StateVolume)
-	want := []string{"unmount " + staging, "unmap luks2-STATE", "pcr11 debug-shell", "pcr15 debug-shell", "shell"}
+	want := []string{"unmount " + staging, "unmap luks2-STATE", "network down", "pcr11 debug-shell", "pcr15 debug-shell", "shell"}
 	if strings.Join(s.events, "\n") != strings.Join(want, "\n") {
 		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(s.events, "\n"), strings.Join(want, "\n"))
 	}
@@ -115,6 +116,7 @@ func TestLockdownBeforeShell(t *testing.T) {
 	for _, line := range []string{
 		"debug shell: unmounted STATE (" + staging + ")",
 		"debug shell: unmapped luks2-STATE (STATE)",
+		"debug shell: network down",
 		"debug shell: PCR 11 extended with debug-shell",
 		"debug shell: PCR 15 latched (debug-shell)",
 		"debug shell: zeroed 1 volume key copies",
