@@ -129,6 +129,7 @@ type Boot struct {
 	netErr    error
 	promptMu  sync.Mutex
 	mods      moduleStages
+	opened    *opened // mounts and mappings made, for Lockdown (teardown.go)
 }
 
 func (b *Boot) path(p string) string { return filepath.Join(b.Root, p) }
@@ -148,7 +149,9 @@ type Result struct {
 
 // Run performs the sequence up to (not including) switch_root. A returned
 // error is a *Fatal carrying the banner.
-func (b *Boot) Run(ctx context.Context) (*Result, error) {
+func (b *Boot) Run(ctx context.Context) (_ *Result, err error) {
+	defer recoverFatal(&err) // PID 1 must not die: a crash is a banner
+	b.track()
 	b.measure("enter-initrd")
 
 	b.startModules(ctx)
@@ -171,11 +174,13 @@ func (b *Boot) Run(ctx context.Context) (*Result, error) {
 	earlyDone := make(chan error, 1)
 	if len(early) > 0 {
 		b.logf("volumes: %s unlock alongside STATE (%d CPUs; nothing of theirs is on STATE)", volumeNames(early), b.CPUs)
-		go func() { earlyDone <- b.openVolumes(earlyCtx, plan, early, eng, lim) }()
+		go func() {
+			earlyDone <- guard("", "unlocking volumes alongside STATE", func() error { return b.openVolumes(earlyCtx, plan, early, eng, lim) })
+		}()
 	} else {
 		earlyDone <- nil
 	}
-	if err := b.openState(ctx, plan, eng, lim); err != nil {
+	if err := guard(config.StateVolume, "opening STATE", func() error { return b.openState(ctx, plan, eng, lim) }); err != nil {
 		// never leave them writing behind the failure banner; STATE's
 		// failure is the one to act on (a boot without early volumes would
 		// not have tried the others either)

@@ -29,11 +29,13 @@ func Main() {
 	logger := console.NewLogger(start, os.Stdout, nil)
 	rebootDelay := cmdline.DefaultRebootDelay
 	debugShell := false
+	var b *Boot // once made: what the debug shell's lockdown undoes
+	lockdown := func() error { return lockdownFor(b, logger) }
 	defer func() {
 		if r := recover(); r != nil {
-			f := console.Failure{Reason: fmt.Errorf("cryptinit crashed: %v", r), Hint: "this is a bug in cryptinit; please report the console log"}
+			f := console.Failure{Reason: fmt.Errorf("cryptinit crashed: %v", r), Hint: crashHint}
 			logger.Raw(f.Banner(rebootDelay.String(), debugShell)...)
-			halt(logger, rebootDelay, debugShell)
+			halt(logger, rebootDelay, debugShell, lockdown)
 		}
 	}()
 
@@ -68,10 +70,10 @@ func Main() {
 
 	tl := timeline.New(start, nil, func(s timeline.Step) { logger.Raw(s.Line()) })
 	if earlyErr != nil {
-		fail(logger, tl, &Fatal{Failure: console.Failure{Reason: earlyErr, Hint: "the kernel lacks proc, sysfs, devtmpfs or tmpfs"}}, cl)
+		fail(logger, tl, &Fatal{Failure: console.Failure{Reason: earlyErr, Hint: "the kernel lacks proc, sysfs, devtmpfs or tmpfs"}}, cl, lockdown)
 	}
 
-	b := &Boot{
+	b = &Boot{
 		Root: "/", Cmdline: cl, Log: logger, Timeline: tl,
 		Devices: devices.NewFinder(),
 		Open:    openFile,
@@ -116,7 +118,7 @@ func Main() {
 
 	res, err := b.Run(context.Background())
 	if err != nil {
-		fail(logger, tl, err, cl)
+		fail(logger, tl, err, cl, lockdown)
 	}
 	tl.Begin("switch_root", "").End(nil)
 	if err := b.WriteTimeline(); err != nil {
@@ -132,7 +134,7 @@ func Main() {
 	}
 	err = mount.SwitchRoot(res.Root, res.Init)
 	fail(logger, tl, &Fatal{Failure: console.Failure{Reason: fmt.Errorf("switch_root to %s: %w", res.Init, err),
-		Hint: "check init= and that the root has /dev, /proc, /sys and /run directories"}}, cl)
+		Hint: "check init= and that the root has /dev, /proc, /sys and /run directories"}}, cl, lockdown)
 }
 
 // moduleFS lists the filesystem types of the early mounts that failed
@@ -147,8 +149,9 @@ func moduleFS(early []mounts.Result) []string {
 	return out
 }
 
-// fail prints the banner for err and reboots (or runs the debug shell).
-func fail(logger *console.Logger, tl *timeline.Timeline, err error, cl cmdline.Cmdline) {
+// fail prints the banner for err and reboots (or runs the debug shell once
+// lockdown has succeeded).
+func fail(logger *console.Logger, tl *timeline.Timeline, err error, cl cmdline.Cmdline, lockdown func() error) {
 	f, ok := err.(*Fatal)
 	if !ok {
 		f = &Fatal{Failure: console.Failure{Reason: err}}
@@ -159,13 +162,14 @@ func fail(logger *console.Logger, tl *timeline.Timeline, err error, cl cmdline.C
 	if err := tl.WriteFile(TimelineFile); err != nil {
 		logger.Printf("timeline: %v", err)
 	}
-	halt(logger, cl.RebootDelay, cl.DebugShell)
+	halt(logger, cl.RebootDelay, cl.DebugShell, lockdown)
 }
 
-// halt runs the debug shell when asked, then reboots: at once when the
-// operator left the shell, else after delay. It does not return.
-func halt(logger *console.Logger, delay time.Duration, shell bool) {
-	if shell && runShell(logger, "/", "/sys", "/dev") {
+// halt runs the debug shell when asked and lockdown succeeds, then reboots:
+// at once when the operator left the shell, else after delay. It does not
+// return.
+func halt(logger *console.Logger, delay time.Duration, shell bool, lockdown func() error) {
+	if shell && guardedShell(logger, lockdown, func() bool { return runShell(logger, "/", "/sys", "/dev") }) {
 		delay = 0
 	}
 	if delay > 0 {

@@ -46,10 +46,19 @@ func (l *memLimiter) acquire(ctx context.Context, cost int64) (release func(), e
 	return func() { l.sem.Release(cost) }, nil
 }
 
+// kdfLimits bounds each keyslot's KDF (see luks2.CheckKDF): at most the
+// memory the limiter has (90 % of MemAvailable; unbounded when unknown) and
+// luks2.DefaultKDFTime. A slot that costs more is skipped with its reason,
+// never derived: a KDF the machine cannot afford ends in an out-of-memory
+// fatal error that kills PID 1, or a boot that never ends.
+func (b *Boot) kdfLimits() luks2.KDFLimits {
+	return luks2.DefaultKDFLimits(max(b.MemAvailable, 0))
+}
+
 // kdfCost is the memory the volume's unlock needs at most: the largest
-// argon2 memory among its keyslots, or for a partition without a LUKS
-// header the memory new keyslots will get.
-func kdfCost(dev io.ReaderAt, vol *config.Volume) int64 {
+// argon2 memory among its keyslots that lim lets run, or for a partition
+// without a LUKS header the memory new keyslots will get.
+func kdfCost(dev io.ReaderAt, vol *config.Volume, lim luks2.KDFLimits) int64 {
 	hdr, err := luks2.ReadHeader(dev)
 	if err != nil {
 		kib := luks2.DefaultKDF().Memory
@@ -65,7 +74,10 @@ func kdfCost(dev io.ReaderAt, vol *config.Volume) int64 {
 		return int64(kib) << 10
 	}
 	var max int64
-	for _, ks := range hdr.Keyslots {
+	for id, ks := range hdr.Keyslots {
+		if hdr.CheckKDF(id, lim) != nil {
+			continue // skipped, never derived
+		}
 		if strings.HasPrefix(ks.KDF.Type, "argon2") && int64(ks.KDF.Memory)<<10 > max {
 			max = int64(ks.KDF.Memory) << 10
 		}

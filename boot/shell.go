@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/cryptinit/cryptinit/boot/console"
 )
 
 // The debug shell (cryptinit.debug=shell) runs only after a failed boot,
@@ -93,6 +95,30 @@ func openConsoleTTY(sys, dev string) (f *os.File, name string, ctty bool, err er
 // shellLogger is the part of console.Logger runShell uses.
 type shellLogger interface {
 	Printf(format string, args ...any)
+}
+
+// guardedShell runs the debug shell (run) only once lockdown has taken back
+// what the boot opened (Boot.Lockdown); when lockdown fails it says why and
+// runs no shell. It reports whether a shell ran.
+func guardedShell(logger shellLogger, lockdown func() error, run func() bool) bool {
+	logger.Printf("debug shell: closing what the boot opened first")
+	if err := lockdown(); err != nil {
+		logger.Printf("debug shell: refused, as the boot could not close everything it opened (see above); rebooting as without cryptinit.debug=shell")
+		return false
+	}
+	return run()
+}
+
+// lockdownFor is the lockdown before the debug shell: b's, or when the boot
+// failed before b was made, one that only extends the PCRs.
+func lockdownFor(b *Boot, logger *console.Logger) error {
+	if b == nil {
+		b = &Boot{Root: "/", Log: logger}
+		if m, _ := openTPM(logger); m != nil {
+			b.Measurer = tpmMeasurer{m}
+		}
+	}
+	return b.Lockdown()
 }
 
 // runShell runs the debug shell on the console and returns when the

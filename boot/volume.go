@@ -35,7 +35,7 @@ func (b *Boot) unlocker(p *plan) Unlocker {
 	if b.NewUnlocker != nil {
 		return b.NewUnlocker(env, b.Log)
 	}
-	e := &unlock.Engine{Env: env, Log: engineLog(b.Log)}
+	e := &unlock.Engine{Env: env, Log: engineLog(b.Log), KDFLimits: b.kdfLimits()}
 	if p.journal != nil {
 		e.Journal = p.journal
 	}
@@ -257,7 +257,7 @@ func (b *Boot) openEncrypted(ctx context.Context, v *volume, eng Unlocker, lim *
 		// once its module is loaded
 		b.awaitModules(ctx, stageEarlyMounts, v.ID)
 	}
-	release, err := lim.acquire(ctx, kdfCost(dev, v.cfg))
+	release, err := lim.acquire(ctx, kdfCost(dev, v.cfg, b.kdfLimits()))
 	if err != nil {
 		return err
 	}
@@ -386,19 +386,27 @@ func (b *Boot) promptOpen(ctx context.Context, v *volume, dev BlockDevice, lim *
 	b.promptMu.Lock() // one question on the console at a time
 	defer b.promptMu.Unlock()
 	var reports []console.SlotReport
+	kdfLim := b.kdfLimits()
+	for id := range luks2.MaxKeyslots {
+		if _, ok := hdr.Keyslots[id]; ok {
+			if err := hdr.CheckKDF(id, kdfLim); err != nil {
+				b.logf("%s: a typed passphrase is not tried on %v", v.ID, err)
+			}
+		}
+	}
 	for try := 1; try <= promptTries; try++ {
 		pass, err := b.Prompt.Passphrase(v.ID, try, promptTries)
 		if err != nil {
 			reports = append(reports, console.SlotReport{Slot: -1, Kind: "console passphrase", Err: err})
 			return nil, reports
 		}
-		release, err := lim.acquire(ctx, kdfCost(dev, v.cfg))
+		release, err := lim.acquire(ctx, kdfCost(dev, v.cfg, b.kdfLimits()))
 		if err != nil {
 			keys.Zero(pass)
 			return nil, reports
 		}
 		span := b.Timeline.Begin("prompt-kdf", v.ID)
-		key, slot, err := hdr.Unlock(dev, pass, luks2.AnySlot)
+		key, slot, _, err := hdr.UnlockWithin(dev, pass, kdfLim) // skips the slots logged above
 		release()
 		span.End(err)
 		keys.Zero(pass)
@@ -433,7 +441,7 @@ func (b *Boot) syncAfterPrompt(ctx context.Context, v *volume, eng Unlocker, dev
 		b.logf("%s: key slots not synced (the engine cannot)", v.ID)
 		return
 	}
-	release, err := lim.acquire(ctx, kdfCost(dev, v.cfg))
+	release, err := lim.acquire(ctx, kdfCost(dev, v.cfg, b.kdfLimits()))
 	if err != nil {
 		return
 	}

@@ -14,6 +14,10 @@ type Phase string
 const (
 	PhaseEnterInitrd Phase = "enter-initrd" // at initramfs start
 	PhaseLeaveInitrd Phase = "leave-initrd" // just before switch_root
+	// PhaseDebugShell is extended before a debug shell after a failed boot:
+	// no signed PCR 11 policy names it, so nothing sealed to the initrd's
+	// phases unseals from the shell.
+	PhaseDebugShell Phase = "debug-shell"
 )
 
 // Logger receives one line per measurement; *log.Logger satisfies it.

@@ -37,6 +37,10 @@ type Engine struct {
 	// format while it runs, so that one interrupted by a crash is redone on
 	// the next boot. Without it such a partition counts as not empty.
 	Journal FormatJournal
+	// KDFLimits bounds the memory and estimated time of a keyslot's KDF: a
+	// slot that costs more is skipped, before its key is fetched, with an
+	// error wrapping luks2.ErrKDFTooCostly. Zero fields: no bound.
+	KDFLimits luks2.KDFLimits
 
 	// unlockSlot runs the LUKS2 unlock (the KDF); nil: Header.Unlock. The
 	// benchmark wraps it to tell the engine's own time from the KDF's.

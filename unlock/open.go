@@ -44,6 +44,11 @@ func (e *Engine) tryKeyTimed(ctx context.Context, volID string, k keys.Key, slot
 	if _, ok := hdr.Keyslots[slot]; !ok {
 		return nil, ErrSlotEmpty
 	}
+	if err := hdr.CheckKDF(slot, e.KDFLimits); err != nil {
+		// never derive what would exhaust the machine; the key is not
+		// wrong, only unavailable here (no decision may count it as wrong)
+		return nil, fmt.Errorf("%w (%w)", err, keys.ErrKeyUnavailable)
+	}
 	start := e.now()
 	kctx, cancel := e.keyContext(ctx)
 	pass, err := k.Passphrase(kctx, keys.Slot{VolumeID: volID, Slot: slot, Token: tokenFor(hdr, slot), Assigned: assignedTokens(hdr, slot)})

@@ -97,3 +97,20 @@ func TestMakeNode(t *testing.T) {
 		t.Errorf("missing mapping: %v", err)
 	}
 }
+
+func TestRemoveNode(t *testing.T) {
+	dev := t.TempDir()
+	nodes := Nodes{Dev: dev}
+	p := filepath.Join(dev, "mapper", "luks2-STATE")
+	os.MkdirAll(filepath.Dir(p), 0o755)
+	os.WriteFile(p, nil, 0o600)
+	if err := nodes.RemoveNode("luks2-STATE"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("node still there: %v", err)
+	}
+	if err := nodes.RemoveNode("luks2-STATE"); err != nil {
+		t.Errorf("removing a node already gone: %v", err)
+	}
+}

@@ -64,7 +64,11 @@ func (m Mapper) Map(spec Spec) (string, error) {
 	return path, nil
 }
 
-// Unmap removes a mapping (after a failure before switch_root).
+// Unmap removes a mapping and its /dev/mapper node (after a failure, before
+// a debug shell). The mapping must not be mounted.
 func (m Mapper) Unmap(name string) error {
-	return devmapper.Remove(name)
+	if err := devmapper.Remove(name); err != nil {
+		return fmt.Errorf("remove mapping %s: %w", name, err)
+	}
+	return m.Nodes.RemoveNode(name)
 }

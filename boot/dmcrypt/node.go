@@ -71,3 +71,13 @@ func (n Nodes) MakeNode(name string) (string, error) {
 	}
 	return path, nil
 }
+
+// RemoveNode removes /dev/mapper/<name> (there is no udev to do it); a node
+// already gone is no error.
+func (n Nodes) RemoveNode(name string) error {
+	err := os.Remove(filepath.Join(n.Dev, "mapper", name))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove the node of mapping %s: %w", name, err)
+	}
+	return nil
+}

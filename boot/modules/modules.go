@@ -275,6 +275,11 @@ func (l *Loader) LoadAll(names []string) []Result {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer func() { // a panic here would end PID 1
+				if r := recover(); r != nil {
+					res[i] = Result{Name: n, Err: fmt.Errorf("loading %s crashed: %v", n, r)}
+				}
+			}()
 			res[i] = Result{Name: n, Err: l.Load(n)}
 		}()
 	}

@@ -31,17 +31,7 @@ func (h *Header) Unlock(r io.ReaderAt, passphrase []byte, slot int) ([]byte, int
 		}
 		return key, slot, nil
 	}
-	var order []int
-	for _, prio := range []Priority{PriorityPrefer, PriorityNormal} {
-		var ids []int
-		for id, ks := range h.Keyslots {
-			if ks.Priority == prio {
-				ids = append(ids, id)
-			}
-		}
-		sort.Ints(ids)
-		order = append(order, ids...)
-	}
+	order := h.unlockOrder()
 	var unusual error
 	for _, id := range order {
 		key, err := h.openSlot(r, passphrase, id, seg.ID)
@@ -56,6 +46,23 @@ func (h *Header) Unlock(r io.ReaderAt, passphrase []byte, slot int) ([]byte, int
 		return nil, -1, fmt.Errorf("unlock LUKS volume %s, tried slots %v: %w (also: %v)", h.UUID, order, ErrNoKeyslotOpens, unusual)
 	}
 	return nil, -1, fmt.Errorf("unlock LUKS volume %s, tried slots %v: %w", h.UUID, order, ErrNoKeyslotOpens)
+}
+
+// unlockOrder lists the keyslots Unlock tries with AnySlot: preferred ones
+// first, then normal ones, each group in slot order; "ignore" ones never.
+func (h *Header) unlockOrder() []int {
+	var order []int
+	for _, prio := range []Priority{PriorityPrefer, PriorityNormal} {
+		var ids []int
+		for id, ks := range h.Keyslots {
+			if ks.Priority == prio {
+				ids = append(ids, id)
+			}
+		}
+		sort.Ints(ids)
+		order = append(order, ids...)
+	}
+	return order
 }
 
 // digestForSlot is the digest that binds keyslot id to segment seg.
