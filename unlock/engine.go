@@ -34,6 +34,9 @@ type Engine struct {
 	// format while it runs, so that one interrupted by a crash is redone on
 	// the next boot. Without it such a partition counts as not empty.
 	Journal FormatJournal
+	// SyncKeyBudget bounds the total time Sync spends, per volume, on
+	// keys that did not open it; 0: DefaultSyncKeyBudget.
+	SyncKeyBudget time.Duration
 
 	// unlockSlot runs the LUKS2 unlock (the KDF); nil: Header.Unlock. The
 	// benchmark wraps it to tell the engine's own time from the KDF's.
