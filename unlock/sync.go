@@ -116,7 +116,7 @@ func (e *Engine) syncKeyBudget() time.Duration {
 func (e *Engine) Sync(ctx context.Context, vol config.Volume, dev luks2.Device, opened *Result) *SyncReport {
 	rep := &SyncReport{}
 	problem := func(slot int, kind string, format string, args ...any) {
-		err := fmt.Errorf("sync %s slot %d (%s): %s", vol.ID, slot, kind, fmt.Sprintf(format, args...))
+		err := fmt.Errorf("sync %s slot %d (%s): %w", vol.ID, slot, kind, fmt.Errorf(format, args...))
 		rep.Problems = append(rep.Problems, err)
 		e.log().Warn("sync problem", "volume", vol.ID, "slot", slot, "kind", kind, "err", err)
 	}
@@ -129,7 +129,7 @@ func (e *Engine) Sync(ctx context.Context, vol config.Volume, dev luks2.Device, 
 	}
 	overBudget := func(slot int, kind, what string) {
 		skipped(slot, kind, what)
-		problem(slot, kind, "%v after %s: slot left as it is (the next boot checks it again; is the KMS or TPM slow or unreachable?)", ErrSyncBudget, e.syncKeyBudget())
+		problem(slot, kind, "%w after %s: slot left as it is (the next boot checks it again; is the KMS or TPM slow or unreachable?)", ErrSyncBudget, e.syncKeyBudget())
 	}
 	// enroll under the budget: a key that could not be created in time is
 	// skipped (enroll reported it), not written
@@ -316,7 +316,7 @@ func (e *Engine) enroll(ctx context.Context, volID string, dev luks2.Device, ck 
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w: %w", ErrSyncBudget, err)
 		}
-		problem(ck.Slot, k.Kind(), "cannot create the key, slot left as it is: %v", err)
+		problem(ck.Slot, k.Kind(), "cannot create the key, slot left as it is: %w", err)
 		return false
 	}
 	defer enr.Zero()
