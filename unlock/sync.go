@@ -82,7 +82,7 @@ const DefaultSyncKeyBudget = 10 * time.Second
 
 // ErrNotAuthenticated: the config may open the volume but not change its
 // key slots (see config.Trust); Sync reports the changes it skipped with it.
-var ErrNotAuthenticated = errors.New("config is not authenticated")
+var ErrNotAuthenticated = errors.New("slot changes skipped")
 
 // ErrSyncBudget: a key did not answer within the volume's sync key budget;
 // its slot is left as it is and checked again at the next boot.
@@ -423,7 +423,7 @@ func (e *Engine) syncUnauthenticated(vol *config.Volume, dev luks2.Device, ks []
 		e.log().Info("key slots not synced", "volume", vol.ID, "why", vol.Trust.Why())
 		return
 	}
-	err = fmt.Errorf("sync %s: %w: skipped %s: %s", vol.ID, ErrNotAuthenticated, strings.Join(rep.Skipped, ", "), vol.Trust.Why())
+	err = fmt.Errorf("sync %s: %w: %s", vol.ID, ErrNotAuthenticated, vol.Trust.Why())
 	rep.Problems = append(rep.Problems, err)
-	e.log().Warn("key slots not synced", "volume", vol.ID, "err", err)
+	e.log().Info("key slots not synced", "volume", vol.ID, "err", err) // the report carries it
 }
