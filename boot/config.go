@@ -274,6 +274,9 @@ func (b *Boot) saveConfigCopy(mc *machineConfig, plan *plan) {
 	err = os.MkdirAll(dir, 0o700)
 	if err == nil && !mc.trust.Authenticated {
 		err = writeFileAtomic(marker, []byte(mc.source+"\n"), 0o600)
+		if err == nil {
+			err = syncDir(dir) // the mark is on disk before the copy it marks
+		}
 	}
 	if err == nil {
 		err = writeFileAtomic(path, mc.data, 0o600)
@@ -306,6 +309,15 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // ErrFormatNotAuthenticated: the partition is empty and its config is not
