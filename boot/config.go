@@ -362,7 +362,7 @@ func (g trustGate) Unlock(ctx context.Context, vol config.Volume, dev luks2.Devi
 		return g.Unlocker.Unlock(ctx, vol, dev, size)
 	}
 	if _, err := luks2.ReadHeader(dev); errors.Is(err, luks2.ErrNotLUKS) {
-		return nil, fmt.Errorf("%s: %w (%s); nothing was written", vol.ID, ErrFormatNotAuthenticated, vol.Trust.Why())
+		return nil, fmt.Errorf("%s: %w (%s); nothing was written: put the machine config in the image (CONFIG=machine.yaml make image), or format it with cryptctl volume format", vol.ID, ErrFormatNotAuthenticated, vol.Trust.Why())
 	}
 	return g.openOnly.Unlock(ctx, vol, dev, size)
 }
