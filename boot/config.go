@@ -11,7 +11,9 @@ import (
 
 	"github.com/cryptinit/cryptinit/boot/console"
 	"github.com/cryptinit/cryptinit/boot/devices"
+	"github.com/cryptinit/cryptinit/unlock"
 	"github.com/cryptinit/cryptinit/unlock/config"
+	"github.com/cryptinit/cryptinit/unlock/luks2"
 	"github.com/cryptinit/cryptinit/unlock/probe"
 	"golang.org/x/sys/unix"
 )
@@ -24,10 +26,30 @@ const (
 	SourceState    = "copy on STATE"
 )
 
+// Which sources are authenticated (config.Trust), i.e. may choose the keys
+// of a volume (format it, enroll, re-key or remove slots), and which may
+// only open what is there:
+//   - the embedded config and a cryptinit.config=/path inside the
+//     initramfs: authenticated, the initramfs is part of the signed UKI;
+//   - cryptinit.config=DEVICE:/path (an ESP or any other partition): not
+//     authenticated, whoever holds the disk can write it, although the
+//     command line naming it is signed;
+//   - the copy on STATE: authenticated (only a boot that opened STATE can
+//     write it), unless it was saved from a source that is not, which
+//     StateConfigUntrusted beside it records;
+//   - META tag 9 (unlock/meta): never authenticated.
+
+// StateConfigUntrusted, beside STATE's config copy, names the source the
+// copy came from when that source was not authenticated: the copy then
+// stays unauthenticated, so that a config from an ESP cannot become
+// trusted by being copied into STATE.
+const StateConfigUntrusted = "config.unauthenticated"
+
 type machineConfig struct {
 	cfg    *config.Config // nil: none found yet
 	data   []byte
 	source string
+	trust  config.Trust // given to every volume of cfg
 }
 
 // ConfigSpec is a parsed cryptinit.config= value.
@@ -69,13 +91,16 @@ func (b *Boot) loadMachineConfig(ctx context.Context) (*machineConfig, error) {
 		if b.Cmdline.Config != "" {
 			data, err := b.readConfigSource(ctx, b.Cmdline.Config)
 			if err == nil {
-				return mc.parse(data, SourceCmdline+b.Cmdline.Config)
+				// read, so the spec parsed: a path without a device is
+				// inside the signed initramfs
+				spec, _ := ParseConfigSpec(b.Cmdline.Config)
+				return mc.parse(data, SourceCmdline+b.Cmdline.Config, spec.Device == "")
 			}
 			b.logf("config: cryptinit.config=%s not read: %v; trying the embedded config", b.Cmdline.Config, err)
 		}
 		data, err := os.ReadFile(b.path(EmbeddedConfig))
 		if err == nil {
-			return mc.parse(data, SourceEmbedded)
+			return mc.parse(data, SourceEmbedded, true)
 		}
 		if !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("read %s: %w", EmbeddedConfig, err)
@@ -92,10 +117,16 @@ func (b *Boot) loadMachineConfig(ctx context.Context) (*machineConfig, error) {
 	return mc, nil
 }
 
-func (mc *machineConfig) parse(data []byte, source string) error {
+// parse parses the config read from source and gives each of its volumes
+// the source's trust.
+func (mc *machineConfig) parse(data []byte, source string, authenticated bool) error {
 	cfg, err := config.Parse(data)
 	if err != nil {
 		return fmt.Errorf("machine config from %s: %w", source, err)
+	}
+	mc.trust = config.Trust{Source: source, Authenticated: authenticated}
+	for i := range cfg.Volumes {
+		cfg.Volumes[i].Trust = mc.trust
 	}
 	mc.cfg, mc.data, mc.source = cfg, data, source
 	return nil
@@ -111,6 +142,9 @@ func (b *Boot) logConfig(mc *machineConfig) {
 		ids = append(ids, v.ID+" ("+enc+")")
 	}
 	b.logf("config: machine config from %s: %s", mc.source, strings.Join(ids, ", "))
+	if !mc.trust.Authenticated {
+		b.logf("config: %s is not authenticated: it opens volumes but never formats them or changes their key slots", mc.source)
+	}
 	for _, w := range mc.cfg.Warnings {
 		b.logf("config: warning: %s", w)
 	}
@@ -206,7 +240,11 @@ func (b *Boot) configFromState(ctx context.Context, mc *machineConfig, plan *pla
 		if err != nil {
 			continue
 		}
-		if err := mc.parse(data, SourceState+" ("+name+")"); err != nil {
+		source, authenticated := SourceState+" ("+name+")", true
+		if from, err := os.ReadFile(filepath.Join(b.stagingDir(st.ID), StateConfigDir, StateConfigUntrusted)); err == nil {
+			source, authenticated = fmt.Sprintf("%s, saved from %s", source, strings.TrimSpace(string(from))), false
+		}
+		if err := mc.parse(data, source, authenticated); err != nil {
 			return configFatal(err)
 		}
 		b.logConfig(mc)
@@ -217,19 +255,34 @@ func (b *Boot) configFromState(ctx context.Context, mc *machineConfig, plan *pla
 }
 
 // saveConfigCopy refreshes cryptinit/config.yaml on STATE so that a boot
-// without the machine config can still open the other volumes.
+// without the machine config can still open the other volumes. A config
+// that is not authenticated is saved with StateConfigUntrusted beside it
+// (written first, removed last: a crash leaves the copy marked, never a
+// copy from an unauthenticated source unmarked).
 func (b *Boot) saveConfigCopy(mc *machineConfig, plan *plan) {
 	if plan == nil || plan.state == nil || !plan.state.mounted || mc.data == nil {
 		return
 	}
 	dir := filepath.Join(b.stagingDir(plan.state.ID), StateConfigDir)
 	path := filepath.Join(dir, "config.yaml")
-	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, mc.data) {
+	marker := filepath.Join(dir, StateConfigUntrusted)
+	_, err := os.Stat(marker)
+	marked := err == nil
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, mc.data) && marked == !mc.trust.Authenticated {
 		return
 	}
-	err := os.MkdirAll(dir, 0o700)
+	err = os.MkdirAll(dir, 0o700)
+	if err == nil && !mc.trust.Authenticated {
+		err = writeFileAtomic(marker, []byte(mc.source+"\n"), 0o600)
+		if err == nil {
+			err = syncDir(dir) // the mark is on disk before the copy it marks
+		}
+	}
 	if err == nil {
 		err = writeFileAtomic(path, mc.data, 0o600)
+	}
+	if err == nil && mc.trust.Authenticated && marked {
+		err = os.Remove(marker)
 	}
 	if err != nil {
 		b.logf("config: could not keep a copy on STATE: %v", err)
@@ -256,4 +309,60 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// ErrFormatNotAuthenticated: the partition is empty and its config is not
+// authenticated; formatting would let that config choose the keys that
+// protect the data written next, so nothing is written.
+var ErrFormatNotAuthenticated = errors.New("not formatted: the config that would choose its keys is not authenticated")
+
+// trustGate lets a config that is not authenticated open a volume and
+// never format it (a format chooses the keys, as an enrollment does): an
+// empty partition is refused, and the engine it opens with has no format
+// journal, so that it never redoes a format either. Sync refuses the slot
+// changes itself (unlock.Engine.Sync).
+type trustGate struct {
+	Unlocker
+	openOnly Unlocker
+}
+
+// syncingGate is a trustGate whose engine also syncs after a typed
+// passphrase (Syncer).
+type syncingGate struct {
+	trustGate
+	Syncer
+}
+
+// gateTrust wraps the boot's engine in a trustGate.
+func gateTrust(u Unlocker) Unlocker {
+	g := trustGate{Unlocker: u, openOnly: u}
+	if e, ok := u.(*unlock.Engine); ok && e.Journal != nil {
+		noJournal := *e
+		noJournal.Journal = nil
+		g.openOnly = &noJournal
+	}
+	if s, ok := u.(Syncer); ok {
+		return syncingGate{g, s}
+	}
+	return g
+}
+
+// Unlock implements Unlocker.
+func (g trustGate) Unlock(ctx context.Context, vol config.Volume, dev luks2.Device, size int64) (*unlock.Result, error) {
+	if vol.Trust.Authenticated {
+		return g.Unlocker.Unlock(ctx, vol, dev, size)
+	}
+	if _, err := luks2.ReadHeader(dev); errors.Is(err, luks2.ErrNotLUKS) {
+		return nil, fmt.Errorf("%s: %w (%s); nothing was written: put the machine config in the image (CONFIG=machine.yaml make image), or format it with cryptctl volume format", vol.ID, ErrFormatNotAuthenticated, vol.Trust.Why())
+	}
+	return g.openOnly.Unlock(ctx, vol, dev, size)
 }

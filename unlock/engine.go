@@ -41,6 +41,9 @@ type Engine struct {
 	// slot that costs more is skipped, before its key is fetched, with an
 	// error wrapping luks2.ErrKDFTooCostly. Zero fields: no bound.
 	KDFLimits luks2.KDFLimits
+	// SyncKeyBudget bounds the total time Sync spends, per volume, on
+	// keys that did not open it; 0: DefaultSyncKeyBudget.
+	SyncKeyBudget time.Duration
 
 	// unlockSlot runs the LUKS2 unlock (the KDF); nil: Header.Unlock. The
 	// benchmark wraps it to tell the engine's own time from the KDF's.

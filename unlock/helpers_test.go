@@ -39,7 +39,12 @@ func image(t testing.TB, size int64) *os.File {
 	return f
 }
 
-// volume parses a one-volume machine config.
+// testTrust is the trust of the tests' configs: written by the test, as a
+// signed image's config is by its builder.
+var testTrust = config.Trust{Source: "the test", Authenticated: true}
+
+// volume parses a one-volume machine config (authenticated, as the signed
+// image's would be).
 func volume(t testing.TB, yaml, id string) config.Volume {
 	t.Helper()
 	cfg, err := config.Parse([]byte(yaml))
@@ -50,6 +55,7 @@ func volume(t testing.TB, yaml, id string) config.Volume {
 	if v == nil {
 		t.Fatalf("no volume %s in config", id)
 	}
+	v.Trust = testTrust
 	return *v
 }
 
@@ -64,6 +70,7 @@ func configFile(t testing.TB, name, id string) config.Volume {
 	if v == nil {
 		t.Fatalf("%s has no %s", name, id)
 	}
+	v.Trust = testTrust
 	return *v
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/cryptinit/cryptinit/unlock/config"
 	"github.com/cryptinit/cryptinit/unlock/keys"
@@ -23,6 +24,11 @@ type SyncReport struct {
 	// key, e.g. "tpm re-enrolled: PCR 7 changed".
 	Reasons  map[int]string
 	Problems []error // each names the slot; never fatal
+	// Skipped lists the slot changes the config asks for that Sync did not
+	// make, e.g. "add slot 5 (static)": the config is not authenticated
+	// (see config.Trust), or the key budget ran out. Each is also a Problem
+	// that says why.
+	Skipped []string
 	// UpToDate: nothing changed since the last full sync (its fingerprint
 	// matched), so no key was checked.
 	UpToDate bool
@@ -49,6 +55,9 @@ func (r *SyncReport) String() string {
 	}
 	add("removed", r.Removed)
 	add("kept recovery", r.Kept)
+	if len(r.Skipped) > 0 {
+		parts = append(parts, "skipped: "+strings.Join(r.Skipped, ", "))
+	}
 	for _, p := range r.Problems {
 		parts = append(parts, "problem: "+p.Error())
 	}
@@ -65,18 +74,73 @@ func (r *SyncReport) String() string {
 // so they go when their slot goes.
 var ownedTokens = []string{keys.TokenKMS, keys.TokenTPM, keys.TokenRecovery}
 
+// DefaultSyncKeyBudget is how long, in total per volume, Sync may spend on
+// keys that did not open the volume (KMS round trips, TPM unseals and
+// seals): enough for a TPM seal under emulation, far below the 2 x
+// DefaultKeyTimeout a KMS outage used to cost every boot.
+const DefaultSyncKeyBudget = 10 * time.Second
+
+// ErrNotAuthenticated: the config may open the volume but not change its
+// key slots (see config.Trust); Sync reports the changes it skipped with it.
+var ErrNotAuthenticated = errors.New("slot changes skipped")
+
+// ErrSyncBudget: a key did not answer within the volume's sync key budget;
+// its slot is left as it is and checked again at the next boot.
+var ErrSyncBudget = errors.New("sync key budget ran out")
+
+func (e *Engine) syncKeyBudget() time.Duration {
+	if e.SyncKeyBudget > 0 {
+		return e.SyncKeyBudget
+	}
+	return DefaultSyncKeyBudget
+}
+
 // Sync brings the volume's keyslots in line with the config, using the
-// volume key of opened (from Open or Format). The order keeps the volume
-// openable by a configured key after a crash at any write: the slot that
-// opened it is never modified; slots are removed only after every add and
-// replacement, and a replacement key is created (KMS/TPM sealed) before its
-// slot is re-keyed in place.
+// volume key of opened (from Open or Format). It writes only when the
+// config is authenticated (vol.Trust; otherwise it reports what it skipped,
+// see syncUnauthenticated), and then only:
+//   - a configured slot that is empty: its key is enrolled;
+//   - a configured slot its key no longer opens (wrong key, missing or
+//     foreign token) or, when opted in with Secure Boot on, whose tpm key
+//     no longer unseals after a PCR 7 change: re-keyed in place;
+//   - a configured recovery key's slot without the recovery mark: marked;
+//   - a slot the config does not name and that is neither the opener nor a
+//     recovery key: removed, after every add and replacement;
+//   - after a sync without problems: the fingerprint token (syncstate.go).
+//
+// A key that does not answer within the sync key budget (SyncKeyBudget,
+// for all keys of the volume together) is skipped, never taken as wrong.
+// The order keeps the volume openable by a configured key after a crash at
+// any write: the slot that opened it is never modified, and a replacement
+// key is created (KMS/TPM sealed) before its slot is re-keyed in place.
 func (e *Engine) Sync(ctx context.Context, vol config.Volume, dev luks2.Device, opened *Result) *SyncReport {
 	rep := &SyncReport{}
 	problem := func(slot int, kind string, format string, args ...any) {
-		err := fmt.Errorf("sync %s slot %d (%s): %s", vol.ID, slot, kind, fmt.Sprintf(format, args...))
+		err := fmt.Errorf("sync %s slot %d (%s): %w", vol.ID, slot, kind, fmt.Errorf(format, args...))
 		rep.Problems = append(rep.Problems, err)
 		e.log().Warn("sync problem", "volume", vol.ID, "slot", slot, "kind", kind, "err", err)
+	}
+	// every key operation below counts against one budget; the opener's
+	// key is never asked again
+	bctx, cancelBudget := context.WithTimeout(ctx, e.syncKeyBudget())
+	defer cancelBudget()
+	skipped := func(slot int, kind, what string) {
+		rep.Skipped = append(rep.Skipped, fmt.Sprintf("%s slot %d (%s)", what, slot, kind))
+	}
+	overBudget := func(slot int, kind, what string) {
+		skipped(slot, kind, what)
+		problem(slot, kind, "%w after %s: slot left as it is (the next boot checks it again; is the KMS or TPM slow or unreachable?)", ErrSyncBudget, e.syncKeyBudget())
+	}
+	// enroll under the budget: a key that could not be created in time is
+	// skipped (enroll reported it), not written
+	enroll := func(ck config.Key, k keys.Key, replace bool, what string) bool {
+		if e.enroll(bctx, vol.ID, dev, ck, k, opened.VolumeKey, kdfFor(vol.Encryption), replace, problem) {
+			return true
+		}
+		if bctx.Err() != nil {
+			skipped(ck.Slot, k.Kind(), what)
+		}
+		return false
 	}
 	ks, err := configuredKeys(&vol)
 	if err != nil || opened == nil || len(opened.VolumeKey) == 0 {
@@ -87,15 +151,18 @@ func (e *Engine) Sync(ctx context.Context, vol config.Volume, dev luks2.Device, 
 		rep.Problems = append(rep.Problems, fmt.Errorf("sync %s: LUKS%d volume: keyslots left as they are (cryptinit writes LUKS2 only; convert with cryptsetup convert --type luks2)", vol.ID, hdr.Version))
 		return rep
 	}
+	if !vol.Trust.Authenticated {
+		e.syncUnauthenticated(&vol, dev, ks, opened, rep)
+		return rep
+	}
 	vk := opened.VolumeKey
-	kdf := kdfFor(vol.Encryption)
 	configured := map[int]bool{}
 	for _, ck := range ks {
 		configured[ck.Slot] = true
 	}
 	if hdr, err := luks2.ReadHeader(dev); err == nil && !failedBeforeOpener(opened) {
 		if _, stored := storedFingerprint(hdr); stored != nil {
-			if fp := e.syncFingerprint(ctx, &vol, hdr, ks, vk, opened.Slot); fp != nil && hmac.Equal(fp, stored) {
+			if fp := e.syncFingerprint(bctx, &vol, hdr, ks, vk, opened.Slot); fp != nil && hmac.Equal(fp, stored) {
 				rep.UpToDate = true
 				return rep
 			}
@@ -110,7 +177,7 @@ func (e *Engine) Sync(ctx context.Context, vol config.Volume, dev luks2.Device, 
 		if err != nil {
 			return
 		}
-		if fp := e.syncFingerprint(ctx, &vol, hdr, ks, vk, opened.Slot); fp != nil {
+		if fp := e.syncFingerprint(bctx, &vol, hdr, ks, vk, opened.Slot); fp != nil {
 			if err := storeFingerprint(dev, hdr, fp, configured); err != nil {
 				e.log().Warn("sync fingerprint not stored", "volume", vol.ID, "err", err)
 			}
@@ -143,7 +210,7 @@ func (e *Engine) Sync(ctx context.Context, vol config.Volume, dev luks2.Device, 
 			continue
 		}
 		if _, present := hdr.Keyslots[ck.Slot]; !present {
-			if e.enroll(ctx, vol.ID, dev, ck, k, vk, kdf, false, problem) {
+			if enroll(ck, k, false, "add") {
 				rep.Added = append(rep.Added, ck.Slot)
 			}
 			continue
@@ -151,20 +218,23 @@ func (e *Engine) Sync(ctx context.Context, vol config.Volume, dev luks2.Device, 
 		checkErr, tried := known[ck.Slot]
 		if !tried {
 			var other []byte
-			other, checkErr = e.tryKey(ctx, vol.ID, k, ck.Slot, hdr, dev)
+			other, checkErr = e.tryKey(bctx, vol.ID, k, ck.Slot, hdr, dev)
 			keys.Zero(other)
 		}
 		switch {
 		case checkErr == nil:
 			e.markRecovery(vol.ID, dev, hdr, ck, problem)
 		case errors.Is(checkErr, keys.ErrWrongKey), errors.Is(checkErr, keys.ErrNoToken), errors.Is(checkErr, keys.ErrBadToken):
-			if e.enroll(ctx, vol.ID, dev, ck, k, vk, kdf, true, problem) {
+			if enroll(ck, k, true, "replace") {
 				rep.Replaced = append(rep.Replaced, ck.Slot)
 			}
+		case !tried && bctx.Err() != nil:
+			// the key did not answer in time: not wrong, just unknown
+			overBudget(ck.Slot, k.Kind(), "check")
 		case errors.Is(checkErr, keys.ErrSealedStateChanged):
-			if why := e.reenrollRefusal(ctx, ck); why != "" {
+			if why := e.reenrollRefusal(bctx, ck); why != "" {
 				problem(ck.Slot, k.Kind(), "the TPM no longer unseals the key because PCR 7 changed; slot left as it is (%s): %v", why, checkErr)
-			} else if e.enroll(ctx, vol.ID, dev, ck, k, vk, kdf, true, problem) {
+			} else if enroll(ck, k, true, "re-enroll") {
 				rep.Replaced = append(rep.Replaced, ck.Slot)
 				rep.reason(ck.Slot, "tpm re-enrolled: PCR 7 changed")
 			}
@@ -243,7 +313,10 @@ func (e *Engine) enroll(ctx context.Context, volID string, dev luks2.Device, ck 
 	enr, err := k.Enroll(kctx, keys.Slot{VolumeID: volID, Slot: ck.Slot})
 	cancel()
 	if err != nil {
-		problem(ck.Slot, k.Kind(), "cannot create the key, slot left as it is: %v", err)
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w: %w", ErrSyncBudget, err)
+		}
+		problem(ck.Slot, k.Kind(), "cannot create the key, slot left as it is: %w", err)
 		return false
 	}
 	defer enr.Zero()
@@ -310,9 +383,47 @@ func (e *Engine) markRecovery(volID string, dev luks2.Device, hdr *luks2.Header,
 func failedBeforeOpener(opened *Result) bool {
 	for _, a := range opened.Attempts {
 		if a.Slot != opened.Slot && (errors.Is(a.Err, keys.ErrWrongKey) || errors.Is(a.Err, keys.ErrNoToken) ||
-			errors.Is(a.Err, keys.ErrBadToken) || errors.Is(a.Err, ErrSlotEmpty)) {
+			errors.Is(a.Err, keys.ErrBadToken) || errors.Is(a.Err, ErrSlotEmpty) ||
+			errors.Is(a.Err, keys.ErrSealedStateChanged)) {
 			return true
 		}
 	}
 	return false
+}
+
+// syncUnauthenticated is Sync for a config that is not authenticated: it
+// writes nothing. It lists, from the header alone (no key fetched, no KDF
+// run), the changes a full sync would make: configured slots that are
+// empty, recovery marks missing, slots the config does not name. Whether a
+// configured slot's key still opens it is not checked. The fingerprint is
+// neither checked nor stored.
+func (e *Engine) syncUnauthenticated(vol *config.Volume, dev luks2.Device, ks []config.Key, opened *Result, rep *SyncReport) {
+	hdr, err := luks2.ReadHeader(dev)
+	if err != nil {
+		rep.Problems = append(rep.Problems, fmt.Errorf("sync %s: read header: %w", vol.ID, err))
+		return
+	}
+	configured := map[int]bool{}
+	for _, ck := range ks {
+		configured[ck.Slot] = true
+		_, present := hdr.Keyslots[ck.Slot]
+		switch {
+		case !present && ck.Slot != opened.Slot:
+			rep.Skipped = append(rep.Skipped, fmt.Sprintf("add slot %d (%s)", ck.Slot, ck.Kind()))
+		case ck.Recovery && !keys.IsRecovery(tokenFor(hdr, ck.Slot)):
+			rep.Skipped = append(rep.Skipped, fmt.Sprintf("mark slot %d (%s) as recovery key", ck.Slot, ck.Kind()))
+		}
+	}
+	for s := 0; s < luks2.MaxKeyslots; s++ {
+		if _, ok := hdr.Keyslots[s]; ok && !configured[s] && s != opened.Slot && !keys.IsRecovery(tokenFor(hdr, s)) {
+			rep.Skipped = append(rep.Skipped, fmt.Sprintf("remove slot %d", s))
+		}
+	}
+	if len(rep.Skipped) == 0 {
+		e.log().Info("key slots not synced", "volume", vol.ID, "why", vol.Trust.Why())
+		return
+	}
+	err = fmt.Errorf("sync %s: %w: %s", vol.ID, ErrNotAuthenticated, vol.Trust.Why())
+	rep.Problems = append(rep.Problems, err)
+	e.log().Info("key slots not synced", "volume", vol.ID, "err", err) // the report carries it
 }

@@ -18,14 +18,23 @@ import (
 // at every boot. To keep boots at one KDF per volume, a finished sync
 // stores a fingerprint of what it checked in a "cryptinit-sync" token:
 // HMAC-SHA256 keyed with the volume key over every configured key's slot,
-// kind and current passphrase (derived again at each boot: no KDF, but a
-// TPM unseal or KMS round trip for those kinds, so a key that became
-// unavailable still forces the full check and its report; the key that
-// opened the volume counts as "opened" instead), every keyslot
-// (id and KDF salt, which changes whenever a slot is rewritten) and every
-// other token. When the next boot computes the same fingerprint, nothing
-// sync would act on has changed, so it skips the KDF checks. The HMAC key
-// is the volume key: the token tells nothing to whoever lacks it.
+// kind and identity, every keyslot (id and KDF salt, which changes
+// whenever a slot is rewritten) and every other token. When the next boot
+// computes the same fingerprint, nothing sync would act on has changed, so
+// it skips the KDF checks. The HMAC key is the volume key: the token tells
+// nothing to whoever lacks it.
+//
+// A key's identity is what decides its passphrase without asking anyone:
+// a static or nodeID key's passphrase (derived locally, no KDF); for a kms
+// or tpm key, its config (endpoint, PCRs) and, for lockToSTATE, STATE's
+// salt, while its sealed secret is in its token, already covered. Such a
+// key is never asked (no KMS round trip, no TPM unseal) just to compute
+// the fingerprint: with its token and config unchanged since a sync that
+// proved it opened its slot, asking again would only repeat that answer,
+// and cost up to a key timeout while the KMS is down. A tpm key whose PCR 7
+// changed, tried by Open before the key that opened, still forces the full
+// sync (failedBeforeOpener). The key that opened the volume counts as
+// "opened" instead.
 
 // TokenSyncState is the type of the fingerprint token.
 const TokenSyncState = "cryptinit-sync"
@@ -40,7 +49,7 @@ type syncToken struct {
 // derived now (then sync runs in full).
 func (e *Engine) syncFingerprint(ctx context.Context, vol *config.Volume, hdr *luks2.Header, ks []config.Key, vk []byte, opener int) []byte {
 	mac := hmac.New(sha256.New, vk)
-	mac.Write([]byte("cryptinit sync v1\x00" + vol.ID + "\x00"))
+	mac.Write([]byte("cryptinit sync v2\x00" + vol.ID + "\x00"))
 	for _, ck := range ks {
 		k, err := keys.FromConfig(ck, e.env())
 		if err != nil {
@@ -54,6 +63,12 @@ func (e *Engine) syncFingerprint(ctx context.Context, vol *config.Volume, hdr *l
 			// KMS for it twice would cost a round trip (or hit the PCR 15
 			// latch)
 			writeBytes(mac, []byte("opened"))
+			continue
+		}
+		if ck.KMS != nil || ck.TPM != nil {
+			if !e.writeSealedIdentity(ctx, mac, ck) {
+				return nil
+			}
 			continue
 		}
 		kctx, cancel := e.keyContext(ctx)
@@ -79,6 +94,38 @@ func (e *Engine) syncFingerprint(ctx context.Context, vol *config.Volume, hdr *l
 		}
 	}
 	return mac.Sum(nil)
+}
+
+// writeSealedIdentity writes what decides a kms or tpm key's passphrase
+// besides its token: its config and, for lockToSTATE, STATE's salt (read
+// from STATE, never from the KMS or TPM). It reports false when the salt
+// cannot be read (then sync runs in full).
+func (e *Engine) writeSealedIdentity(ctx context.Context, h hash.Hash, ck config.Key) bool {
+	cfg, err := json.Marshal(struct {
+		KMS *config.KMSKey
+		TPM *config.TPMKey
+	}{ck.KMS, ck.TPM})
+	if err != nil {
+		return false
+	}
+	writeBytes(h, cfg)
+	writeBool(h, ck.LockToSTATE)
+	if !ck.LockToSTATE {
+		return true
+	}
+	src := e.env().Salt
+	if src == nil {
+		return false
+	}
+	kctx, cancel := e.keyContext(ctx)
+	salt, err := src.Salt(kctx)
+	cancel()
+	if err != nil {
+		return false
+	}
+	writeBytes(h, salt)
+	keys.Zero(salt)
+	return true
 }
 
 func writeInt(h hash.Hash, v int) {

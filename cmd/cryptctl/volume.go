@@ -90,6 +90,9 @@ func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
 	if err != nil {
 		return err
 	}
+	// The operator named the config (or the META) and asked for this
+	// command: they vouch for it, unlike a boot reading META on its own.
+	vol.Trust = config.Trust{Source: "the files given to cryptctl", Authenticated: true}
 
 	var uuid keys.UUIDSource = keys.MachineUUID(uuidOverride)
 	if f.nodeUUID != "" {
@@ -174,6 +177,9 @@ func volumeConfig(log io.Writer, cfg *config.Config, f *volumeFlags, mf *os.File
 				return nil, nil, errors.New("STATE is not encrypted in the machine config nor in META")
 			}
 			fmt.Fprintf(log, "STATE encryption config from the %s\n", src)
+			if src == meta.SourceMETA && write {
+				fmt.Fprintln(log, "note: META tag 9 is cleartext that anyone holding the disk can write; the boot only opens with it, while this command also writes key slots from it")
+			}
 			return vol, override, nil
 		}
 	}

@@ -71,7 +71,10 @@ func rootFSUUID(t *testing.T, a *Artifacts) string {
 // TestVMConfigOnESP boots a node with no config in the image and
 // cryptinit.config=PARTLABEL=ESP:/cryptinit/config.yaml: the init loads
 // vfat (+ its codepage and iocharset tables), reads basic.yaml from the
-// FAT partition and opens and mounts STATE and EPHEMERAL with it. A second
+// FAT partition and opens and mounts STATE and EPHEMERAL with it. A config
+// on a partition is not authenticated (whoever holds the disk can write
+// it): it opens volumes but never formats them, so a boot with the same
+// config in the image formats them first, and the ESP boot says so. A second
 // boot names a file missing from that partition: the init says which source
 // failed and falls back as boot/config.go documents (no embedded config ->
 // STATE from META, the others from the copy on STATE) and still mounts both.
@@ -88,12 +91,16 @@ func TestVMConfigOnESP(t *testing.T) {
 	partUUID, fsUUID := rootPartUUID(t, n), rootFSUUID(t, a)
 	rootMounted := `cryptinit: \+[0-9.]+s root: /dev/vd[a-z]1 \(ext4, ro\) mounted at /sysroot`
 
+	_, r := n.BootToRoot(BootOptions{Config: TestConfig(t, "basic.yaml"), Cmdline: fastFail})
+	mustStateAndEphemeral(t, r, 0)
+
 	src := "PARTLABEL=ESP:/cryptinit/config.yaml"
 	vm := n.Boot(BootOptions{Cmdline: fastFail + " cryptinit.config=" + src + " root=PARTUUID=" + partUUID})
 	vm.ExpectLine(`config: machine config from cryptinit\.config=` + regexp.QuoteMeta(src) + `: STATE \(1 keys\), EPHEMERAL \(1 keys\)$`)
+	vm.ExpectLine(`config: cryptinit\.config=` + regexp.QuoteMeta(src) + ` is not authenticated: it opens volumes but never formats them or changes their key slots$`)
 	vm.ExpectLine(rootMounted)
-	r := vm.RootReport()
-	mustStateAndEphemeral(t, r, 0)
+	r = vm.RootReport()
+	mustStateAndEphemeral(t, r, 1)
 
 	missing := "PARTLABEL=ESP:/cryptinit/missing.yaml"
 	vm = n.Boot(BootOptions{Cmdline: fastFail + " cryptinit.config=" + missing + " root=UUID=" + strings.ToUpper(fsUUID)})
@@ -102,7 +109,7 @@ func TestVMConfigOnESP(t *testing.T) {
 	vm.ExpectLine(`config: machine config from copy on STATE .*: STATE \(1 keys\), EPHEMERAL \(1 keys\)$`)
 	vm.ExpectLine(rootMounted)
 	r = vm.RootReport()
-	mustStateAndEphemeral(t, r, 1)
+	mustStateAndEphemeral(t, r, 2)
 
 	// The config by the ESP's filesystem UUID (the FAT serial, lower case
 	// here), and a root GUID no partition has: the boot reads the config,

@@ -42,7 +42,35 @@ type Volume struct {
 	Encryption *Encryption // nil: the volume is not encrypted
 	Filesystem string      // "xfs" (default) or "ext4"
 	MountPoint string      // where boot mounts it; empty: boot's default
-	encPath    string      // YAML path of the encryption section, for messages
+	// Trust is set by the code that loaded the config, never by the
+	// parser: the zero value is not authenticated, and such a config may
+	// open the volume but never change its key slots.
+	Trust   Trust
+	encPath string // YAML path of the encryption section, for messages
+}
+
+// Trust says where a volume config came from and whether whoever holds
+// the disk could have written it. Only an authenticated config may choose
+// the keys that protect a volume: format it, enroll, re-key or remove
+// slots. META tag 9 and a file on an unsigned partition are not; the
+// signed image's own config, the copy inside an opened STATE and a file
+// an operator names to cryptctl are.
+type Trust struct {
+	Source        string // where the config was read from, for messages
+	Authenticated bool
+}
+
+// Why says why a config that is not authenticated may not change key
+// slots; "" when it may.
+func (t Trust) Why() string {
+	if t.Authenticated {
+		return ""
+	}
+	src := t.Source
+	if src == "" {
+		src = "an unnamed source"
+	}
+	return "config from " + src + " is not authenticated: slot changes need a machine config in the signed image"
 }
 
 // Encrypted reports whether the volume has an encryption section.

@@ -19,7 +19,9 @@ const (
 // META tag 9. When the machine config's is used and tag 9 differs, tag 9 is
 // updated in m and changed is true: the caller writes m back, so that a boot
 // without the machine config still opens STATE. vol is nil (and err nil)
-// when neither source encrypts STATE.
+// when neither source encrypts STATE. A config from tag 9 is never
+// authenticated (config.Trust); the machine config's keeps the trust its
+// loader gave it.
 func StateConfig(cfg *config.Config, m *Meta) (vol *config.Volume, source string, changed bool, err error) {
 	if cfg != nil {
 		if v := cfg.Volume(config.StateVolume); v != nil && v.Encrypted() {
@@ -47,7 +49,10 @@ func StateConfig(cfg *config.Config, m *Meta) (vol *config.Volume, source string
 	if err != nil {
 		return nil, "", false, err
 	}
-	return &config.Volume{ID: config.StateVolume, Kind: config.KindVolumeConfig, Name: config.StateVolume, Encryption: e}, SourceMETA, false, nil
+	// tag 9 is cleartext that whoever holds the disk can write: it may
+	// open STATE, never change its key slots
+	trust := config.Trust{Source: "META tag 9"}
+	return &config.Volume{ID: config.StateVolume, Kind: config.KindVolumeConfig, Name: config.StateVolume, Encryption: e, Trust: trust}, SourceMETA, false, nil
 }
 
 // ReadStateConfig is StateConfig on a META device: it reads META, resolves,

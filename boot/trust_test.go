@@ -1,0 +1,216 @@
+package boot
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cryptinit/cryptinit/unlock/luks2"
+	"github.com/cryptinit/cryptinit/unlock/meta"
+)
+
+// planted is a static key that whoever holds the disk adds to a config.
+const planted = "    - static:\n        passphrase: planted\n      slot: 5\n"
+
+// basicWith is basicConfig with the planted key added to volume id's keys.
+func basicWith(id string) string {
+	docs := strings.Split(basicConfig, "---\n")
+	for i, d := range docs {
+		if strings.Contains(d, "\nname: "+id+"\n") || (id == "u-data" && strings.Contains(d, "\nname: data\n")) {
+			docs[i] = strings.Replace(d, cheapKDF, planted+cheapKDF, 1)
+		}
+	}
+	return strings.Join(docs, "---\n")
+}
+
+// withESP adds an ESP partition holding cfg at /c.yaml (the fake mount
+// leaves ConfigSrcDir as it is: the file is put there).
+func (n *node) withESP(t *testing.T, root, cfg string) {
+	t.Helper()
+	p := filepath.Join(n.dir, "ESP")
+	if err := os.WriteFile(p, []byte("XFSB"), 0o600); err != nil { // stands in for the ESP's filesystem
+		t.Fatal(err)
+	}
+	os.Truncate(p, 1<<20)
+	n.parts["ESP"] = p
+	os.MkdirAll(filepath.Join(root, ConfigSrcDir), 0o755)
+	if err := os.WriteFile(filepath.Join(root, ConfigSrcDir, "c.yaml"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func slotsOn(t *testing.T, path string) map[int]bool {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	hdr, err := luks2.ReadHeader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := map[int]bool{}
+	for id := range hdr.Keyslots {
+		s[id] = true
+	}
+	return s
+}
+
+// TestConfigTrustPerSource is issue 10 defect 10 at boot level: after a
+// first boot with the signed image's config, a second boot gets a config
+// that adds the planted static key to a volume, from each source in turn.
+// Only the embedded config and STATE's own copy may enroll it; a config
+// from a partition (ESP) or META tag 9 opens the volume and changes nothing,
+// and the console says why.
+func TestConfigTrustPerSource(t *testing.T) {
+	cases := []struct {
+		name    string
+		volume  string // gets the planted key
+		enrolls bool
+		setup   func(t *testing.T, n *node, root string) *Boot
+	}{
+		{"embedded", "STATE", true, func(t *testing.T, n *node, root string) *Boot {
+			return n.boot(root, basicWith("STATE"), "")
+		}},
+		{"cmdline path in the initramfs", "EPHEMERAL", true, func(t *testing.T, n *node, root string) *Boot {
+			os.WriteFile(filepath.Join(root, "c.yaml"), []byte(basicWith("EPHEMERAL")), 0o600)
+			return n.boot(root, "", "cryptinit.config=/c.yaml")
+		}},
+		{"cmdline partition", "STATE", false, func(t *testing.T, n *node, root string) *Boot {
+			n.withESP(t, root, basicWith("STATE"))
+			return n.boot(root, basicConfig, "cryptinit.config=PARTLABEL=ESP:/c.yaml")
+		}},
+		{"cmdline partition, EPHEMERAL", "EPHEMERAL", false, func(t *testing.T, n *node, root string) *Boot {
+			n.withESP(t, root, basicWith("EPHEMERAL"))
+			return n.boot(root, "", "cryptinit.config=PARTLABEL=ESP:/c.yaml")
+		}},
+		{"META tag 9", "STATE", false, func(t *testing.T, n *node, root string) *Boot {
+			mf, _ := os.OpenFile(n.parts["META"], os.O_RDWR, 0)
+			defer mf.Close()
+			m, err := meta.Read(mf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.Set(meta.TagStateEncryptionConfig, []byte(`{"EncryptionProvider":"luks2","EncryptionKeys":[`+
+				`{"KeySlot":0,"KeyNodeID":{}},{"KeySlot":5,"KeyStatic":{"KeyData":"planted"}}]}`))
+			if err := m.Write(mf); err != nil {
+				t.Fatal(err)
+			}
+			return n.boot(root, "", "")
+		}},
+		{"copy on STATE", "EPHEMERAL", true, func(t *testing.T, n *node, root string) *Boot {
+			copyPath := filepath.Join(root, StagingDir, "STATE", StateConfigDir, "config.yaml")
+			if err := os.WriteFile(copyPath, []byte(basicWith("EPHEMERAL")), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return n.boot(root, "", "")
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newNode(t, standardParts())
+			root := t.TempDir()
+			if _, err := n.boot(root, basicConfig, "").Run(context.Background()); err != nil {
+				t.Fatalf("first boot: %v\n%s", err, n.con.String())
+			}
+			b := tc.setup(t, n, root)
+			if _, err := b.Run(context.Background()); err != nil {
+				t.Fatalf("second boot: %v\n%s", err, n.con.String())
+			}
+			out := n.con.String()
+			if got := slotsOn(t, n.parts[tc.volume])[5]; got != tc.enrolls {
+				t.Errorf("%s slot 5 enrolled: %v, want %v\n%s", tc.volume, got, tc.enrolls, out)
+			}
+			refused := tc.volume + ": key slots: skipped: add slot 5 (static)"
+			if strings.Contains(out, refused) == tc.enrolls || strings.Contains(out, "is not authenticated") == tc.enrolls {
+				t.Errorf("console (want the refusal: %v):\n%s", !tc.enrolls, out)
+			}
+			if strings.Contains(out, "planted") {
+				t.Errorf("the passphrase was logged:\n%s", out)
+			}
+		})
+	}
+}
+
+// TestCopyFromPartitionStaysUntrusted: a config from a partition is kept on
+// STATE marked as such, so a later boot that falls back to the copy still
+// refuses its slot changes; the signed image's config clears the mark.
+func TestCopyFromPartitionStaysUntrusted(t *testing.T) {
+	n := newNode(t, standardParts())
+	root := t.TempDir()
+	if _, err := n.boot(root, basicConfig, "").Run(context.Background()); err != nil {
+		t.Fatalf("first boot: %v\n%s", err, n.con.String())
+	}
+	n.withESP(t, root, basicWith("EPHEMERAL"))
+	for i := 0; i < 2; i++ { // from the ESP, then from the copy it left
+		cl := "cryptinit.config=PARTLABEL=ESP:/c.yaml"
+		if i == 1 {
+			cl = ""
+		}
+		if _, err := n.boot(root, "", cl).Run(context.Background()); err != nil {
+			t.Fatalf("boot %d: %v\n%s", i+2, err, n.con.String())
+		}
+		if slotsOn(t, n.parts["EPHEMERAL"])[5] {
+			t.Fatalf("boot %d enrolled the planted key:\n%s", i+2, n.con.String())
+		}
+	}
+	if !strings.Contains(n.con.String(), "copy on STATE (cryptinit/config.yaml), saved from cryptinit.config=PARTLABEL=ESP:/c.yaml is not authenticated") {
+		t.Errorf("the copy's source is not named:\n%s", n.con.String())
+	}
+	// the signed image's config (the same bytes) makes the copy trusted again
+	embedded := basicWith("EPHEMERAL")
+	if _, err := n.boot(root, embedded, "").Run(context.Background()); err != nil {
+		t.Fatalf("embedded boot: %v\n%s", err, n.con.String())
+	}
+	if !slotsOn(t, n.parts["EPHEMERAL"])[5] {
+		t.Errorf("the embedded config did not enroll slot 5:\n%s", n.con.String())
+	}
+	if _, err := os.Stat(filepath.Join(root, StagingDir, "STATE", StateConfigDir, StateConfigUntrusted)); !os.IsNotExist(err) {
+		t.Errorf("the mark is still there after the embedded config was saved: %v", err)
+	}
+}
+
+// TestNoFormatFromUnauthenticatedConfig: on an empty disk, neither a config
+// on a partition nor META tag 9 alone formats a volume (a format chooses
+// its keys); STATE stays all zeros and the banner says why.
+func TestNoFormatFromUnauthenticatedConfig(t *testing.T) {
+	for _, src := range []string{"partition", "META tag 9"} {
+		t.Run(src, func(t *testing.T) {
+			n := newNode(t, standardParts())
+			root := t.TempDir()
+			var b *Boot
+			if src == "partition" {
+				n.withESP(t, root, basicConfig)
+				b = n.boot(root, "", "cryptinit.config=PARTLABEL=ESP:/c.yaml")
+			} else {
+				mf, _ := os.OpenFile(n.parts["META"], os.O_RDWR, 0)
+				m := meta.New()
+				m.Set(meta.TagStateEncryptionConfig, []byte(`{"EncryptionProvider":"luks2","EncryptionKeys":[{"KeySlot":0,"KeyStatic":{"KeyData":"planted"}}]}`))
+				if err := m.Write(mf); err != nil {
+					t.Fatal(err)
+				}
+				mf.Close()
+				b = n.boot(root, "", "")
+			}
+			_, err := b.Run(context.Background())
+			var f *Fatal
+			if !errors.As(err, &f) || f.Failure.Volume != "STATE" || !errors.Is(f.Failure.Reason, ErrFormatNotAuthenticated) ||
+				!strings.Contains(f.Failure.Reason.Error(), "is not authenticated") {
+				t.Fatalf("got %v\n%s", err, n.con.String())
+			}
+			data, _ := os.ReadFile(n.parts["STATE"])
+			for _, c := range data {
+				if c != 0 {
+					t.Fatal("STATE was written")
+				}
+			}
+			if len(n.mkfs) != 0 {
+				t.Errorf("mkfs ran: %v", n.mkfs)
+			}
+		})
+	}
+}
