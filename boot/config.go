@@ -11,9 +11,7 @@ import (
 
 	"github.com/cryptinit/cryptinit/boot/console"
 	"github.com/cryptinit/cryptinit/boot/devices"
-	"github.com/cryptinit/cryptinit/unlock"
 	"github.com/cryptinit/cryptinit/unlock/config"
-	"github.com/cryptinit/cryptinit/unlock/luks2"
 	"github.com/cryptinit/cryptinit/unlock/probe"
 	"golang.org/x/sys/unix"
 )
@@ -318,51 +316,4 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
-}
-
-// ErrFormatNotAuthenticated: the partition is empty and its config is not
-// authenticated; formatting would let that config choose the keys that
-// protect the data written next, so nothing is written.
-var ErrFormatNotAuthenticated = errors.New("not formatted: the config that would choose its keys is not authenticated")
-
-// trustGate lets a config that is not authenticated open a volume and
-// never format it (a format chooses the keys, as an enrollment does): an
-// empty partition is refused, and the engine it opens with has no format
-// journal, so that it never redoes a format either. Sync refuses the slot
-// changes itself (unlock.Engine.Sync).
-type trustGate struct {
-	Unlocker
-	openOnly Unlocker
-}
-
-// syncingGate is a trustGate whose engine also syncs after a typed
-// passphrase (Syncer).
-type syncingGate struct {
-	trustGate
-	Syncer
-}
-
-// gateTrust wraps the boot's engine in a trustGate.
-func gateTrust(u Unlocker) Unlocker {
-	g := trustGate{Unlocker: u, openOnly: u}
-	if e, ok := u.(*unlock.Engine); ok && e.Journal != nil {
-		noJournal := *e
-		noJournal.Journal = nil
-		g.openOnly = &noJournal
-	}
-	if s, ok := u.(Syncer); ok {
-		return syncingGate{g, s}
-	}
-	return g
-}
-
-// Unlock implements Unlocker.
-func (g trustGate) Unlock(ctx context.Context, vol config.Volume, dev luks2.Device, size int64) (*unlock.Result, error) {
-	if vol.Trust.Authenticated {
-		return g.Unlocker.Unlock(ctx, vol, dev, size)
-	}
-	if _, err := luks2.ReadHeader(dev); errors.Is(err, luks2.ErrNotLUKS) {
-		return nil, fmt.Errorf("%s: %w (%s); nothing was written: put the machine config in the image (CONFIG=machine.yaml make image), or format it with cryptctl volume format", vol.ID, ErrFormatNotAuthenticated, vol.Trust.Why())
-	}
-	return g.openOnly.Unlock(ctx, vol, dev, size)
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cryptinit/cryptinit/unlock"
 	"github.com/cryptinit/cryptinit/unlock/luks2"
 	"github.com/cryptinit/cryptinit/unlock/meta"
 )
@@ -198,7 +199,7 @@ func TestNoFormatFromUnauthenticatedConfig(t *testing.T) {
 			}
 			_, err := b.Run(context.Background())
 			var f *Fatal
-			if !errors.As(err, &f) || f.Failure.Volume != "STATE" || !errors.Is(f.Failure.Reason, ErrFormatNotAuthenticated) ||
+			if !errors.As(err, &f) || f.Failure.Volume != "STATE" || !errors.Is(f.Failure.Reason, unlock.ErrFormatNotAuthenticated) ||
 				!strings.Contains(f.Failure.Reason.Error(), "is not authenticated") {
 				t.Fatalf("got %v\n%s", err, n.con.String())
 			}

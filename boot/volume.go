@@ -33,13 +33,13 @@ func (b *Boot) unlocker(p *plan) Unlocker {
 	}
 	env.Salt = keys.SaltDir(b.stagingDir(config.StateVolume))
 	if b.NewUnlocker != nil {
-		return gateTrust(b.NewUnlocker(env, b.Log))
+		return b.NewUnlocker(env, b.Log)
 	}
 	e := &unlock.Engine{Env: env, Log: engineLog(b.Log), KDFLimits: b.kdfLimits()}
 	if p.journal != nil {
 		e.Journal = p.journal
 	}
-	return gateTrust(e)
+	return e
 }
 
 // engineLog passes the engine's warnings (interrupted format redone, damaged

@@ -62,6 +62,10 @@ type observed struct {
 	probe                             probeState   // when the header is not valid
 	keys                              []keyOutcome // each key tried, in order
 	ioErr                             bool         // any read error while observing
+	// authenticated: the volume's config comes from a source an attacker
+	// holding the disk cannot write (config.Trust); only such a config
+	// may choose the keys of a new volume.
+	authenticated bool
 }
 
 type action int
@@ -76,6 +80,12 @@ const (
 func (a action) String() string {
 	return [...]string{"open", "format", "redo format", "refuse"}[a]
 }
+
+// ErrFormatNotAuthenticated: the partition would be formatted (or an
+// interrupted format redone), but its config is not authenticated
+// (config.Trust): a format lets the config choose the keys that protect
+// the data written next, so nothing is written.
+var ErrFormatNotAuthenticated = errors.New("not formatted: the config that would choose its keys is not authenticated")
 
 // errUnreadable: the volume could not be read, so nothing is decided on it.
 var errUnreadable = errors.New("read error on the volume")
@@ -101,10 +111,22 @@ type decision struct {
 //     the record's keyslot is absent (stage "begun"), or its key needs a
 //     token and that token is absent (stage "begun" or "header").
 //
-// Anything else refuses and writes nothing. Only a key that opened a valid
+// A format and a redo both also need an authenticated config: a format
+// chooses the keys that protect what is written next, as an enrollment
+// does (ErrFormatNotAuthenticated otherwise). Anything else refuses and writes
+// nothing. Only a key that opened a valid
 // header changes the outcome: unavailable, wrong or timed-out keys never
 // do (keys are tried only on a valid header).
 func decide(o observed) decision {
+	d := choose(o)
+	if (d.action == actFormat || d.action == actRedo) && !o.authenticated {
+		return refuse(ErrFormatNotAuthenticated, "it would be a "+d.action.String()+" ("+d.reason+"), which chooses its keys")
+	}
+	return d
+}
+
+// choose is decide before the trust rule.
+func choose(o observed) decision {
 	opened := false
 	for _, k := range o.keys {
 		opened = opened || k == keyOpened

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cryptinit/cryptinit/unlock/meta"
@@ -38,12 +39,14 @@ func allObserved(f func(observed)) {
 									for p := probeEmpty; p <= probeUnreadable; p++ {
 										for _, ks := range keyLists {
 											for _, ioErr := range bools {
-												o := observed{header: h, uuid: uuid, firstSlot: slot, firstToken: tok, otherSlots: other,
-													journal: j, probe: p, keys: ks, ioErr: ioErr}
-												if j == journalRecord {
-													o.record = &meta.Record{Volume: "EPHEMERAL", UUID: recUUID, Slot: 3, Token: needTok, Stage: stage}
+												for _, auth := range bools {
+													o := observed{header: h, uuid: uuid, firstSlot: slot, firstToken: tok, otherSlots: other,
+														journal: j, probe: p, keys: ks, ioErr: ioErr, authenticated: auth}
+													if j == journalRecord {
+														o.record = &meta.Record{Volume: "EPHEMERAL", UUID: recUUID, Slot: 3, Token: needTok, Stage: stage}
+													}
+													f(o)
 												}
-												f(o)
 											}
 										}
 									}
@@ -59,6 +62,14 @@ func allObserved(f func(observed)) {
 
 // wantDecision restates decide's doc comment, rule by rule.
 func wantDecision(o observed) (action, error) {
+	act, err := wantChoice(o)
+	if (act == actFormat || act == actRedo) && !o.authenticated {
+		return actRefuse, ErrFormatNotAuthenticated
+	}
+	return act, err
+}
+
+func wantChoice(o observed) (action, error) {
 	opened := slices.Contains(o.keys, keyOpened)
 	r := o.record
 	switch {
@@ -111,7 +122,7 @@ func TestDecideExhaustive(t *testing.T) {
 		switch d.action {
 		case actRedo:
 			// (keys are tried only on a valid header)
-			if o.journal != journalRecord || o.ioErr || (o.header == headerValid && slices.Contains(o.keys, keyOpened)) {
+			if !o.authenticated || o.journal != journalRecord || o.ioErr || (o.header == headerValid && slices.Contains(o.keys, keyOpened)) {
 				t.Fatalf("%s: redo without a readable record, after a read error or with a key that opened", name)
 			}
 			if o.header == headerValid && o.uuid != o.record.UUID {
@@ -121,6 +132,9 @@ func TestDecideExhaustive(t *testing.T) {
 				t.Fatalf("%s: redo of a complete header", name)
 			}
 		case actFormat:
+			if !o.authenticated {
+				t.Fatalf("%s: format from a config that is not authenticated", name)
+			}
 			if o.header != headerNone || o.probe != probeEmpty || o.ioErr {
 				t.Fatalf("%s: format of a partition that is not empty", name)
 			}
@@ -173,6 +187,7 @@ func TestDecideCases(t *testing.T) {
 	}{
 		{"first boot: empty partition", observed{header: headerNone, probe: probeEmpty, journal: journalClean}, actFormat},
 		{"empty partition, no META", observed{header: headerNone, probe: probeEmpty}, actFormat},
+		{"empty partition, config not authenticated", observed{header: headerNone, probe: probeEmpty, journal: journalClean, authenticated: false}, actRefuse},
 		{"empty partition, journal not ours", observed{header: headerNone, probe: probeEmpty, journal: journalUnreadable}, actRefuse},
 		{"filesystem, no record", observed{header: headerNone, probe: probeForeign, journal: journalClean}, actRefuse},
 		{"filesystem, record begun", withRec(observed{header: headerNone, probe: probeForeign}, rec(meta.StageBegun, false)), actRefuse},
@@ -191,6 +206,9 @@ func TestDecideCases(t *testing.T) {
 		{"token never written, read error", func() observed { o := withRec(noToken, rec(meta.StageHeader, true)); o.ioErr = true; return o }(), actRefuse},
 		{"header unreadable, record begun", withRec(observed{header: headerUnreadable}, rec(meta.StageBegun, true)), actRefuse},
 	} {
+		if !strings.Contains(c.name, "not authenticated") {
+			c.o.authenticated = true
+		}
 		if d := decide(c.o); d.action != c.want {
 			t.Errorf("%s: %v (%s), want %v", c.name, d.action, d.reason, c.want)
 		}

@@ -227,6 +227,7 @@ func (e *Engine) run(ctx context.Context, vol *config.Volume, dev luks2.Device, 
 	}
 	r := &readWatch{r: dev}
 	obs, ev := e.observe(vol.ID, r, size)
+	obs.authenticated = vol.Trust.Authenticated
 	if obs.header == headerValid && tryKeys {
 		res, err := e.open(ctx, vol, r, ev.hdr)
 		var oe *OpenError

@@ -68,6 +68,8 @@ func (e *Engine) execute(ctx context.Context, vol *config.Volume, dev luks2.Devi
 			cause = ev.probeErr
 		}
 		return nil, fmt.Errorf("%s %s: %w: %v; nothing was written", op, vol.ID, errUnreadable, cause)
+	case errors.Is(d.refusal, ErrFormatNotAuthenticated):
+		return nil, fmt.Errorf("%s %s: %w (config from %s): %s; nothing was written: put the machine config in the signed image, or format it with cryptctl volume format", op, vol.ID, ErrFormatNotAuthenticated, vol.Trust.Source, d.reason)
 	case errors.Is(d.refusal, meta.ErrJournalUnreadable):
 		return nil, fmt.Errorf("%s %s: %w; nothing was written (repair META or remove its tag 0x%X)", op, vol.ID, ev.journalErr, meta.TagFormatJournal)
 	case o.header == headerTorn:
