@@ -43,6 +43,12 @@ type Volume struct {
 	Filesystem string      // "xfs" (default) or "ext4"
 	MountPoint string      // where boot mounts it; empty: boot's default
 	encPath    string      // YAML path of the encryption section, for messages
+
+	// DiskSelector is a UserVolumeConfig's provisioning.diskSelector.match
+	// (Talos's CEL expression). cryptinit does not evaluate it: a volume
+	// that has one may be on any disk (the only partition with its label);
+	// one without must be on the node's disk.
+	DiskSelector string
 }
 
 // Encrypted reports whether the volume has an encryption section.
