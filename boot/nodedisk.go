@@ -135,12 +135,18 @@ func candidateLines(amb *devices.AmbiguousError) string {
 
 // configSourceDevice resolves the device of a cryptinit.config= source. A
 // PARTLABEL= is looked for on the node's disk and the ESP the UKI booted
-// from only (devices.ConfigSourceByLabel); PARTUUID= and UUID= name one
-// partition wherever it is.
+// from only (devices.ConfigSourceByLabel), once STATE is there too;
+// PARTUUID= and UUID= name one partition wherever it is.
 func (b *Boot) configSourceDevice(ctx context.Context, spec string, found *devices.Found) (string, error) {
 	l := devices.Label(spec)
 	if l == "" {
 		return devices.ResolveWait(ctx, spec, found, b.Cmdline.Wait)
+	}
+	// Which disk is the node's is known once its partitions are there:
+	// wait for STATE too (discover waits for it anyway), so that a stick
+	// seen before the node's disk is not the only candidate.
+	if more, err := b.Devices.Wait(ctx, []string{l, config.StateVolume}, b.Cmdline.Wait); err == nil {
+		found = more
 	}
 	part, err := devices.ConfigSourceByLabel(found, l, b.loaderPartUUID(ctx))
 	if err != nil {

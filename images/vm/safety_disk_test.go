@@ -137,3 +137,26 @@ func TestVMTwoStatesRefuse(t *testing.T) {
 		t.Errorf("the first STATE partition was written to")
 	}
 }
+
+// TestVMConfigOnStick: cryptinit.config=PARTLABEL=ESP:... is not read from a
+// partition labelled ESP on a disk other than the node's (a stick anyone can
+// label): the boot says so and falls back. Named by its partition GUID,
+// the same partition is read.
+func TestVMConfigOnStick(t *testing.T) {
+	a := RequireInit(t)
+	t.Parallel()
+	esp, _ := espConfigDisk(t, TestConfig(t, "basic.yaml"))
+	n := NewNode(t, a, "configstick", TalosLayout(), esp)
+
+	src := "PARTLABEL=ESP:/cryptinit/config.yaml"
+	vm := n.Boot(BootOptions{Cmdline: fastFail + " cryptinit.config=" + src})
+	vm.ExpectLine(`config: cryptinit\.config=` + regexp.QuoteMeta(src) + ` not read: PARTLABEL=ESP: not used: the only partitions so labelled \(vdc1 on disk vdc\) are not on the node's disk vdb \(it holds META\)`)
+	vm.Expect(BootTimeout, PatFail, PatRootDone)
+	vm.Wait(BootTimeout)
+
+	byGUID := "PARTUUID=" + partitionGUIDs(t, n.Disks[1].Path)[0] + ":/cryptinit/config.yaml"
+	vm = n.Boot(BootOptions{Cmdline: fastFail + " cryptinit.config=" + byGUID})
+	vm.ExpectLine(`config: machine config from cryptinit\.config=` + regexp.QuoteMeta(byGUID) + `: STATE \(1 keys\), EPHEMERAL \(1 keys\)$`)
+	vm.Expect(BootTimeout, PatFail, PatRootDone)
+	vm.Wait(BootTimeout)
+}
