@@ -86,8 +86,11 @@ func (b *Boot) waitNodeDisk(ctx context.Context, required []string, cfg *config.
 			return found, sel, nil
 		}
 		if !time.Now().Before(deadline) || ctx.Err() != nil {
-			return found, sel, &devices.NotFoundError{Missing: missing, Waited: time.Since(start), Seen: found.All,
-				Node: fmt.Sprintf("%s (%s)", sel.Node.Disk, sel.Node.Why)}
+			nf := &devices.NotFoundError{Missing: missing, Waited: time.Since(start), Seen: found.All}
+			if sel.Node.Known {
+				nf.Node = fmt.Sprintf("%s (%s)", sel.Node.Disk, sel.Node.Why)
+			}
+			return found, sel, nf
 		}
 		select {
 		case <-ctx.Done():

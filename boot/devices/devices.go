@@ -244,8 +244,9 @@ func index(all []Block) *Found {
 
 // Resolve turns a device spec into a block device path: /dev/xxx as it
 // is, PARTLABEL=x through found (a label on more than one partition is an
-// error, except a volume label, which found holds for the node's disk only), PARTUUID=x (GPT partition GUID) and UUID=x
-// (ext2/3/4, xfs or FAT filesystem UUID) by reading the disks, any case.
+// error, except a volume label, which found holds for the node's disk
+// only), PARTUUID=x (GPT partition GUID) and UUID=x (ext2/3/4, xfs or FAT
+// filesystem UUID) by reading the disks, any case.
 // found's devices are scanned again first when it came from Wait, so a
 // disk that appeared since is seen. A GUID or UUID on more than one device
 // is an error (cloned disks): cryptinit will not guess which to boot.
