@@ -165,3 +165,34 @@ func TestUserVolumeOffTheNodeDisk(t *testing.T) {
 		t.Errorf("u-data not taken from vda:\n%s", n.con.String())
 	}
 }
+
+// TestConfigSourceOnAStickNotRead: cryptinit.config=PARTLABEL=ESP:... names
+// a label only a stick carries; the boot does not open it (it says why)
+// and goes on without that config.
+func TestConfigSourceOnAStickNotRead(t *testing.T) {
+	finder := sysfsMachine(t, map[string][]fakePart{
+		"vda": {{"ESP", 1 << 20}},
+		"vdb": nodeDiskParts(),
+		"vdc": {{"ROOT", 1 << 20}},
+	})
+	n := newNode(t, nil)
+	b := n.boot(t.TempDir(), basicConfig, "cryptinit.config=PARTLABEL=ESP:/cryptinit/config.yaml")
+	b.Devices = finder
+	var opened []string
+	b.Open = func(path string) (BlockDevice, int64, error) {
+		opened = append(opened, filepath.Base(path))
+		return openFile(path)
+	}
+	if _, err := b.loadMachineConfig(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range opened {
+		if o == "vda1" {
+			t.Errorf("the stick's ESP was opened to read a config from it (opened: %v)", opened)
+		}
+	}
+	want := "not read: PARTLABEL=ESP: not used: the only partitions so labelled (vda1 on disk vda) are not on the node's disk vdb (it holds META)"
+	if !strings.Contains(n.con.String(), want) {
+		t.Errorf("console does not say %q:\n%s", want, n.con.String())
+	}
+}
