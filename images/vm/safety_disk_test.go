@@ -160,3 +160,42 @@ func TestVMConfigOnStick(t *testing.T) {
 	vm.Expect(BootTimeout, PatFail, PatRootDone)
 	vm.Wait(BootTimeout)
 }
+
+// TestVMLoaderDevicePartUUID boots through UEFI from an ESP partition on
+// the node's disk (no harness ESP disk), with a stick attached before it
+// that carries a full planted set (META, STATE, EPHEMERAL, all empty).
+// META on two disks alone would stop the boot; systemd-stub's
+// LoaderDevicePartUUID, read from efivarfs, names the ESP the UKI came
+// from, so the node's disk is known: the stick is ignored and left as it was.
+func TestVMLoaderDevicePartUUID(t *testing.T) {
+	a := RequireInit(t)
+	t.Parallel()
+	dir := t.TempDir()
+	espImg := filepath.Join(dir, "esp.img")
+	if err := CreateESP(espImg, 48, []ESPFile{{Src: a.UKI, Dest: "/EFI/BOOT/BOOTX64.EFI"}}); err != nil {
+		t.Fatal(err)
+	}
+	const small = 16 * MiB
+	stick := []Partition{{Label: "META", Size: 1 * MiB}, {Label: "STATE", Size: small}, {Label: "EPHEMERAL", Size: small}}
+	node := append([]Partition{{Label: "EFI", Size: 48 * MiB, Fill: FillFrom(espImg)}}, TalosLayout()...)
+	n := NewNode(t, a, "loader", stick, node)
+	espGUID := partitionGUIDs(t, n.Disks[1].Path)[0]
+
+	vm := n.Boot(BootOptions{Firmware: UEFI, NoESP: true})
+	// root vda, the stick vdb, the node's disk vdc
+	vm.ExpectLine(`devices: the node's disk is vdc: it holds the ESP the UKI booted from \(vdc1, LoaderDevicePartUUID ` + espGUID + `\)$`)
+	_, line := vm.Expect(BootTimeout, PatFail, PatRootDone)
+	vm.Wait(BootTimeout)
+	text := vm.Console.Text()
+	for _, p := range []string{"vdb1 (label META)", "vdb2 (label STATE)", "vdb3 (label EPHEMERAL)"} {
+		if !strings.Contains(text, "devices: ignoring /dev/"+p+" on disk vdb") {
+			t.Errorf("console does not say the stick's %s is ignored", p)
+		}
+	}
+	if strings.Contains(line, "FAIL") && strings.Contains(line, "META") {
+		t.Errorf("the boot stopped on META: %s", line)
+	}
+	for _, l := range []string{"META", "STATE", "EPHEMERAL"} {
+		mustBeZero(t, n.Disks[0], l, n.Disks[0].Partitions[map[string]int{"META": 0, "STATE": 1, "EPHEMERAL": 2}[l]].Size)
+	}
+}
