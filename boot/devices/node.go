@@ -152,57 +152,11 @@ type Selection struct {
 func SelectNode(fd *Found, loader string, anyDisk map[string]bool) (*Selection, error) {
 	blocks := fd.labelled()
 	guids := &guidCache{blocks: fd.All}
-	sel := &Selection{ByLabel: map[string]Block{}}
-
-	systemDisks := map[string]bool{}
-	var metaDisks []string
-	for _, b := range blocks {
-		if !IsSystemLabel(b.Label) {
-			continue
-		}
-		systemDisks[b.Disk] = true
-		if b.Label == "META" && !contains(metaDisks, b.Disk) {
-			metaDisks = append(metaDisks, b.Disk)
-		}
+	node, notes, err := chooseNodeDisk(blocks, normID(loader), guids)
+	if err != nil {
+		return nil, err
 	}
-
-	if loader = normID(loader); loader != "" {
-		esp, ok := guids.block(loader)
-		switch {
-		case !ok:
-			sel.Notes = append(sel.Notes, fmt.Sprintf("LoaderDevicePartUUID %s names no partition seen here; the node's disk is the one holding META", loader))
-		case !systemDisks[esp.Disk]:
-			sel.Notes = append(sel.Notes, fmt.Sprintf("the ESP the UKI booted from (%s, LoaderDevicePartUUID %s) is on disk %s, which holds no system partition; the node's disk is the one holding META", esp.Name, loader, diskName(esp)))
-		default:
-			sel.Node = NodeDisk{Known: true, Disk: esp.Disk, Why: fmt.Sprintf("it holds the ESP the UKI booted from (%s, LoaderDevicePartUUID %s)", esp.Name, loader)}
-			if len(metaDisks) > 0 && !contains(metaDisks, esp.Disk) {
-				return nil, &AmbiguousError{Label: "META", What: fmt.Sprintf("the ESP the UKI booted from is on disk %s (%s), but META is on another disk: which disk is the node's?", diskName(esp), esp.Name),
-					Candidates: append(guids.candidates(blocks, "META"), Candidate{Block: esp, PartUUID: loader})}
-			}
-		}
-	}
-	if !sel.Node.Known && len(systemDisks) > 0 {
-		switch {
-		case len(metaDisks) == 1:
-			sel.Node = NodeDisk{Known: true, Disk: metaDisks[0], Why: "it holds META"}
-		case len(metaDisks) > 1:
-			return nil, &AmbiguousError{Label: "META", What: fmt.Sprintf("%d disks hold a partition labelled META: which is the node's?", len(metaDisks)),
-				Candidates: guids.candidates(blocks, "META")}
-		case len(systemDisks) == 1:
-			for d := range systemDisks {
-				sel.Node = NodeDisk{Known: true, Disk: d, Why: "no META; it is the only disk with STATE or EPHEMERAL"}
-			}
-		default:
-			var c []Candidate
-			for _, b := range blocks {
-				if IsSystemLabel(b.Label) {
-					c = append(c, guids.candidate(b))
-				}
-			}
-			return nil, &AmbiguousError{What: fmt.Sprintf("no META, and %d disks carry STATE or EPHEMERAL labels: which is the node's?", len(systemDisks)), Candidates: c}
-		}
-	}
-
+	sel := &Selection{Node: node, ByLabel: map[string]Block{}, Notes: notes}
 	var labels []string
 	seen := map[string]bool{}
 	for _, b := range blocks {
@@ -217,7 +171,7 @@ func SelectNode(fd *Found, loader string, anyDisk map[string]bool) (*Selection, 
 		for _, b := range blocks {
 			switch {
 			case b.Label != l:
-			case anywhere || sel.Node.Known && b.Disk == sel.Node.Disk:
+			case anywhere || node.Known && b.Disk == node.Disk:
 				use = append(use, b)
 			default:
 				sel.Ignored = append(sel.Ignored, b)
@@ -235,6 +189,58 @@ func SelectNode(fd *Found, loader string, anyDisk map[string]bool) (*Selection, 
 		}
 	}
 	return sel, nil
+}
+
+// chooseNodeDisk decides which disk is the node's (see the rule at the top
+// of this file). notes are log lines about a LoaderDevicePartUUID that did
+// not decide it.
+func chooseNodeDisk(blocks []Block, loader string, guids *guidCache) (NodeDisk, []string, error) {
+	systemDisks := map[string]bool{}
+	var metaDisks []string
+	for _, b := range blocks {
+		if !IsSystemLabel(b.Label) {
+			continue
+		}
+		systemDisks[b.Disk] = true
+		if b.Label == "META" && !contains(metaDisks, b.Disk) {
+			metaDisks = append(metaDisks, b.Disk)
+		}
+	}
+	var notes []string
+	if loader != "" {
+		esp, ok := guids.block(loader)
+		switch {
+		case !ok:
+			notes = append(notes, fmt.Sprintf("LoaderDevicePartUUID %s names no partition seen here; the node's disk is the one holding META", loader))
+		case !systemDisks[esp.Disk]:
+			notes = append(notes, fmt.Sprintf("the ESP the UKI booted from (%s, LoaderDevicePartUUID %s) is on disk %s, which holds no system partition; the node's disk is the one holding META", esp.Name, loader, diskName(esp)))
+		case len(metaDisks) > 0 && !contains(metaDisks, esp.Disk):
+			return NodeDisk{}, nil, &AmbiguousError{Label: "META", What: fmt.Sprintf("the ESP the UKI booted from is on disk %s (%s), but META is on another disk: which disk is the node's?", diskName(esp), esp.Name),
+				Candidates: append(guids.candidates(blocks, "META"), Candidate{Block: esp, PartUUID: loader})}
+		default:
+			return NodeDisk{Known: true, Disk: esp.Disk, Why: fmt.Sprintf("it holds the ESP the UKI booted from (%s, LoaderDevicePartUUID %s)", esp.Name, loader)}, notes, nil
+		}
+	}
+	switch {
+	case len(systemDisks) == 0:
+		return NodeDisk{}, notes, nil
+	case len(metaDisks) == 1:
+		return NodeDisk{Known: true, Disk: metaDisks[0], Why: "it holds META"}, notes, nil
+	case len(metaDisks) > 1:
+		return NodeDisk{}, nil, &AmbiguousError{Label: "META", What: fmt.Sprintf("%d disks hold a partition labelled META: which is the node's?", len(metaDisks)),
+			Candidates: guids.candidates(blocks, "META")}
+	case len(systemDisks) == 1:
+		for d := range systemDisks {
+			return NodeDisk{Known: true, Disk: d, Why: "no META; it is the only disk with STATE or EPHEMERAL"}, notes, nil
+		}
+	}
+	var c []Candidate
+	for _, b := range blocks {
+		if IsSystemLabel(b.Label) {
+			c = append(c, guids.candidate(b))
+		}
+	}
+	return NodeDisk{}, nil, &AmbiguousError{What: fmt.Sprintf("no META, and %d disks carry STATE or EPHEMERAL labels: which is the node's?", len(systemDisks)), Candidates: c}
 }
 
 // labelled lists the labelled partitions of a scan; a Found made by hand
