@@ -172,7 +172,7 @@ func (b *Boot) readConfigSource(ctx context.Context, s string) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if dev, err = devices.ResolveWait(ctx, spec.Device, found, b.Cmdline.Wait); err != nil {
+		if dev, err = b.configSourceDevice(ctx, spec.Device, found); err != nil {
 			return nil, err
 		}
 	}

@@ -36,6 +36,8 @@ type plan struct {
 	others       []*volume // EPHEMERAL and user volumes
 	uuidOverride []byte    // META tag 15
 
+	node devices.NodeDisk // the disk volumes come from (boot/devices SelectNode)
+
 	// journal records formats in progress in META (tag 13), so that one
 	// cut short by a crash is redone on the next boot; nil without META.
 	journal *meta.Journal
@@ -95,14 +97,16 @@ func (b *Boot) discover(ctx context.Context, mc *machineConfig) (*plan, error) {
 		required = append(required, l)
 	}
 	var found *devices.Found
+	var sel *devices.Selection
 	err := b.step("devices", "", func() error {
 		var err error
-		found, err = b.Devices.Wait(ctx, required, b.Cmdline.Wait)
+		found, sel, err = b.waitNodeDisk(ctx, required, mc.cfg)
 		return err
 	})
 	if err != nil {
 		return nil, devicesFatal(err)
 	}
+	b.logSelection(sel)
 	var labels []string
 	for l, p := range found.ByLabel {
 		labels = append(labels, l+"="+p.Name)
@@ -113,7 +117,7 @@ func (b *Boot) discover(ctx context.Context, mc *machineConfig) (*plan, error) {
 		b.logf("devices: warning: more than one partition is labelled %s; using %s", d, found.ByLabel[d].Name)
 	}
 
-	p := &plan{found: found}
+	p := &plan{found: found, node: sel.Node}
 	stateCfg, err := b.readMeta(found, mc, p)
 	if err != nil {
 		return nil, err
@@ -233,10 +237,14 @@ func (b *Boot) planFromConfig(ctx context.Context, mc *machineConfig, p *plan) e
 	}
 	if len(missing) > 0 {
 		// Only a config read from STATE can name volumes not waited for yet.
-		found, err := b.Devices.Wait(ctx, missing, b.Cmdline.Wait)
+		found, sel, err := b.waitNodeDisk(ctx, missing, mc.cfg)
 		if err != nil {
 			return devicesFatal(err)
 		}
+		if sel.Node != p.node {
+			return devicesFatal(fmt.Errorf("the node's disk changed during the boot: %s (%s), then %s (%s)", p.node.Disk, p.node.Why, sel.Node.Disk, sel.Node.Why))
+		}
+		b.logSelection(sel)
 		for _, l := range missing {
 			p.found.ByLabel[l] = found.ByLabel[l]
 		}
@@ -264,6 +272,9 @@ func (b *Boot) stagingDir(id string) string {
 }
 
 func devicesFatal(err error) *Fatal {
+	if f, ok := ambiguousFatal(err); ok {
+		return f
+	}
 	f := &Fatal{Failure: console.Failure{Reason: err,
 		Hint: "attach the disk and check its GPT partition names (STATE, EPHEMERAL, META, u-<name>); the disk driver module (e.g. virtio_blk) must be in the image; cryptinit.wait= waits longer"}}
 	var nf *devices.NotFoundError

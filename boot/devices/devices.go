@@ -153,6 +153,9 @@ type NotFoundError struct {
 	Missing []string
 	Waited  time.Duration
 	Seen    []Block
+	// Node, when set, says the labels were looked for on the node's disk
+	// only, and which that is ("vdb (it holds META)").
+	Node string
 }
 
 func (e *NotFoundError) Error() string {
@@ -163,8 +166,12 @@ func (e *NotFoundError) Error() string {
 	if len(seen) == 0 {
 		seen = []string{"no block devices at all (disk driver module missing?)"}
 	}
-	return fmt.Sprintf("partition label %s not found after %s; block devices seen: %s",
-		strings.Join(e.Missing, ", "), e.Waited.Round(time.Millisecond), strings.Join(seen, "; "))
+	where := ""
+	if e.Node != "" {
+		where = " on the node's disk " + e.Node
+	}
+	return fmt.Sprintf("partition label %s not found%s after %s; block devices seen: %s",
+		strings.Join(e.Missing, ", "), where, e.Waited.Round(time.Millisecond), strings.Join(seen, "; "))
 }
 
 // Found maps labels to partitions. Dups lists labels carried by more than one
@@ -236,8 +243,10 @@ func index(all []Block) *Found {
 }
 
 // Resolve turns a device spec into a block device path: /dev/xxx as it
-// is, PARTLABEL=x through found, PARTUUID=x (GPT partition GUID) and UUID=x
-// (ext2/3/4, xfs or FAT filesystem UUID) by reading the disks, any case.
+// is, PARTLABEL=x through found (a label on more than one partition is an
+// error, except a volume label, which found holds for the node's disk
+// only), PARTUUID=x (GPT partition GUID) and UUID=x (ext2/3/4, xfs or FAT
+// filesystem UUID) by reading the disks, any case.
 // found's devices are scanned again first when it came from Wait, so a
 // disk that appeared since is seen. A GUID or UUID on more than one device
 // is an error (cloned disks): cryptinit will not guess which to boot.
@@ -247,6 +256,9 @@ func Resolve(spec string, found *Found) (string, error) {
 		l := strings.TrimPrefix(spec, "PARTLABEL=")
 		if found != nil {
 			if b, ok := found.ByLabel[l]; ok {
+				if err := found.unique(l); err != nil {
+					return "", fmt.Errorf("%s: %w", spec, err)
+				}
 				return b.Path, nil
 			}
 		}
@@ -259,6 +271,24 @@ func Resolve(spec string, found *Found) (string, error) {
 		return found.resolveBy(spec, "filesystem UUID", fsUUIDs)
 	}
 	return "", fmt.Errorf("%s: unsupported device spec (use /dev/NAME, PARTLABEL=NAME, PARTUUID=GUID or UUID=UUID)", spec)
+}
+
+// unique refuses a label, other than a volume label, that more than one
+// partition carries: a stick can carry ROOT as well as the node's disk.
+func (fd *Found) unique(label string) error {
+	if IsVolumeLabel(label) {
+		return nil
+	}
+	var names []string
+	for _, b := range fd.labelled() {
+		if b.Label == label {
+			names = append(names, b.Name)
+		}
+	}
+	if len(names) > 1 {
+		return fmt.Errorf("%d partitions are labelled %s (%s): use PARTUUID= to name one", len(names), label, strings.Join(names, ", "))
+	}
+	return nil
 }
 
 // ErrNoMatch: no device (yet) has the PARTUUID= or UUID= that Resolve was

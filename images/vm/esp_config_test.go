@@ -12,7 +12,7 @@ import (
 	"github.com/diskfs/go-diskfs/partition/gpt"
 )
 
-// espConfigDisk is a second disk whose only partition, labelled ESP, holds a
+// espConfigDisk is a partition, labelled ESP, that holds a
 // FAT filesystem (mkfs.vfat + mtools, as a real ESP) with the machine config
 // at /cryptinit/config.yaml. It also returns the FAT volume serial, the
 // filesystem's UUID=, as blkid names it.
@@ -87,7 +87,9 @@ func TestVMConfigOnESP(t *testing.T) {
 	a := RequireInit(t)
 	t.Parallel()
 	esp, espUUID := espConfigDisk(t, TestConfig(t, "basic.yaml"))
-	n := NewNode(t, a, "espconfig", TalosLayout(), esp)
+	// The ESP is on the node's disk, as Talos installs it: a PARTLABEL=
+	// config source on another disk is not read (boot/devices ConfigSourceByLabel).
+	n := NewNode(t, a, "espconfig", append(TalosLayout(), esp...))
 	partUUID, fsUUID := rootPartUUID(t, n), rootFSUUID(t, a)
 	rootMounted := `cryptinit: \+[0-9.]+s root: /dev/vd[a-z]1 \(ext4, ro\) mounted at /sysroot`
 

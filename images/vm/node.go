@@ -112,6 +112,11 @@ type BootOptions struct {
 	// MemoryMiB defaults to 1024; CPUs defaults to 1 (two VMs share 2 cores).
 	MemoryMiB int
 	CPUs      int
+	// NoESP (UEFI boots) leaves out the harness's own ESP disk: the firmware
+	// boots from an ESP partition the test put on one of the node's disks,
+	// holding the image's UKI (systemd-stub then names that partition in
+	// LoaderDevicePartUUID). Config and Cmdline are not applied then.
+	NoESP bool
 }
 
 // VM is one running QEMU.
@@ -310,15 +315,18 @@ func (n *Node) qemuArgs(o BootOptions, bootDir string) ([]string, error) {
 				return nil, err
 			}
 		}
-		esp := filepath.Join(bootDir, "esp.img")
-		if err := CreateESP(esp, 48, []ESPFile{{Src: uki, Dest: "/EFI/BOOT/BOOTX64.EFI"}}); err != nil {
-			return nil, err
-		}
 		args = append(args,
 			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+code,
-			"-drive", "if=pflash,format=raw,unit=1,file="+vars,
-			"-drive", "if=none,id=esp,format=raw,file="+esp,
-			"-device", "virtio-blk-pci,drive=esp,bootindex=0")
+			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
+		if !o.NoESP {
+			esp := filepath.Join(bootDir, "esp.img")
+			if err := CreateESP(esp, 48, []ESPFile{{Src: uki, Dest: "/EFI/BOOT/BOOTX64.EFI"}}); err != nil {
+				return nil, err
+			}
+			args = append(args,
+				"-drive", "if=none,id=esp,format=raw,file="+esp,
+				"-device", "virtio-blk-pci,drive=esp,bootindex=0")
+		}
 	}
 	args = append(args,
 		"-drive", "if=none,id=root,format=raw,readonly=on,file="+n.rootDisk,

@@ -17,7 +17,7 @@ type document struct {
 	APIVersion   string      `yaml:"apiVersion"`
 	Kind         string      `yaml:"kind"`
 	Name         string      `yaml:"name"`
-	Provisioning yaml.Node   `yaml:"provisioning"` // Talos's disk selection: accepted, not used here
+	Provisioning yaml.Node   `yaml:"provisioning"` // Talos's disk selection: only diskSelector.match is read (Volume.DiskSelector)
 	Encryption   *Encryption `yaml:"encryption"`
 	Filesystem   *filesystem `yaml:"filesystem"`
 	MountPoint   string      `yaml:"mountPoint"`
@@ -191,6 +191,9 @@ func parseVolumeDocument(doc int, node *yaml.Node, kind string) (*Volume, []Prob
 				Msg: "a UserVolumeConfig needs a name", Fix: "add name: <volume name>; the partition label is u-<name>"})
 		}
 		vol.ID = "u-" + d.Name
+		if m := lookup(node, "provisioning", "diskSelector", "match"); m != nil && m.Kind == yaml.ScalarNode {
+			vol.DiskSelector = strings.TrimSpace(m.Value)
+		}
 	}
 	return vol, probs, nil
 }

@@ -47,6 +47,12 @@ type Volume struct {
 	// open the volume but never change its key slots.
 	Trust   Trust
 	encPath string // YAML path of the encryption section, for messages
+
+	// DiskSelector is a UserVolumeConfig's provisioning.diskSelector.match
+	// (Talos's CEL expression). cryptinit does not evaluate it: a volume
+	// that has one may be on any disk (the only partition with its label);
+	// one without must be on the node's disk.
+	DiskSelector string
 }
 
 // Trust says where a volume config came from and whether whoever holds
