@@ -133,16 +133,25 @@ func TokenFromSealed(s *tpm.Sealed, slot int) TPMTokenData {
 	}
 }
 
-// SealedFromToken turns talos-tpm2 UserData back into a tpm.Sealed. Tokens
-// without encryption_version predate it and were also bound to PCR 7.
+// SealedFromToken turns talos-tpm2 UserData back into a tpm.Sealed. The
+// token comes in two shapes (Talos changed the meaning of "pcrs"):
+//   - encryption_version "1": pcrs are the hash-bound PCRs, pubkey_pcrs the
+//     PCRs of the signed policy;
+//   - no encryption_version (Talos before 1.12): pcrs names the PCR of the
+//     signed policy ([11]) and the object is always also bound to PCR 7, so
+//     the policy is PolicyAuthorize(signed pcrs) then PolicyPCR(7).
 func SealedFromToken(ud TPMTokenData) *tpm.Sealed {
 	s := &tpm.Sealed{
 		Private: ud.SealedBlobPrivate, Public: ud.SealedBlobPublic, PCRs: ud.PCRs,
 		PubKeyPCRs: ud.PubKeyPCRs, Alg: ud.Alg, PolicyHash: ud.PolicyHash,
 		KeyName: ud.KeyName, EncryptionVersion: ud.EncryptionVersion,
 	}
-	if s.EncryptionVersion == "" && !slices.Contains(s.PCRs, 7) {
-		s.PCRs = append(slices.Clone(s.PCRs), 7)
+	if s.EncryptionVersion == "" {
+		s.PubKeyPCRs = slices.Clone(ud.PCRs)
+		if len(s.PubKeyPCRs) == 0 {
+			s.PubKeyPCRs = []int{tpm.UKIPCR}
+		}
+		s.PCRs = []int{tpm.SecureBootPCR}
 	}
 	return s
 }
