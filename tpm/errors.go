@@ -11,9 +11,13 @@ var (
 	// ErrPCRUnset means a PCR that firmware or systemd-stub should have
 	// measured into is all zeros or all 0xFF.
 	ErrPCRUnset = errors.New("PCR was never measured into")
-	// ErrDifferentTPM means the SRK recreated on this TPM has another Name
-	// than the one that sealed the secret.
+	// ErrDifferentTPM means no parent key of this TPM loads a systemd-tpm2
+	// blob: it was sealed by a different TPM (or the TPM was cleared).
 	ErrDifferentTPM = errors.New("sealed by a different TPM (or the TPM was cleared)")
+	// ErrSRKMismatch means the storage key (SRK) recreated on this TPM has
+	// another Name than the key_name the secret was sealed to, so nothing is
+	// sent to it: no salt, no sealed object.
+	ErrSRKMismatch = errors.New("the TPM's storage key differs from the one this volume was sealed to (different TPM, or TPM cleared)")
 	// ErrPCRMismatch means a hash-bound PCR (e.g. PCR 7, the Secure Boot
 	// state) differs from its value at sealing time.
 	ErrPCRMismatch = errors.New("bound PCR values differ from those at sealing time")

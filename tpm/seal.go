@@ -146,10 +146,13 @@ func createSealedObject(t transport.TPM, parent *primaryKey, secret, policy []by
 	return tpm2.Marshal(rsp.OutPrivate), tpm2.Marshal(rsp.OutPublic), nil
 }
 
-// Unseal recovers the secret of s. It fails with ErrDifferentTPM on another
-// TPM, ErrNoSignature when no signature matches PCR 11 (other UKI, or after
-// leave-initrd), and ErrPCRMismatch when a hash-bound PCR changed (PCR 7:
-// Secure Boot state; PCR 15: already latched).
+// Unseal recovers the secret of s. It fails with ErrSRKMismatch when the
+// TPM's storage key is not the one s names (another TPM, a cleared TPM, or
+// an interposer answering for it), checked before the key salts a session
+// or loads the object; ErrNoSignature when no signature matches PCR 11
+// (other UKI, or after leave-initrd); and ErrPCRMismatch when a hash-bound
+// PCR changed (PCR 7: Secure Boot state; PCR 15: latched by another volume
+// key than at sealing time).
 func (s *Sealer) Unseal(ctx context.Context, sealed *Sealed) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -183,12 +186,8 @@ func (s *Sealer) Unseal(ctx context.Context, sealed *Sealed) ([]byte, error) {
 		return nil, fmt.Errorf("unseal: %w", err)
 	}
 	defer flush(s.TPM, srk.handle)
-	wantName, err := tpm2.Unmarshal[tpm2.TPM2BName](sealed.KeyName)
-	if err != nil {
-		return nil, fmt.Errorf("unseal: bad SRK name in token: %w", err)
-	}
-	if !bytes.Equal(wantName.Buffer, srk.name.Buffer) {
-		return nil, fmt.Errorf("unseal: SRK name %x, token wants %x: %w", srk.name.Buffer, wantName.Buffer, ErrDifferentTPM)
+	if err := srk.pin(sealed.KeyName); err != nil {
+		return nil, fmt.Errorf("unseal: %w", err)
 	}
 	priv, pub, err := parseBlob(sealed.Private, sealed.Public)
 	if err != nil {

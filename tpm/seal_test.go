@@ -96,8 +96,8 @@ func TestUnsealFailures(t *testing.T) {
 	t.Run("different SRK", func(t *testing.T) {
 		bad := *sealed
 		bad.KeyName = tpm2.Marshal(tpm2.TPM2BName{Buffer: bytes.Repeat([]byte{1}, 34)})
-		if _, err := s.Unseal(ctx, &bad); !errors.Is(err, ErrDifferentTPM) {
-			t.Fatalf("err = %v, want ErrDifferentTPM", err)
+		if _, err := s.Unseal(ctx, &bad); !errors.Is(err, ErrSRKMismatch) {
+			t.Fatalf("err = %v, want ErrSRKMismatch", err)
 		}
 	})
 	t.Run("PCR 15 latch", func(t *testing.T) {
@@ -165,8 +165,8 @@ func TestClearedTPM(t *testing.T) {
 		t.Fatalf("clear TPM: %v", err)
 	}
 	_, err := s.Unseal(ctx, sealed)
-	if !errors.Is(err, ErrDifferentTPM) {
-		t.Fatalf("err = %v, want ErrDifferentTPM", err)
+	if !errors.Is(err, ErrSRKMismatch) {
+		t.Fatalf("err = %v, want ErrSRKMismatch", err)
 	}
 	t.Logf("cleared TPM: %v", err)
 }

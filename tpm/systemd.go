@@ -181,7 +181,14 @@ func systemdParents(tok *SystemdToken) []parentCandidate {
 				if err != nil {
 					return nil, nil, err
 				}
-				return &primaryKey{handle: systemdPersistentSRK, name: rsp.Name, pub: *pub}, func() {}, nil
+				name, err := tpm2.ObjectName(pub)
+				if err != nil {
+					return nil, nil, err
+				}
+				if !bytes.Equal(name.Buffer, rsp.Name.Buffer) {
+					return nil, nil, fmt.Errorf("the TPM named it %x but returned a public area named %x: %w", rsp.Name.Buffer, name.Buffer, ErrSRKMismatch)
+				}
+				return &primaryKey{handle: systemdPersistentSRK, name: *name, pub: *pub}, func() {}, nil
 			}},
 			transientParent("TCG ECC SRK", tpm2.ECCSRKTemplate),
 			transientParent("TCG RSA SRK", tpm2.RSASRKTemplate),

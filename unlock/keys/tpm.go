@@ -66,6 +66,9 @@ func (k *TPMKey) Passphrase(ctx context.Context, s Slot) ([]byte, error) {
 	sealed := SealedFromToken(ud)
 	key, err := k.TPM.Unseal(ctx, sealed)
 	if err != nil {
+		if errors.Is(err, tpm.ErrSRKMismatch) {
+			return nil, fmt.Errorf("%w: %s slot %d: tpm unseal: %w", ErrKeyUnavailable, s.VolumeID, s.Slot, err)
+		}
 		if errors.Is(err, tpm.ErrPCRMismatch) && boundToSecureBootPCROnly(sealed) {
 			return nil, fmt.Errorf("%w: %w: slot %d: tpm unseal: %w", ErrKeyUnavailable, ErrSealedStateChanged, s.Slot, err)
 		}

@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/google/go-tpm/tpm2"
@@ -229,6 +230,16 @@ func TestTalosTokenShapesUnseal(t *testing.T) {
 	}
 	src.Sigs = signPCR11(t, sim, signer)
 	unsealAll(t)
+
+	// A key_name that is not this TPM's storage key is refused, naming the
+	// volume and slot; the slot stays (unavailable, not wrong).
+	other := legacy
+	other.KeyName = bytes.Clone(legacy.KeyName)
+	other.KeyName[len(other.KeyName)-1] ^= 1
+	_, err := k.Passphrase(ctx, Slot{VolumeID: "STATE", Slot: 0, Token: talosShapedToken(t, other)})
+	if !errors.Is(err, tpm.ErrSRKMismatch) || !errors.Is(err, ErrKeyUnavailable) || !strings.Contains(err.Error(), "STATE slot 0") {
+		t.Errorf("altered key_name: err = %v, want ErrSRKMismatch and ErrKeyUnavailable naming STATE slot 0", err)
+	}
 
 	// PCR 7 is bound by value in both shapes.
 	d = sha256.Sum256([]byte("secure boot keys changed"))
