@@ -301,11 +301,13 @@ func TestKMSAndTPMKeys(t *testing.T) {
 	if !strings.Contains(r.Attempts[0].Err.Error(), "key unavailable") {
 		t.Errorf("attempt 0: %v", r.Attempts[0].Err)
 	}
-	// the TPM sealed key is lost (new TPM): slot 1 is re-enrolled, opened via KMS
+	// the TPM sealed key is lost (new TPM), KMS opens: the tpm slot did not
+	// open the volume, so it is not unsealed to check it (the fingerprint
+	// of the first boot stands) and is left as it is
 	kms.down = false
 	tpmDev.forget = true
 	r, err = e.Unlock(ctx, vol, dev, imageSize)
-	if err != nil || r.Slot != 0 || r.Sync.Changed() || len(r.Sync.Problems) != 1 {
+	if err != nil || r.Slot != 0 || r.Sync.Changed() || len(r.Sync.Problems) != 0 {
 		t.Fatalf("tpm unavailable: %v %v", err, r.Sync)
 	}
 	// a TPM slot whose token was lost is replaced

@@ -19,9 +19,10 @@ import (
 // stores a fingerprint of what it checked in a "cryptinit-sync" token:
 // HMAC-SHA256 keyed with the volume key over every configured key's slot,
 // kind and current passphrase (derived again at each boot: no KDF, but a
-// TPM unseal or KMS round trip for those kinds, so a key that became
-// unavailable still forces the full check and its report; the key that
-// opened the volume counts as "opened" instead), every keyslot
+// KMS round trip for kms keys, so a key that became unavailable still
+// forces the full check and its report; the key that opened the volume
+// counts as "opened" instead, and a tpm key that did not is never
+// unsealed: its token stands for it), every keyslot
 // (id and KDF salt, which changes whenever a slot is rewritten) and every
 // other token. When the next boot computes the same fingerprint, nothing
 // sync would act on has changed, so it skips the KDF checks. The HMAC key
@@ -54,6 +55,12 @@ func (e *Engine) syncFingerprint(ctx context.Context, vol *config.Volume, hdr *l
 			// KMS for it twice would cost a round trip (or hit the PCR 15
 			// latch)
 			writeBytes(mac, []byte("opened"))
+			continue
+		}
+		if ck.TPM != nil {
+			// never unseal a tpm key that did not open the volume: its
+			// token (hashed below) stands for it
+			writeBytes(mac, []byte("tpm, not unsealed"))
 			continue
 		}
 		kctx, cancel := e.keyContext(ctx)
