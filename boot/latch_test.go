@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-tpm/tpmutil"
 
 	"github.com/cryptinit/cryptinit/boot/console"
+	"github.com/cryptinit/cryptinit/boot/devices"
 	"github.com/cryptinit/cryptinit/tpm"
 	"github.com/cryptinit/cryptinit/unlock"
 	"github.com/cryptinit/cryptinit/unlock/config"
@@ -213,5 +214,33 @@ func TestPlantedStateStopsTPMUnseal(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(n.parts["EPHEMERAL"]); !bytes.Equal(got, eph) {
 		t.Error("EPHEMERAL changed on disk in the boot with the planted STATE")
+	}
+}
+
+// TestTPMVolumesWaitForState: a volume with a tpm key never unlocks
+// alongside STATE (its key is sealed to PCR 15 after STATE's latch), one
+// with only other keys does.
+func TestTPMVolumesWaitForState(t *testing.T) {
+	cfg, err := config.Parse([]byte(strings.Join([]string{
+		volumeDoc("VolumeConfig", "STATE", "    - nodeID: {}\n      slot: 0\n"),
+		volumeDoc("VolumeConfig", "EPHEMERAL", "    - tpm: {}\n      slot: 0\n    - nodeID: {}\n      slot: 1\n"),
+		volumeDoc("UserVolumeConfig", "data", "    - nodeID: {}\n      slot: 0\n"),
+	}, "---\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &plan{}
+	for i := range cfg.Volumes {
+		v := newVolume(cfg.Volumes[i].ID, &cfg.Volumes[i], devices.Block{})
+		if v.ID == config.StateVolume {
+			p.state = v
+		} else {
+			p.others = append(p.others, v)
+		}
+	}
+	b := &Boot{CPUs: 2}
+	early := b.earlyVolumes(&machineConfig{cfg: cfg}, p)
+	if len(early) != 1 || early[0].ID != "u-data" {
+		t.Errorf("early volumes %s, want u-data only", volumeNames(early))
 	}
 }
