@@ -112,14 +112,14 @@ func (o *latchOrder) wait(ctx context.Context) error {
 // unseal (PCR 15 is not what they were sealed to), so nothing opens that
 // should not.
 func (b *Boot) latchOpened(ctx context.Context, v *volume, volumeKey []byte) error {
+	if b.Measurer == nil {
+		return nil // no TPM: nothing to latch, no order to keep
+	}
 	if v.ID != config.StateVolume && b.latchWait != nil {
 		b.latchWait.keysDone(v)
 		if err := b.step("pcr15-wait", v.ID, func() error { return b.latchWait.wait(ctx) }); err != nil {
 			return fmt.Errorf("waiting for the other volumes' keys before the PCR 15 latch: %w", err)
 		}
-	}
-	if b.Measurer == nil {
-		return nil
 	}
 	b.step("pcr15-latch", v.ID, func() error {
 		err := b.Measurer.LatchVolumeKey(v.ID, volumeKey)
