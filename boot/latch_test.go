@@ -206,7 +206,7 @@ func TestPlantedStateStopsTPMUnseal(t *testing.T) {
 	_, err = run(t)
 	var f *Fatal
 	if !errors.As(err, &f) || f.Failure.Volume != "EPHEMERAL" ||
-		!strings.Contains(n.con.String(), "slot 0 (tpm): key unavailable: tpm unseal: unseal: PCRs [15] changed since sealing") {
+		!strings.Contains(n.con.String(), "slot 0 (tpm): key unavailable: tpm unseal: unseal: PCRs [15] differ from sealing time") {
 		t.Fatalf("boot with a planted STATE: err = %v, want EPHEMERAL's tpm key refused for PCR 15\n%s", err, n.con.String())
 	}
 	if !strings.Contains(n.con.String(), "STATE: formatted") {

@@ -46,7 +46,7 @@ type PCRChangedError struct {
 }
 
 func (e *PCRChangedError) Error() string {
-	return fmt.Sprintf("PCRs %v changed since sealing%s", e.Changed, pcrHints(e.Changed))
+	return fmt.Sprintf("PCRs %v differ from sealing time%s", e.Changed, pcrHints(e.Changed))
 }
 
 // Is makes errors.Is see ErrPCRMismatch, and ErrLatchMismatch for PCR 15.

@@ -72,7 +72,7 @@ func TestVMPlantedStateTPM(t *testing.T) {
 	}
 	vm, r = boot()
 	mustSay(t, vm, `STATE: formatted .* with slot 0 \(tpm`)
-	mustSay(t, vm, `EPHEMERAL: +slot 0 \(tpm\).*PCRs \[15\] changed since sealing`)
+	mustSay(t, vm, `EPHEMERAL: +slot 0 \(tpm\).*PCRs \[15\] differ from sealing time`)
 	mustSay(t, vm, `EPHEMERAL: opened with slot 31 \(static`)
 	mustMarker(t, r, "/var", 2)
 
