@@ -235,3 +235,35 @@ func TestSystemdSRKPinned(t *testing.T) {
 		}
 	}
 }
+
+// TestSystemdSRKName reads the SRK name out of a tpm2_srk written by
+// systemd-cryptenroll (systemd 255, from a published LUKS2 dump): it is the
+// Name of the public area serialized after it.
+func TestSystemdSRKName(t *testing.T) {
+	const real = "gQAAAQAiAAvfr86mWQ4ncWaXV9jUk3nRHRw/bEYnAiQSalhvf/6mpwAAAAEAWgAjAAsAAwRyAAAABgCAAEMAEAADABAAIP6Ye/LshHa6QKXX2NTPu7PEtBsUMnV57+02mjS75wKXACDvxzC6RaHZbojoiA3IzwXNp7vsM285RQApR76fkT8xKA=="
+	name, err := systemdSRKName(real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := base64.StdEncoding.DecodeString(real)
+	pub, err := tpm2.Unmarshal[tpm2.TPM2BPublic](raw[len(name)+8:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	area, err := pub.Contents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := tpm2.ObjectName(area)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(name, tpm2.Marshal(*want)) {
+		t.Errorf("tpm2_srk name %x, the Name of its public area is %x", name, tpm2.Marshal(*want))
+	}
+	for _, bad := range []string{"!!", "gQAA", base64.StdEncoding.EncodeToString([]byte{0x81, 0, 0, 1, 0, 40, 0, 11})} {
+		if _, err := systemdSRKName(bad); err == nil {
+			t.Errorf("systemdSRKName(%q) succeeded", bad)
+		}
+	}
+}
