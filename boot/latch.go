@@ -118,9 +118,17 @@ func (b *Boot) latchOpened(ctx context.Context, v *volume, volumeKey []byte) err
 	if v.ID != config.StateVolume && b.latchWait != nil {
 		b.latchWait.keysDone(v)
 		if err := b.step("pcr15-wait", v.ID, func() error { return b.latchWait.wait(ctx) }); err != nil {
+			// the boot is failing: latch anyway, so nothing unseals after it
+			b.latch(v, volumeKey)
 			return fmt.Errorf("waiting for the other volumes' keys before the PCR 15 latch: %w", err)
 		}
 	}
+	b.latch(v, volumeKey)
+	return nil
+}
+
+// latch extends PCR 15 with v's latch, logging a failure.
+func (b *Boot) latch(v *volume, volumeKey []byte) {
 	b.step("pcr15-latch", v.ID, func() error {
 		err := b.Measurer.LatchVolumeKey(v.ID, volumeKey)
 		if err != nil {
@@ -128,5 +136,4 @@ func (b *Boot) latchOpened(ctx context.Context, v *volume, volumeKey []byte) err
 		}
 		return err
 	})
-	return nil
 }

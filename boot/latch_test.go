@@ -244,3 +244,27 @@ func TestTPMVolumesWaitForState(t *testing.T) {
 		t.Errorf("early volumes %s, want u-data only", volumeNames(early))
 	}
 }
+
+// TestLatchWhenTheBootFails: a volume waiting for the others when the boot
+// fails (its context ends) is latched anyway before it gives up, so no key
+// unseals after it.
+func TestLatchWhenTheBootFails(t *testing.T) {
+	log := &eventLog{}
+	n := newNode(t, standardParts())
+	b := n.boot(t.TempDir(), basicConfig, "")
+	b.Measurer = loggingMeasurer{log}
+	b.latchWait = newLatchOrder()
+	v := newVolume("EPHEMERAL", nil, devices.Block{})
+	other := newVolume("u-data", nil, devices.Block{})
+	b.latchWait.expect([]*volume{v, other}) // u-data never gets past its keys
+	b.latchWait.stateLatched()
+	b.latchWait.allExpected()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := b.latchOpened(ctx, v, []byte("key")); !errors.Is(err, context.Canceled) {
+		t.Errorf("err = %v, want the boot's cancellation", err)
+	}
+	if log.index("latch:EPHEMERAL") < 0 {
+		t.Errorf("EPHEMERAL not latched when the boot failed: %v", log.events)
+	}
+}
