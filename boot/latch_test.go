@@ -47,7 +47,8 @@ type loggingUnlocker struct{ log *eventLog }
 
 func (u loggingUnlocker) Unlock(ctx context.Context, vol config.Volume, dev luks2.Device, size int64) (*unlock.Result, error) {
 	u.log.add("unlock:" + vol.ID)
-	return &unlock.Result{VolumeID: vol.ID, UUID: "u", VolumeKey: bytes.Repeat([]byte(vol.ID[:1]), 64), Kind: "tpm", Formatted: true,
+	// opened by a key of another kind than tpm: latched all the same
+	return &unlock.Result{VolumeID: vol.ID, UUID: "u", VolumeKey: bytes.Repeat([]byte(vol.ID[:1]), 64), Kind: "nodeID", Formatted: true,
 		Mapping: luks2.Mapping{Cipher: "aes-xts-plain64", KeySize: 64, Offset: 16 << 20, Dynamic: true, SectorSize: 512}}, nil
 }
 
@@ -71,8 +72,9 @@ func (m loggingMounter) Mount(source, target, fstype string, flags uintptr, data
 	return m.node.Mount(source, target, fstype, flags, data)
 }
 
-// TestLatchOrder: STATE is latched before it is mounted (so before its salt
-// and config copy are read) and before any later volume's keys are used;
+// TestLatchOrder: every encrypted volume is latched, whichever key opened
+// it; STATE before it is mounted (so before its salt and config copy are
+// read) and before any later volume's keys are used;
 // every other volume is latched after all later volumes' keys were used
 // and before it is mounted. With one CPU and with two (u-data unlocking
 // alongside STATE).
