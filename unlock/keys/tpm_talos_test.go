@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -250,5 +251,42 @@ func TestTalosTokenShapesUnseal(t *testing.T) {
 		if _, err := k.Passphrase(ctx, Slot{VolumeID: "STATE", Slot: 0, Token: sh.token}); !errors.Is(err, tpm.ErrPCRMismatch) {
 			t.Errorf("%s after PCR 7 changed: err = %v, want ErrPCRMismatch", sh.name, err)
 		}
+	}
+}
+
+// TestTPMEnrollOnSimulator: a key cryptinit enrolls is a talos-tpm2 token of
+// encryption_version 1 bound to PCRs 7 and 15, keeping the PCR values at
+// sealing, and unseals until PCR 15 moves.
+func TestTPMEnrollOnSimulator(t *testing.T) {
+	ctx := context.Background()
+	sim := openTPMSimulator(t)
+	signer, sigs := bootSimulator(t, sim)
+	k := &TPMKey{TPM: tpm.NewSealer(sim, &tpm.StaticSource{Key: &signer.PublicKey, Sigs: sigs}), Rand: rand.Reader}
+	e, err := k.Enroll(ctx, Slot{VolumeID: "STATE", Slot: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Zero()
+	var tok struct {
+		UserData TPMTokenData `json:"UserData"`
+	}
+	if err := json.Unmarshal(e.Token, &tok); err != nil {
+		t.Fatal(err)
+	}
+	ud := tok.UserData
+	if ud.EncryptionVersion != "1" || !slices.Equal(ud.PCRs, []int{7, 15}) || !slices.Equal(ud.PubKeyPCRs, []int{11}) ||
+		len(ud.PCRValues) != 2 || !bytes.Equal(ud.PCRValues[1], make([]byte, 32)) || !strings.Contains(string(e.Token), `"cryptinit_pcr_values":[`) {
+		t.Fatalf("token %s", e.Token)
+	}
+	got, err := k.Passphrase(ctx, Slot{VolumeID: "STATE", Slot: 0, Token: e.Token})
+	if err != nil || !bytes.Equal(got, e.Passphrase) {
+		t.Fatalf("unseal: %v", err)
+	}
+	if err := tpm.LatchVolumeKey(sim, "STATE", []byte("volume key"), nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = k.Passphrase(ctx, Slot{VolumeID: "STATE", Slot: 0, Token: e.Token})
+	if !errors.Is(err, tpm.ErrLatchMismatch) || errors.Is(err, ErrSealedStateChanged) {
+		t.Fatalf("after the latch: err = %v, want ErrLatchMismatch and no re-enrollment", err)
 	}
 }
