@@ -123,7 +123,7 @@ type Boot struct {
 	// filled while running
 	mu        sync.Mutex
 	moves     []mounts.Move
-	latchKeys map[string][]byte // volumes opened by a tpm key: key copies for the PCR 15 latch
+	latchWait *latchOrder // when volumes after STATE may latch PCR 15 (latch.go)
 	netDown   func() error
 	netOnce   sync.Once
 	netErr    error
@@ -169,6 +169,8 @@ func (b *Boot) Run(ctx context.Context) (_ *Result, err error) {
 
 	eng, lim := b.unlocker(plan), b.limiter()
 	early := b.earlyVolumes(mc, plan)
+	b.latchWait = newLatchOrder()
+	b.latchWait.expect(early)
 	earlyCtx, cancelEarly := context.WithCancel(ctx)
 	defer cancelEarly()
 	earlyDone := make(chan error, 1)
@@ -188,6 +190,7 @@ func (b *Boot) Run(ctx context.Context) (_ *Result, err error) {
 		<-earlyDone
 		return nil, err
 	}
+	b.latchWait.stateLatched()
 	if mc.cfg == nil {
 		if err := b.configFromState(ctx, mc, plan); err != nil {
 			return nil, err
@@ -213,6 +216,8 @@ func (b *Boot) Run(ctx context.Context) (_ *Result, err error) {
 
 	// plan.others now also holds the volumes a config on STATE named
 	later := without(plan.others, early)
+	b.latchWait.expect(later)
+	b.latchWait.allExpected()
 	if err := joinFatal(b.openVolumes(ctx, plan, later, eng, lim), <-earlyDone); err != nil {
 		return nil, err
 	}
@@ -233,20 +238,9 @@ func (b *Boot) Run(ctx context.Context) (_ *Result, err error) {
 }
 
 // finish does what must happen after the last unlock and before
-// switch_root: PCR 15 latch, network down, leave-initrd.
+// switch_root: network down, leave-initrd. (Each volume latched PCR 15
+// as it opened: latch.go.)
 func (b *Boot) finish() {
-	b.mu.Lock()
-	latch := b.latchKeys
-	b.latchKeys = nil
-	b.mu.Unlock()
-	for id, key := range latch {
-		if b.Measurer != nil {
-			if err := b.Measurer.LatchVolumeKey(id, key); err != nil {
-				b.logf("tpm: PCR 15 latch for %s: %v", id, err)
-			}
-		}
-		keys.Zero(key)
-	}
 	if b.netDown != nil {
 		if err := b.netDown(); err != nil {
 			b.logf("network: down: %v", err)

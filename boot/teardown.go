@@ -11,15 +11,15 @@ import (
 	"github.com/cryptinit/cryptinit/boot/dmcrypt"
 	"github.com/cryptinit/cryptinit/boot/mounts"
 	"github.com/cryptinit/cryptinit/tpm"
-	"github.com/cryptinit/cryptinit/unlock/keys"
 	"golang.org/x/sys/unix"
 )
 
 // The debug shell is a root shell on the console of a machine whose boot
 // failed. Before it starts, Lockdown takes back everything the boot opened:
 // volumes that did open are unmounted and unmapped, PCR 11 and PCR 15 are
-// extended so no tpm key of this machine unseals any more, and the key
-// copies are zeroed. If any of that fails there is no shell.
+// extended so no tpm key of this machine unseals any more (no volume key
+// is kept to zero: each volume latched PCR 15 as it opened, and its key
+// was zeroed once mapped). If any of that fails there is no shell.
 
 // shellLatch is what PCR 15 is extended with before a debug shell (through
 // LatchVolumeKey, as a volume's latch), so that it leaves its initial value
@@ -209,14 +209,9 @@ func (b *Boot) Lockdown() error {
 		}
 	}
 
-	b.mu.Lock()
-	n := len(b.latchKeys)
-	for _, k := range b.latchKeys {
-		keys.Zero(k)
-	}
-	b.latchKeys = nil
-	b.mu.Unlock()
-	b.logf("debug shell: zeroed %d volume key copies", n)
+	// no key copy to zero: each volume latched PCR 15 as it opened
+	// (latch.go) and its key was zeroed once mapped
+	b.logf("debug shell: no volume key kept: each opened volume latched PCR 15 as it opened")
 
 	if len(errs) > 0 {
 		return errors.Join(errs...)

@@ -95,7 +95,8 @@ func (b *Boot) openState(ctx context.Context, p *plan, eng Unlocker, lim *memLim
 // earlyVolumes are the volumes after STATE that can unlock alongside it:
 // their config is already known (the machine config came from the image
 // or the command line, not from STATE), none of their keys is lockToSTATE
-// (whose salt lives on STATE), and the machine has a CPU to spare: with one
+// (whose salt lives on STATE) or tpm (sealed to PCR 15 after STATE's
+// latch), and the machine has a CPU to spare: with one
 // CPU, unlocking two volumes at once only slows STATE down.
 func (b *Boot) earlyVolumes(mc *machineConfig, p *plan) []*volume {
 	if b.CPUs < 2 || mc.cfg == nil || p.state == nil {
@@ -103,7 +104,8 @@ func (b *Boot) earlyVolumes(mc *machineConfig, p *plan) []*volume {
 	}
 	var early []*volume
 	for _, v := range p.others {
-		if v.cfg == nil || v.cfg.Encryption == nil || !lockedToState(v.cfg.Encryption.Keys) {
+		// a tpm key unseals only after STATE's PCR 15 latch (latch.go)
+		if v.cfg == nil || v.cfg.Encryption == nil || !lockedToState(v.cfg.Encryption.Keys) && !hasKeyKind(v.cfg, config.KindTPM) {
 			early = append(early, v)
 		}
 	}
@@ -154,6 +156,7 @@ func (b *Boot) openVolumes(ctx context.Context, p *plan, vols []*volume, eng Unl
 					errs[i] = volumeFatal(v, fmt.Errorf("cryptinit crashed while opening %s: %v", v.ID, r), nil)
 				}
 			}()
+			defer b.latchWait.keysDone(v) // never leave the others waiting to latch
 			errs[i] = b.openVolume(ctx, p, v, eng, lim)
 		}()
 	}
@@ -295,13 +298,8 @@ func (b *Boot) openEncrypted(ctx context.Context, v *volume, eng Unlocker, lim *
 	}); err != nil {
 		return err
 	}
-	if strings.Contains(res.Kind, config.KindTPM) {
-		b.mu.Lock()
-		if b.latchKeys == nil {
-			b.latchKeys = map[string][]byte{}
-		}
-		b.latchKeys[v.ID] = append([]byte(nil), res.VolumeKey...)
-		b.mu.Unlock()
+	if err := b.latchOpened(ctx, v, res.VolumeKey); err != nil {
+		return err
 	}
 	if res.Formatted {
 		if err := b.step("mkfs", v.ID, func() error { return b.Mkfs.Make(ctx, v.fs, mapped, v.ID) }); err != nil {

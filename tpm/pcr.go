@@ -17,8 +17,9 @@ const (
 	// UKIPCR holds systemd-stub's measurements of the UKI sections and the
 	// boot phases; its expected values are signed, not sealed by hash.
 	UKIPCR = 11
-	// LatchPCR is extended with a volume-key-derived value after unsealing
-	// (systemd's tpm2-measure-pcr), so a blob bound to it unseals once per boot.
+	// LatchPCR is extended with a volume-key-derived value as each volume
+	// opens (systemd's tpm2-measure-pcr), so a blob bound to it unseals only
+	// at its volume's place in the boot, once.
 	LatchPCR = 15
 )
 

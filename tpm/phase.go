@@ -67,10 +67,12 @@ func LatchDigest(volumeID string, volumeKey []byte) []byte {
 }
 
 // LatchVolumeKey extends PCR 15 with LatchDigest(volumeID, volumeKey), like
-// systemd-cryptsetup's tpm2-measure-pcr=yes. Any secret bound to PCR 15's
-// initial (zero) value then fails to unseal for the rest of the boot, so a
-// planted volume cannot obtain a second unseal. Call it after every
-// TPM-keyed volume of this boot has been unsealed. The key is never logged.
+// systemd-cryptsetup's tpm2-measure-pcr=yes. A secret bound to PCR 15 at an
+// earlier value then fails to unseal for the rest of the boot, so a planted
+// volume cannot obtain a second unseal, and a secret sealed after a given
+// sequence of latches (EPHEMERAL's, after STATE's) unseals only after that
+// same sequence. The boot latches each volume as it opens (boot/latch.go).
+// The key is never logged.
 func LatchVolumeKey(t transport.TPM, volumeID string, volumeKey []byte, log Logger) error {
 	d := LatchDigest(volumeID, volumeKey)
 	if err := ExtendPCR(t, LatchPCR, d); err != nil {

@@ -50,8 +50,10 @@ func NewSealer(t transport.TPM, src PolicySource) *Sealer {
 
 // Seal seals secret to the TPM's SRK. The object's policy is
 // PolicyAuthorize(PCR signing key) then PolicyPCR(pcrs) at their current
-// values, computed offline; pcrs defaults to DefaultPCRs(). Bind LatchPCR
-// (15) too to make the secret unsealable only until LatchVolumeKey runs.
+// values, computed offline; pcrs defaults to DefaultPCRs(). With LatchPCR
+// (15) bound, the secret unseals only while PCR 15 holds what it holds now:
+// seal at the volume's place in the boot sequence (zero before the first
+// LatchVolumeKey; after STATE's latch for the volumes after STATE).
 func (s *Sealer) Seal(ctx context.Context, secret []byte, pcrs []int) (*Sealed, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -83,9 +85,6 @@ func (s *Sealer) Seal(ctx context.Context, secret []byte, pcrs []int) (*Sealed, 
 		if err := checkPCRValue(p, values[i]); err != nil {
 			return nil, fmt.Errorf("seal: %w", err)
 		}
-		if p == LatchPCR && !bytes.Equal(values[i], make([]byte, len(values[i]))) {
-			return nil, fmt.Errorf("seal: PCR %d is already latched this boot; a secret bound to it now would never unseal in a later boot (enroll before LatchVolumeKey): %w", LatchPCR, ErrPCRMismatch)
-		}
 	}
 	policy, err := SealingPolicy(key, pcrs, values)
 	if err != nil {
@@ -109,6 +108,7 @@ func (s *Sealer) Seal(ctx context.Context, secret []byte, pcrs []int) (*Sealed, 
 		PolicyHash:        policy,
 		KeyName:           tpm2.Marshal(srk.name),
 		EncryptionVersion: EncryptionVersion,
+		PCRValues:         values,
 	}, nil
 }
 
@@ -146,10 +146,13 @@ func createSealedObject(t transport.TPM, parent *primaryKey, secret, policy []by
 	return tpm2.Marshal(rsp.OutPrivate), tpm2.Marshal(rsp.OutPublic), nil
 }
 
-// Unseal recovers the secret of s. It fails with ErrDifferentTPM on another
-// TPM, ErrNoSignature when no signature matches PCR 11 (other UKI, or after
-// leave-initrd), and ErrPCRMismatch when a hash-bound PCR changed (PCR 7:
-// Secure Boot state; PCR 15: already latched).
+// Unseal recovers the secret of s. It fails with ErrSRKMismatch when the
+// TPM's storage key is not the one s names (another TPM, a cleared TPM, or
+// an interposer answering for it), checked before the key salts a session
+// or loads the object; ErrNoSignature when no signature matches PCR 11
+// (other UKI, or after leave-initrd); and ErrPCRMismatch when a hash-bound
+// PCR changed (PCR 7: Secure Boot state; PCR 15: latched by another volume
+// key than at sealing time).
 func (s *Sealer) Unseal(ctx context.Context, sealed *Sealed) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -183,12 +186,8 @@ func (s *Sealer) Unseal(ctx context.Context, sealed *Sealed) ([]byte, error) {
 		return nil, fmt.Errorf("unseal: %w", err)
 	}
 	defer flush(s.TPM, srk.handle)
-	wantName, err := tpm2.Unmarshal[tpm2.TPM2BName](sealed.KeyName)
-	if err != nil {
-		return nil, fmt.Errorf("unseal: bad SRK name in token: %w", err)
-	}
-	if !bytes.Equal(wantName.Buffer, srk.name.Buffer) {
-		return nil, fmt.Errorf("unseal: SRK name %x, token wants %x: %w", srk.name.Buffer, wantName.Buffer, ErrDifferentTPM)
+	if err := srk.pin(sealed.KeyName); err != nil {
+		return nil, fmt.Errorf("unseal: %w", err)
 	}
 	priv, pub, err := parseBlob(sealed.Private, sealed.Public)
 	if err != nil {
@@ -197,6 +196,7 @@ func (s *Sealer) Unseal(ctx context.Context, sealed *Sealed) ([]byte, error) {
 	secret, err := unsealObject(ctx, s.TPM, unsealRequest{
 		parent: srk, private: priv, public: pub,
 		signingKey: key, sigs: sigs, pubKeyPCRs: pubKeyPCRs, pcrs: pcrs,
+		sealedValues: sealed.PCRValues,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("unseal: %w", err)
@@ -225,6 +225,9 @@ type unsealRequest struct {
 	sigs       Signatures
 	pubKeyPCRs []int // PCRs of the signed policy ([11])
 	pcrs       []int // hash-bound PCRs
+	// sealedValues are the token's PCR values at sealing (pcrs order), or
+	// nil; trusted only when they reproduce the object's authPolicy.
+	sealedValues [][]byte
 }
 
 // pcrChangedRetries bounds how often an unseal is restarted because some
@@ -321,6 +324,9 @@ func unsealOnce(ctx context.Context, t transport.TPM, r unsealRequest) ([]byte, 
 		return nil, fmt.Errorf("get policy digest: %w", err)
 	}
 	if !bytes.Equal(got.PolicyDigest.Buffer, objPub.AuthPolicy.Buffer) {
+		if changed := changedPCRs(r, pcrs, values, objPub.AuthPolicy.Buffer); changed != nil {
+			return nil, changed
+		}
 		return nil, fmt.Errorf("PCRs %v differ from sealing time%s (policy %x, object needs %x): %w",
 			pcrs, pcrHints(pcrs), got.PolicyDigest.Buffer, objPub.AuthPolicy.Buffer, ErrPCRMismatch)
 	}
@@ -406,11 +412,34 @@ func pcrHints(pcrs []int) string {
 		case SecureBootPCR:
 			h = append(h, "PCR 7: Secure Boot turned off or its keys changed")
 		case LatchPCR:
-			h = append(h, "PCR 15: a volume key was already latched this boot")
+			h = append(h, "PCR 15: another volume key was latched before this one (a planted or swapped STATE, or volumes opened out of order)")
 		}
 	}
 	if len(h) == 0 {
 		return ""
 	}
 	return " (" + strings.Join(h, "; ") + ")"
+}
+
+// changedPCRs says which hash-bound PCRs changed since sealing, or nil when
+// that is unknown: r's sealed values must reproduce authPolicy (the loaded
+// object's, which the TPM vouches for), else they are not the sealed ones.
+func changedPCRs(r unsealRequest, pcrs []int, now [][]byte, authPolicy []byte) *PCRChangedError {
+	if r.signingKey == nil || len(r.sealedValues) != len(pcrs) || len(now) != len(pcrs) {
+		return nil
+	}
+	want, err := SealingPolicy(r.signingKey, pcrs, r.sealedValues)
+	if err != nil || !bytes.Equal(want, authPolicy) {
+		return nil
+	}
+	e := &PCRChangedError{}
+	for i, p := range pcrs {
+		if !bytes.Equal(r.sealedValues[i], now[i]) {
+			e.Changed = append(e.Changed, p)
+		}
+	}
+	if len(e.Changed) == 0 {
+		return nil
+	}
+	return e
 }

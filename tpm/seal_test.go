@@ -96,19 +96,20 @@ func TestUnsealFailures(t *testing.T) {
 	t.Run("different SRK", func(t *testing.T) {
 		bad := *sealed
 		bad.KeyName = tpm2.Marshal(tpm2.TPM2BName{Buffer: bytes.Repeat([]byte{1}, 34)})
-		if _, err := s.Unseal(ctx, &bad); !errors.Is(err, ErrDifferentTPM) {
-			t.Fatalf("err = %v, want ErrDifferentTPM", err)
+		if _, err := s.Unseal(ctx, &bad); !errors.Is(err, ErrSRKMismatch) {
+			t.Fatalf("err = %v, want ErrSRKMismatch", err)
 		}
 	})
 	t.Run("PCR 15 latch", func(t *testing.T) {
 		if err := LatchVolumeKey(sim, "STATE", []byte("volume key"), nil); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.Unseal(ctx, sealed); !errors.Is(err, ErrPCRMismatch) {
+		_, err := s.Unseal(ctx, sealed)
+		if !errors.Is(err, ErrPCRMismatch) {
 			t.Fatalf("unseal after latch: err = %v, want ErrPCRMismatch", err)
 		}
-		if _, err := s.Seal(ctx, secret32(), []int{7, 15}); !errors.Is(err, ErrPCRMismatch) {
-			t.Fatalf("seal to a latched PCR 15: err = %v, want ErrPCRMismatch", err)
+		if !errors.Is(err, ErrLatchMismatch) {
+			t.Fatalf("unseal after latch: err = %v, want ErrLatchMismatch (the token kept its PCR values)", err)
 		}
 		// A blob not bound to PCR 15 is unaffected.
 		if got, err := s.Unseal(ctx, sealed7); err != nil || !bytes.Equal(got, secret32()) {
@@ -165,8 +166,8 @@ func TestClearedTPM(t *testing.T) {
 		t.Fatalf("clear TPM: %v", err)
 	}
 	_, err := s.Unseal(ctx, sealed)
-	if !errors.Is(err, ErrDifferentTPM) {
-		t.Fatalf("err = %v, want ErrDifferentTPM", err)
+	if !errors.Is(err, ErrSRKMismatch) {
+		t.Fatalf("err = %v, want ErrSRKMismatch", err)
 	}
 	t.Logf("cleared TPM: %v", err)
 }

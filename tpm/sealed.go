@@ -13,4 +13,9 @@ type Sealed struct {
 	PolicyHash        []byte // the object's authPolicy digest
 	KeyName           []byte // TPM2B_NAME of the SRK that sealed it
 	EncryptionVersion string // "1"; empty on legacy tokens (also bound to PCR 7)
+	// PCRValues are the values of PCRs at sealing time, in PCRs order
+	// (cryptinit's tokens keep them; nil for others). They are a hint the
+	// token carries, used only once they reproduce the loaded object's
+	// authPolicy: then a failed unseal can say which PCR changed.
+	PCRValues [][]byte
 }

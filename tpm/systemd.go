@@ -115,6 +115,12 @@ func (s *Sealer) unsealSystemd(ctx context.Context, tok *SystemdToken) ([]byte, 
 		}
 	}
 
+	var srkName []byte
+	if tok.SRK != "" {
+		if srkName, err = systemdSRKName(tok.SRK); err != nil {
+			return nil, err
+		}
+	}
 	var errs []error
 	for _, parent := range systemdParents(tok) {
 		if err := ctx.Err(); err != nil {
@@ -124,6 +130,14 @@ func (s *Sealer) unsealSystemd(ctx context.Context, tok *SystemdToken) ([]byte, 
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", parent.desc, err))
 			continue
+		}
+		if srkName != nil {
+			// the SRK the token names, before it salts or loads anything
+			if err := p.pin(srkName); err != nil {
+				release()
+				errs = append(errs, fmt.Errorf("%s: %w", parent.desc, err))
+				continue
+			}
 		}
 		req.parent = p
 		secret, err := unsealObject(ctx, s.TPM, req)
@@ -135,6 +149,25 @@ func (s *Sealer) unsealSystemd(ctx context.Context, tok *SystemdToken) ([]byte, 
 		return secret, err
 	}
 	return nil, fmt.Errorf("no parent key of this TPM loads the blob (%w): %w", ErrDifferentTPM, errors.Join(errs...))
+}
+
+// systemdSRKName returns the marshalled TPM2B_NAME of the SRK a token's
+// tpm2_srk names. tpm2_srk is the base64 of the SRK's ESYS_TR as tpm2-tss's
+// Esys_TR_Serialize writes it: TPM handle (4 bytes), TPM2B_NAME, resource
+// type (4 bytes), public area.
+func systemdSRKName(srk string) ([]byte, error) {
+	raw, err := base64.StdEncoding.DecodeString(srk)
+	if err != nil {
+		return nil, fmt.Errorf("tpm2_srk: %w", err)
+	}
+	if len(raw) < 6 {
+		return nil, errors.New("tpm2_srk: too short for a serialized ESYS_TR")
+	}
+	end := 6 + int(binary.BigEndian.Uint16(raw[4:6]))
+	if end > len(raw) || end == 6 {
+		return nil, errors.New("tpm2_srk: the serialized ESYS_TR holds no name")
+	}
+	return raw[4:end], nil
 }
 
 // splitSystemdBlob splits tpm2-blob into its TPM2B_PRIVATE and TPM2B_PUBLIC.
@@ -181,7 +214,14 @@ func systemdParents(tok *SystemdToken) []parentCandidate {
 				if err != nil {
 					return nil, nil, err
 				}
-				return &primaryKey{handle: systemdPersistentSRK, name: rsp.Name, pub: *pub}, func() {}, nil
+				name, err := tpm2.ObjectName(pub)
+				if err != nil {
+					return nil, nil, err
+				}
+				if !bytes.Equal(name.Buffer, rsp.Name.Buffer) {
+					return nil, nil, fmt.Errorf("the TPM named it %x but returned a public area named %x: %w", rsp.Name.Buffer, name.Buffer, ErrSRKMismatch)
+				}
+				return &primaryKey{handle: systemdPersistentSRK, name: *name, pub: *pub}, func() {}, nil
 			}},
 			transientParent("TCG ECC SRK", tpm2.ECCSRKTemplate),
 			transientParent("TCG RSA SRK", tpm2.RSASRKTemplate),

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rsa"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -57,7 +58,7 @@ func enrollSystemd(t *testing.T, tp transport.TPM, parent *primaryKey, alg strin
 		tok["tpm2_pubkey_pcrs"] = []int{UKIPCR}
 	}
 	if srk {
-		tok["tpm2_srk"] = base64.StdEncoding.EncodeToString([]byte("serialized ESYS_TR"))
+		tok["tpm2_srk"] = base64.StdEncoding.EncodeToString(serializeESYSTR(parent))
 	}
 	js, err := json.Marshal(tok)
 	if err != nil {
@@ -186,5 +187,83 @@ func TestParseSystemdToken(t *testing.T) {
 	}
 	if _, _, err := splitSystemdBlob([]byte{0, 9, 1}); err == nil {
 		t.Error("truncated blob split")
+	}
+}
+
+// serializeESYSTR is a key's ESYS_TR as tpm2-tss's Esys_TR_Serialize writes
+// it (systemd's tpm2_srk): TPM handle, TPM2B_NAME, resource type 1 (key),
+// TPM2B_PUBLIC.
+func serializeESYSTR(k *primaryKey) []byte {
+	b := binary.BigEndian.AppendUint32(nil, uint32(k.handle))
+	b = append(b, tpm2.Marshal(k.name)...)
+	b = binary.BigEndian.AppendUint32(b, 1)
+	return append(b, tpm2.Marshal(tpm2.New2B(k.pub))...)
+}
+
+// TestSystemdSRKPinned: a systemd-tpm2 token whose tpm2_srk names another
+// SRK is refused with ErrSRKMismatch before the blob is loaded.
+func TestSystemdSRKPinned(t *testing.T) {
+	sim := openSimulator(t)
+	key, _ := signingKeys(t)
+	bootTo(t, sim, "sb", "uki")
+	w := &watchTPM{tpm: sim}
+	s := NewSealer(w, &StaticSource{Sigs: signCurrent(t, sim, key)})
+	parent, err := createPrimary(sim, tpm2.ECCSRKTemplate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := enrollSystemd(t, sim, parent, "ecc", secret32(), []int{7}, key, true)
+	other := *parent
+	other.name = tpm2.TPM2BName{Buffer: append([]byte{0, 0x0b}, bytes.Repeat([]byte{9}, 32)...)}
+	flush(sim, parent.handle)
+	tok, err := ParseSystemdToken(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UnsealSystemd(context.Background(), tok); err != nil {
+		t.Fatalf("genuine tpm2_srk: %v", err)
+	}
+	tok.SRK = base64.StdEncoding.EncodeToString(serializeESYSTR(&other))
+	w.sent = nil
+	_, err = s.UnsealSystemd(context.Background(), tok)
+	if !errors.Is(err, ErrSRKMismatch) {
+		t.Fatalf("tpm2_srk of another SRK: err = %v, want ErrSRKMismatch", err)
+	}
+	for _, cc := range w.sent {
+		if cc == ccLoad || cc == ccStartAuthSession || cc == ccUnseal {
+			t.Errorf("command %#x sent although no parent matched tpm2_srk", cc)
+		}
+	}
+}
+
+// TestSystemdSRKName reads the SRK name out of a tpm2_srk written by
+// systemd-cryptenroll (systemd 255, from a published LUKS2 dump): it is the
+// Name of the public area serialized after it.
+func TestSystemdSRKName(t *testing.T) {
+	const real = "gQAAAQAiAAvfr86mWQ4ncWaXV9jUk3nRHRw/bEYnAiQSalhvf/6mpwAAAAEAWgAjAAsAAwRyAAAABgCAAEMAEAADABAAIP6Ye/LshHa6QKXX2NTPu7PEtBsUMnV57+02mjS75wKXACDvxzC6RaHZbojoiA3IzwXNp7vsM285RQApR76fkT8xKA=="
+	name, err := systemdSRKName(real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := base64.StdEncoding.DecodeString(real)
+	pub, err := tpm2.Unmarshal[tpm2.TPM2BPublic](raw[len(name)+8:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	area, err := pub.Contents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := tpm2.ObjectName(area)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(name, tpm2.Marshal(*want)) {
+		t.Errorf("tpm2_srk name %x, the Name of its public area is %x", name, tpm2.Marshal(*want))
+	}
+	for _, bad := range []string{"!!", "gQAA", base64.StdEncoding.EncodeToString([]byte{0x81, 0, 0, 1, 0, 40, 0, 11})} {
+		if _, err := systemdSRKName(bad); err == nil {
+			t.Errorf("systemdSRKName(%q) succeeded", bad)
+		}
 	}
 }

@@ -33,9 +33,10 @@ func (f *pcrTPM) Unseal(_ context.Context, s *tpm.Sealed) ([]byte, error) {
 	case f.noSig:
 		return nil, fmt.Errorf("unseal: policy for PCRs [11]: %w", tpm.ErrNoSignature)
 	case slices.Contains(s.PCRs, tpm.LatchPCR) && f.latched:
-		return nil, fmt.Errorf("unseal: PCRs %v differ from sealing time (PCR 15): %w", s.PCRs, tpm.ErrPCRMismatch)
+		// tpm.Sealer names the changed PCRs when the token kept its values
+		return nil, fmt.Errorf("unseal: %w", &tpm.PCRChangedError{Changed: []int{tpm.LatchPCR}})
 	case slices.Contains(s.PCRs, tpm.SecureBootPCR) && s.Private[0] != f.pcr7:
-		return nil, fmt.Errorf("unseal: PCRs %v differ from sealing time (PCR 7): %w", s.PCRs, tpm.ErrPCRMismatch)
+		return nil, fmt.Errorf("unseal: %w", &tpm.PCRChangedError{Changed: []int{tpm.SecureBootPCR}})
 	}
 	return bytes.Clone(s.Private[1:]), nil
 }
@@ -74,8 +75,8 @@ func TestReenrollAfterPCR7Change(t *testing.T) {
 			func(f *pcrTPM) { f.pcr7++ }, false, "Secure Boot state unknown"},
 		{"PCR 15 latched", "{options: {pcrs: [7, 15]}, reenrollOnPCRChange: true}", on,
 			func(f *pcrTPM) { f.latched = true }, false, "cannot check the key"},
-		{"PCR 7 changed but PCR 15 also bound", "{options: {pcrs: [7, 15]}, reenrollOnPCRChange: true}", on,
-			func(f *pcrTPM) { f.pcr7++ }, false, "cannot check the key"},
+		{"PCR 7 changed, PCR 15 also bound and unchanged", "{options: {pcrs: [7, 15]}, reenrollOnPCRChange: true}", on,
+			func(f *pcrTPM) { f.pcr7++ }, true, ""},
 		{"no PCR 11 signature", "{reenrollOnPCRChange: true}", on,
 			func(f *pcrTPM) { f.noSig = true }, false, "cannot check the key"},
 	}

@@ -41,8 +41,13 @@ func TestReenrollOnPCRChange(t *testing.T) {
 		}
 	}
 
-	// bound to more than PCR 7, a failed unseal cannot tell which PCR changed
+	// PCR 15 is bound anyway, and the latch is told from PCR 7
 	cfg, err = Parse([]byte(head + "    - {slot: 0, tpm: {options: {pcrs: [7, 15]}, reenrollOnPCRChange: true}}\n"))
+	if err != nil || len(cfg.Warnings) != 0 {
+		t.Errorf("pcrs [7, 15]: %v %v", err, cfg.Warnings)
+	}
+	// bound to more than PCR 7: only a change of PCR 7 alone re-enrolls
+	cfg, err = Parse([]byte(head + "    - {slot: 0, tpm: {options: {pcrs: [0, 7]}, reenrollOnPCRChange: true}}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}

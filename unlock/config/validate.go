@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -186,9 +187,11 @@ func validateEncryption(v *Volume, add0 func(field string, line int, warning boo
 			}
 		}
 		if k.TPM != nil && k.TPM.ReenrollOnPCRChange {
-			if pcrs := k.TPM.PCRs(); len(pcrs) != 1 || pcrs[0] != 7 {
+			// PCR 15 is bound to every enrolled key; the token's sealed
+			// values tell a PCR 7 change from a PCR 15 one
+			if pcrs := k.TPM.PCRs(); slices.ContainsFunc(pcrs, func(p int) bool { return p != 7 && p != 15 }) {
 				add(field+".tpm.reenrollOnPCRChange", k.line, true,
-					fmt.Sprintf("reenrollOnPCRChange acts only on keys bound to PCR 7 alone, this one is bound to %v: a failed unseal cannot tell which PCR changed, so the slot is never re-enrolled", pcrs),
+					fmt.Sprintf("reenrollOnPCRChange acts only on keys bound to PCR 7 alone (and the PCR 15 latch), this one is bound to %v: the slot is re-enrolled only when PCR 7 alone changed", pcrs),
 					"bind the key to options: {pcrs: [7]} or drop reenrollOnPCRChange")
 			}
 		}

@@ -51,9 +51,10 @@ var (
 	// unreachable or refusing, no node UUID, STATE salt missing). The slot
 	// may still be good: sync never replaces or removes it for this.
 	ErrKeyUnavailable = errors.New("key unavailable")
-	// ErrSealedStateChanged: a tpm key bound to PCR 7 alone no longer
-	// unseals because PCR 7 changed since sealing (Secure Boot turned off,
-	// or its keys/dbx updated). It is always returned together with
+	// ErrSealedStateChanged: a tpm key no longer unseals because PCR 7,
+	// and no other bound PCR, changed since sealing (Secure Boot turned off,
+	// or its keys/dbx updated): the key is bound to PCR 7 alone, or the TPM
+	// named PCR 7 as the only one changed (tpm.PCRChangedError). It is always returned together with
 	// ErrKeyUnavailable, so callers that only know that one leave the slot
 	// alone; sync re-seals the slot when the key opts in
 	// (reenrollOnPCRChange) and Secure Boot is on.

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -264,7 +265,7 @@ func TestTPM(t *testing.T) {
 	}
 	ud := tok.UserData
 	if len(ud.KeySlots) != 1 || ud.KeySlots[0] != 2 || ud.Alg != "sha256" || ud.EncryptionVersion != "1" ||
-		len(ud.PubKeyPCRs) != 1 || ud.PubKeyPCRs[0] != 11 || len(ud.PCRs) != 2 || string(ud.SealedBlobPublic) != "pub" {
+		len(ud.PubKeyPCRs) != 1 || ud.PubKeyPCRs[0] != 11 || !slices.Equal(ud.PCRs, []int{0, 7, 15}) || string(ud.SealedBlobPublic) != "pub" {
 		t.Errorf("UserData %+v", ud)
 	}
 	for _, field := range []string{`"sealed_blob_private"`, `"sealed_blob_public"`, `"pubkey_pcrs"`, `"policy_hash"`, `"key_name"`, `"encryption_version":"1"`} {
@@ -294,8 +295,8 @@ func TestTPM(t *testing.T) {
 	if _, err := checked.Enroll(ctx, Slot{}); err != nil {
 		t.Errorf("secure boot on: %v", err)
 	}
-	if len(dev.sealedPCRs) != 1 || dev.sealedPCRs[0] != 7 {
-		t.Errorf("default PCRs %v", dev.sealedPCRs)
+	if !slices.Equal(dev.sealedPCRs, []int{7, 15}) {
+		t.Errorf("default PCRs %v, want [7 15] (PCR 7 and the PCR 15 latch)", dev.sealedPCRs)
 	}
 	if _, err := (&TPMKey{}).Enroll(ctx, Slot{}); !errors.Is(err, ErrKeyUnavailable) {
 		t.Errorf("no TPM: %v", err)

@@ -13,7 +13,7 @@ import (
 // TPMKey is a 32-byte random key sealed in the TPM; the sealed object is
 // kept in a talos-tpm2 token and the passphrase is the key in standard base64.
 type TPMKey struct {
-	PCRs            []int // hash-bound PCRs (default [7])
+	PCRs            []int // hash-bound PCRs (default [7]); Enroll always adds PCR 15
 	CheckSecureBoot bool  // refuse to enroll with Secure Boot off
 	TPM             TPM
 	SecureBoot      SecureBoot
@@ -31,6 +31,9 @@ type TPMTokenData struct {
 	EncryptionVersion string `json:"encryption_version,omitempty"`
 	PolicyHash        []byte `json:"policy_hash"`
 	KeyName           []byte `json:"key_name"`
+	// PCRValues (cryptinit's addition, Talos ignores it) are the values of
+	// PCRs at sealing, so a failed unseal can tell which PCR changed.
+	PCRValues [][]byte `json:"cryptinit_pcr_values,omitempty"`
 }
 
 // Kind implements Key.
@@ -66,7 +69,10 @@ func (k *TPMKey) Passphrase(ctx context.Context, s Slot) ([]byte, error) {
 	sealed := SealedFromToken(ud)
 	key, err := k.TPM.Unseal(ctx, sealed)
 	if err != nil {
-		if errors.Is(err, tpm.ErrPCRMismatch) && boundToSecureBootPCROnly(sealed) {
+		if errors.Is(err, tpm.ErrSRKMismatch) {
+			return nil, fmt.Errorf("%w: %s slot %d: tpm unseal: %w", ErrKeyUnavailable, s.VolumeID, s.Slot, err)
+		}
+		if errors.Is(err, tpm.ErrPCRMismatch) && onlySecureBootPCRChanged(sealed, err) {
 			return nil, fmt.Errorf("%w: %w: slot %d: tpm unseal: %w", ErrKeyUnavailable, ErrSealedStateChanged, s.Slot, err)
 		}
 		return nil, fmt.Errorf("%w: tpm unseal: %w", ErrKeyUnavailable, err)
@@ -97,11 +103,7 @@ func (k *TPMKey) Enroll(ctx context.Context, s Slot) (*Enrollment, error) {
 	if _, err := io.ReadFull(k.Rand, key); err != nil {
 		return nil, fmt.Errorf("tpm: random key: %w", err)
 	}
-	pcrs := k.PCRs
-	if len(pcrs) == 0 {
-		pcrs = []int{7}
-	}
-	sealed, err := k.TPM.Seal(ctx, key, pcrs)
+	sealed, err := k.TPM.Seal(ctx, key, k.enrollPCRs())
 	if err != nil {
 		return nil, fmt.Errorf("%w: tpm seal: %w", ErrKeyUnavailable, err)
 	}
@@ -110,6 +112,24 @@ func (k *TPMKey) Enroll(ctx context.Context, s Slot) (*Enrollment, error) {
 		return nil, err
 	}
 	return &Enrollment{Passphrase: encodeKey(key), Token: token}, nil
+}
+
+// enrollPCRs are the PCRs a new key is bound to by hash: the configured
+// ones ([7] by default) and always the PCR 15 latch, at the value it holds
+// when the key is enrolled. The boot enrolls a volume's key at the volume's
+// place in the sequence (STATE before any latch, the others after STATE's),
+// so a genuine later boot finds the same value there, while a planted or
+// swapped STATE latches another value and no later key unseals.
+func (k *TPMKey) enrollPCRs() []int {
+	pcrs := slices.Clone(k.PCRs)
+	if len(pcrs) == 0 {
+		pcrs = tpm.DefaultPCRs()
+	}
+	if !slices.Contains(pcrs, tpm.LatchPCR) {
+		pcrs = append(pcrs, tpm.LatchPCR)
+	}
+	slices.Sort(pcrs)
+	return pcrs
 }
 
 // TokenFromSealed is the talos-tpm2 UserData for a sealed object.
@@ -129,29 +149,48 @@ func TokenFromSealed(s *tpm.Sealed, slot int) TPMTokenData {
 	return TPMTokenData{
 		KeySlots: []int{slot}, SealedBlobPrivate: s.Private, SealedBlobPublic: s.Public,
 		PCRs: s.PCRs, PubKeyPCRs: pub, Alg: alg, EncryptionVersion: ver,
-		PolicyHash: s.PolicyHash, KeyName: s.KeyName,
+		PolicyHash: s.PolicyHash, KeyName: s.KeyName, PCRValues: s.PCRValues,
 	}
 }
 
-// SealedFromToken turns talos-tpm2 UserData back into a tpm.Sealed. Tokens
-// without encryption_version predate it and were also bound to PCR 7.
+// SealedFromToken turns talos-tpm2 UserData back into a tpm.Sealed. The
+// token comes in two shapes (Talos changed the meaning of "pcrs"):
+//   - encryption_version "1": pcrs are the hash-bound PCRs, pubkey_pcrs the
+//     PCRs of the signed policy;
+//   - no encryption_version (Talos before 1.12): pcrs names the PCR of the
+//     signed policy ([11]) and the object is always also bound to PCR 7, so
+//     the policy is PolicyAuthorize(signed pcrs) then PolicyPCR(7).
 func SealedFromToken(ud TPMTokenData) *tpm.Sealed {
 	s := &tpm.Sealed{
 		Private: ud.SealedBlobPrivate, Public: ud.SealedBlobPublic, PCRs: ud.PCRs,
 		PubKeyPCRs: ud.PubKeyPCRs, Alg: ud.Alg, PolicyHash: ud.PolicyHash,
 		KeyName: ud.KeyName, EncryptionVersion: ud.EncryptionVersion,
 	}
-	if s.EncryptionVersion == "" && !slices.Contains(s.PCRs, 7) {
-		s.PCRs = append(slices.Clone(s.PCRs), 7)
+	if len(ud.PCRValues) == len(ud.PCRs) {
+		s.PCRValues = ud.PCRValues
+	}
+	if s.EncryptionVersion == "" {
+		s.PubKeyPCRs = slices.Clone(ud.PCRs)
+		if len(s.PubKeyPCRs) == 0 {
+			s.PubKeyPCRs = []int{tpm.UKIPCR}
+		}
+		s.PCRs = []int{tpm.SecureBootPCR}
+		s.PCRValues = nil
 	}
 	return s
 }
 
-// boundToSecureBootPCROnly reports whether PCR 7 is the only hash-bound PCR
-// of s. tpm.ErrPCRMismatch does not say which bound PCR changed, so only
-// then is a mismatch known to be PCR 7's (with PCR 15 also bound it may be
-// the latch of this boot, which must never cause a re-enrollment).
-func boundToSecureBootPCROnly(s *tpm.Sealed) bool {
+// onlySecureBootPCRChanged reports whether unsealErr, a PCR mismatch of s,
+// is known to be PCR 7's alone: the TPM said which PCRs changed (the
+// token's sealing values matched the object's policy) and it was PCR 7, or
+// PCR 7 is s's only hash-bound PCR. A mismatch that may be PCR 15's (the
+// latch: a planted STATE, volumes out of order) never causes a
+// re-enrollment.
+func onlySecureBootPCRChanged(s *tpm.Sealed, unsealErr error) bool {
+	var changed *tpm.PCRChangedError
+	if errors.As(unsealErr, &changed) {
+		return slices.Equal(changed.Changed, []int{tpm.SecureBootPCR})
+	}
 	return len(s.PCRs) > 0 && !slices.ContainsFunc(s.PCRs, func(p int) bool { return p != tpm.SecureBootPCR })
 }
 

@@ -23,23 +23,26 @@ func TestTPMSealedStateChanged(t *testing.T) {
 		changed bool
 	}{
 		{"PCR 7 changed", []int{7}, mismatch, true},
-		{"PCR 7 and 15 bound: may be the latch", []int{7, 15}, mismatch, false},
-		{"PCR 15 latch", []int{15}, mismatch, false},
+		{"PCR 7 named as changed, 15 bound", []int{7}, fmt.Errorf("unseal: %w", &tpm.PCRChangedError{Changed: []int{7}}), true},
+		{"PCR 15 named as changed", []int{7}, fmt.Errorf("unseal: %w", &tpm.PCRChangedError{Changed: []int{15}}), false},
+		{"PCR 7 and 15 named as changed", []int{7}, fmt.Errorf("unseal: %w", &tpm.PCRChangedError{Changed: []int{7, 15}}), false},
+		{"PCR 7 and 15 bound, change unnamed: may be the latch", []int{7, 15}, mismatch, false},
 		{"PCR 11 signature missing", []int{7}, fmt.Errorf("unseal: %w", tpm.ErrNoSignature), false},
 		{"other TPM", []int{7}, fmt.Errorf("unseal: %w", tpm.ErrDifferentTPM), false},
 		{"PCR never measured", []int{7}, fmt.Errorf("unseal: %w", tpm.ErrPCRUnset), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dev := &fakeTPM{}
-			k := &TPMKey{PCRs: tt.pcrs, TPM: dev, Rand: rand.Reader}
-			e, err := k.Enroll(ctx, Slot{Slot: 3})
+			// a token bound to exactly tt.pcrs (Enroll always adds PCR 15;
+			// tokens enrolled before that are bound to [7] alone)
+			dev := &fakeTPM{fail: tt.fail}
+			k := &TPMKey{TPM: dev}
+			tok, err := encodeToken(TokenTPM, TokenFromSealed(&tpm.Sealed{Private: []byte("secret"), Public: []byte("pub"),
+				PCRs: tt.pcrs, KeyName: []byte{3, 4}}, 3))
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer e.Zero()
-			dev.fail = tt.fail
-			_, err = k.Passphrase(ctx, Slot{Slot: 3, Token: e.Token})
+			_, err = k.Passphrase(ctx, Slot{Slot: 3, Token: tok})
 			if !errors.Is(err, ErrKeyUnavailable) {
 				t.Errorf("error %v is not ErrKeyUnavailable", err)
 			}
