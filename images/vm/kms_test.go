@@ -35,10 +35,19 @@ func startKMS(t *testing.T, a *Artifacts) (port int, denyList string, stop func(
 	if err := os.WriteFile(denyList, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return port, denyList, serveKMS(t, bin, dir, port)
+}
+
+// serveKMS runs the kms-server bin on port with its keyring, deny list and
+// logs in dir, waits until it listens, and returns stop. Started again on
+// the same dir and port, it serves the keys it sealed before.
+func serveKMS(t *testing.T, bin, dir string, port int) (stop func()) {
+	t.Helper()
+	denyList := filepath.Join(dir, "deny")
 	cmd := exec.Command(bin, "-listen", fmt.Sprintf("127.0.0.1:%d", port), "-insecure-plaintext",
 		"-keyring", filepath.Join(dir, "keyring.json"), "-http-listen", "",
 		"-audit-log", filepath.Join(dir, "audit.log"), "-deny-list", denyList, "-deny-list-interval", "200ms")
-	logf, err := os.Create(filepath.Join(dir, "kms.log"))
+	logf, err := os.OpenFile(filepath.Join(dir, "kms.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +69,7 @@ func startKMS(t *testing.T, a *Artifacts) (port int, denyList string, stop func(
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err == nil {
 			c.Close()
-			return port, denyList, stop
+			return stop
 		}
 		if time.Now().After(deadline) {
 			b, _ := os.ReadFile(filepath.Join(dir, "kms.log"))
