@@ -103,6 +103,9 @@ func (e *Engine) formatVolume(ctx context.Context, vol *config.Volume, dev luks2
 			return nil, fmt.Errorf("format %s: %w", vol.ID, err)
 		}
 	}
+	if _, err := e.newSlotKDF(vol); err != nil {
+		return nil, fmt.Errorf("format %s: %w; nothing was written", vol.ID, err)
+	}
 	res := &Result{VolumeID: vol.ID, Slot: -1, Formatted: true}
 	for _, ck := range ks {
 		k, err := keys.FromConfig(ck, e.env())
@@ -239,6 +242,22 @@ func slotToken(ck config.Key, token []byte) ([]byte, error) {
 		return keys.RecoveryToken(token)
 	}
 	return token, nil
+}
+
+// newSlotKDF is the KDF a new keyslot of vol gets, or an error wrapping
+// luks2.ErrKDFTooCostly when this machine cannot afford it (Engine.KDFLimits):
+// deriving it would end PID 1 in an out-of-memory crash, which Go cannot
+// recover from.
+func (e *Engine) newSlotKDF(vol *config.Volume) (luks2.KDF, error) {
+	kdf := kdfFor(vol.Encryption)
+	keyBits := vol.Encryption.KeySize
+	if keyBits == 0 {
+		keyBits = 512
+	}
+	if err := e.KDFLimits.Allow(kdf.Cost(keyBits / 8)); err != nil {
+		return kdf, fmt.Errorf("the kdf of new key slots in its config: %w (lower kdf.memoryKiB or kdf.iterations)", err)
+	}
+	return kdf, nil
 }
 
 // kdfFor turns the config's KDF costs into LUKS2's, defaults for the rest.

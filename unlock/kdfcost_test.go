@@ -2,6 +2,7 @@ package unlock
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -71,5 +72,65 @@ func TestCostlySlotSkipped(t *testing.T) {
 	}
 	if digest(t, dev) != before {
 		t.Error("the volume changed when no slot could be tried")
+	}
+}
+
+// costlyKDFConfig is a config whose new key slots get 64 MiB of argon2.
+func costlyKDFConfig(slots map[int]string) string {
+	y := "kind: VolumeConfig\nname: EPHEMERAL\nencryption:\n  keys:\n"
+	for s := 0; s < 32; s++ {
+		if p, ok := slots[s]; ok {
+			y += "    - static: {passphrase: " + p + "}\n      slot: " + itoa(s) + "\n"
+		}
+	}
+	return y + "  kdf: {type: argon2id, memoryKiB: 65536, iterations: 1, parallelism: 1}\n"
+}
+
+// TestFormatRefusesCostlyConfigKDF: a config whose KDF for new key slots
+// needs more memory than the machine has is refused before anything is
+// written, instead of deriving it (which ends PID 1 out of memory).
+func TestFormatRefusesCostlyConfigKDF(t *testing.T) {
+	dev := image(t, imageSize)
+	before := digest(t, dev)
+	vol := volume(t, costlyKDFConfig(map[int]string{0: "pass-zero"}), "EPHEMERAL")
+	e := &Engine{KDFLimits: luks2.KDFLimits{Memory: 16 << 20}}
+	_, err := e.Unlock(ctx, vol, dev, imageSize)
+	if !errors.Is(err, luks2.ErrKDFTooCostly) {
+		t.Fatalf("format with a 64 MiB KDF on a 16 MiB machine: %v", err)
+	}
+	for _, want := range []string{"EPHEMERAL", "64 MiB", "16 MiB available", "nothing was written"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	if digest(t, dev) != before {
+		t.Error("the partition changed")
+	}
+}
+
+// TestSyncRefusesCostlyConfigKDF: sync leaves a slot it would add with a
+// KDF the machine cannot afford, and says why.
+func TestSyncRefusesCostlyConfigKDF(t *testing.T) {
+	dev := image(t, imageSize)
+	one := volume(t, staticConfig("EPHEMERAL", map[int]string{0: "pass-zero"}), "EPHEMERAL")
+	res, err := (&Engine{}).Unlock(ctx, one, dev, imageSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Zero()
+	before := digest(t, dev)
+	two := volume(t, costlyKDFConfig(map[int]string{0: "pass-zero", 1: "pass-one"}), "EPHEMERAL")
+	e := &Engine{KDFLimits: luks2.KDFLimits{Memory: 16 << 20}}
+	res, err = e.Unlock(ctx, two, dev, imageSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Zero()
+	if res.Sync == nil || len(res.Sync.Problems) != 1 || !errors.Is(res.Sync.Problems[0], luks2.ErrKDFTooCostly) ||
+		!strings.Contains(res.Sync.Problems[0].Error(), "slot 1") {
+		t.Fatalf("sync: %v", res.Sync)
+	}
+	if digest(t, dev) != before || slices.Contains(slotsOf(t, dev), 1) {
+		t.Errorf("slot 1 was written: slots %v", slotsOf(t, dev))
 	}
 }

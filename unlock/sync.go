@@ -134,7 +134,12 @@ func (e *Engine) Sync(ctx context.Context, vol config.Volume, dev luks2.Device, 
 	// enroll under the budget: a key that could not be created in time is
 	// skipped (enroll reported it), not written
 	enroll := func(ck config.Key, k keys.Key, replace bool, what string) bool {
-		if e.enroll(bctx, vol.ID, dev, ck, k, opened.VolumeKey, kdfFor(vol.Encryption), replace, problem) {
+		kdf, err := e.newSlotKDF(&vol)
+		if err != nil {
+			problem(ck.Slot, k.Kind(), "%w: slot left as it is", err)
+			return false
+		}
+		if e.enroll(bctx, vol.ID, dev, ck, k, opened.VolumeKey, kdf, replace, problem) {
 			return true
 		}
 		if bctx.Err() != nil {

@@ -93,7 +93,12 @@ func (h *Header) KDFCost(id int) (KDFCost, error) {
 	if !ok {
 		return KDFCost{}, fmt.Errorf("keyslot %d: %w", id, ErrSlotNotFound)
 	}
-	k := ks.KDF
+	return ks.KDF.Cost(ks.Area.KeySize), nil
+}
+
+// Cost is what deriving a key of keyBytes with k costs: for a keyslot's
+// KDF, keyBytes is its area's key size (pbkdf2 runs once per hash block).
+func (k KDF) Cost(keyBytes int) KDFCost {
 	c := KDFCost{Type: k.Type}
 	switch k.Type {
 	case "argon2id", "argon2i":
@@ -107,11 +112,11 @@ func (h *Header) KDFCost(id int) (KDFCost, error) {
 		blocks := int64(1)
 		if h, err := hashByName(k.Hash); err == nil {
 			size := h().Size()
-			blocks = int64((ks.Area.KeySize + size - 1) / size)
+			blocks = int64((keyBytes + size - 1) / size)
 		}
 		c.HMACs = int64(max(k.Iterations, 0)) * max(blocks, 1)
 	}
-	return c, nil
+	return c
 }
 
 // CheckKDF returns an error wrapping ErrKDFTooCostly when keyslot id's KDF
@@ -123,13 +128,20 @@ func (h *Header) CheckKDF(id int, l KDFLimits) error {
 	if err != nil {
 		return err
 	}
+	if err := l.Allow(c); err != nil {
+		return fmt.Errorf("keyslot %d: %w", id, err)
+	}
+	return nil
+}
+
+// Allow returns an error wrapping ErrKDFTooCostly when c needs more memory
+// or (estimated) time than l allows, naming both.
+func (l KDFLimits) Allow(c KDFCost) error {
 	if l.Memory > 0 && c.Memory > l.Memory {
-		return fmt.Errorf("keyslot %d: %s needs %s of memory, %s available: %w",
-			id, c.Type, mib(c.Memory), mib(l.Memory), ErrKDFTooCostly)
+		return fmt.Errorf("%s needs %s of memory, %s available: %w", c.Type, mib(c.Memory), mib(l.Memory), ErrKDFTooCostly)
 	}
 	if l.Time > 0 && c.Estimate() > l.Time {
-		return fmt.Errorf("keyslot %d: %s would take about %s, the limit is %s: %w",
-			id, c, roundEstimate(c.Estimate()), l.Time, ErrKDFTooCostly)
+		return fmt.Errorf("%s would take about %s, the limit is %s: %w", c, roundEstimate(c.Estimate()), l.Time, ErrKDFTooCostly)
 	}
 	return nil
 }
