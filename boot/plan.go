@@ -23,8 +23,9 @@ type volume struct {
 	mountPoint string // inside the new root
 	fs         string // filesystem for a fresh volume
 
-	mounted bool
-	device  string // what was mounted: /dev/mapper/luks2-ID or the partition
+	mounted  bool
+	device   string // what was mounted: /dev/mapper/luks2-ID or the partition
+	openedBy string // kind of the key that opened (or formatted) it; "" for a plain volume
 }
 
 func (v *volume) encrypted() bool { return v.cfg != nil && v.cfg.Encrypted() }

@@ -8,7 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cryptinit/cryptinit/boot/console"
 	"github.com/cryptinit/cryptinit/unlock"
+	"github.com/cryptinit/cryptinit/unlock/config"
+	"github.com/cryptinit/cryptinit/unlock/keys"
 	"github.com/cryptinit/cryptinit/unlock/luks2"
 	"github.com/cryptinit/cryptinit/unlock/meta"
 )
@@ -64,9 +67,10 @@ func slotsOn(t *testing.T, path string) map[int]bool {
 // TestConfigTrustPerSource is issue 10 defect 10 at boot level: after a
 // first boot with the signed image's config, a second boot gets a config
 // that adds the planted static key to a volume, from each source in turn.
-// Only the embedded config and STATE's own copy may enroll it; a config
-// from a partition (ESP) or META tag 9 opens the volume and changes nothing,
-// and the console says why.
+// Only the embedded config, a path in the initramfs and the copy on a
+// STATE a tpm key opened may enroll it; a config from a partition (ESP),
+// META tag 9, or a copy on a STATE that tag 9's key opened or that is
+// plain opens the volume and changes nothing, and the console says why.
 func TestConfigTrustPerSource(t *testing.T) {
 	cases := []struct {
 		name    string
@@ -103,12 +107,29 @@ func TestConfigTrustPerSource(t *testing.T) {
 			}
 			return n.boot(root, "", "")
 		}},
-		{"copy on STATE", "EPHEMERAL", true, func(t *testing.T, n *node, root string) *Boot {
-			copyPath := filepath.Join(root, StagingDir, "STATE", StateConfigDir, "config.yaml")
-			if err := os.WriteFile(copyPath, []byte(basicWith("EPHEMERAL")), 0o600); err != nil {
-				t.Fatal(err)
-			}
+		// STATE opened by its nodeID key from tag 9: whoever holds the
+		// disk could have put that STATE (and its key in tag 9) there
+		{"copy on STATE opened from tag 9", "EPHEMERAL", false, func(t *testing.T, n *node, root string) *Boot {
+			writeCopy(t, root, basicWith("EPHEMERAL"))
 			return n.boot(root, "", "")
+		}},
+		// STATE replaced by a plain filesystem carrying a copy
+		{"copy on a plain STATE", "EPHEMERAL", false, func(t *testing.T, n *node, root string) *Boot {
+			deleteTag9(t, n)
+			os.Truncate(n.parts["STATE"], 0)
+			os.Truncate(n.parts["STATE"], 20<<20)
+			f, _ := os.OpenFile(n.parts["STATE"], os.O_WRONLY, 0)
+			f.WriteAt([]byte("XFSB"), 0)
+			f.Close()
+			writeCopy(t, root, basicWith("EPHEMERAL"))
+			return n.boot(root, "", "")
+		}},
+		// STATE opened by a tpm key: it is the node's own STATE
+		{"copy on STATE opened by tpm", "EPHEMERAL", true, func(t *testing.T, n *node, root string) *Boot {
+			writeCopy(t, root, basicWith("EPHEMERAL"))
+			b := n.boot(root, "", "")
+			b.NewUnlocker = stateOpenedBy(config.KindTPM)
+			return b
 		}},
 	}
 	for _, tc := range cases {
@@ -134,6 +155,51 @@ func TestConfigTrustPerSource(t *testing.T) {
 				t.Errorf("the passphrase was logged:\n%s", out)
 			}
 		})
+	}
+}
+
+// writeCopy puts cfg on STATE as its config copy (the fake mounts leave
+// the staging directory as it is).
+func writeCopy(t *testing.T, root, cfg string) {
+	t.Helper()
+	p := filepath.Join(root, StagingDir, "STATE", StateConfigDir, "config.yaml")
+	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func deleteTag9(t *testing.T, n *node) {
+	t.Helper()
+	mf, _ := os.OpenFile(n.parts["META"], os.O_RDWR, 0)
+	defer mf.Close()
+	m, err := meta.Read(mf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Delete(meta.TagStateEncryptionConfig)
+	if err := m.Write(mf); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// kindEngine is the real engine, except that it reports that STATE was
+// opened by a key of kind (the boot sees no more of the key than that).
+type kindEngine struct {
+	*unlock.Engine
+	kind string
+}
+
+func (k kindEngine) Unlock(ctx context.Context, vol config.Volume, dev luks2.Device, size int64) (*unlock.Result, error) {
+	res, err := k.Engine.Unlock(ctx, vol, dev, size)
+	if err == nil && vol.ID == config.StateVolume {
+		res.Kind = k.kind
+	}
+	return res, err
+}
+
+func stateOpenedBy(kind string) func(keys.Env, *console.Logger) Unlocker {
+	return func(env keys.Env, _ *console.Logger) Unlocker {
+		return kindEngine{&unlock.Engine{Env: env}, kind}
 	}
 }
 
