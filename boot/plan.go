@@ -209,6 +209,9 @@ func (b *Boot) readMeta(found *devices.Found, mc *machineConfig, p *plan) (*conf
 		if vol != nil {
 			stateCfg = vol
 			b.logf("meta: STATE encryption config from %s", src)
+			if src == meta.SourceMachineConfig && !vol.Trust.Authenticated {
+				b.logf("meta: tag 9 is left as it is: the machine config from %s is not authenticated", vol.Trust.Source)
+			}
 		}
 		return nil
 	})

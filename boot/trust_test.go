@@ -140,6 +140,7 @@ func TestConfigTrustPerSource(t *testing.T) {
 				t.Fatalf("first boot: %v\n%s", err, n.con.String())
 			}
 			b := tc.setup(t, n, root)
+			tag9 := readTag9(t, n)
 			if _, err := b.Run(context.Background()); err != nil {
 				t.Fatalf("second boot: %v\n%s", err, n.con.String())
 			}
@@ -150,6 +151,9 @@ func TestConfigTrustPerSource(t *testing.T) {
 			refused := tc.volume + ": key slots: skipped: add slot 5 (static)"
 			if strings.Contains(out, refused) == tc.enrolls || strings.Contains(out, "is not authenticated") == tc.enrolls {
 				t.Errorf("console (want the refusal: %v):\n%s", !tc.enrolls, out)
+			}
+			if got := readTag9(t, n); !tc.enrolls && got != tag9 {
+				t.Errorf("an unauthenticated config rewrote META tag 9")
 			}
 			if strings.Contains(out, "planted") {
 				t.Errorf("the passphrase was logged:\n%s", out)
@@ -166,6 +170,19 @@ func writeCopy(t *testing.T, root, cfg string) {
 	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// readTag9 returns META tag 9 ("" when absent).
+func readTag9(t *testing.T, n *node) string {
+	t.Helper()
+	mf, _ := os.Open(n.parts["META"])
+	defer mf.Close()
+	m, err := meta.Read(mf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := m.Get(meta.TagStateEncryptionConfig)
+	return string(v)
 }
 
 func deleteTag9(t *testing.T, n *node) {
