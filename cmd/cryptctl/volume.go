@@ -48,7 +48,7 @@ its key slots. STATE's config read from META tag 9 (no --config, or one
 without STATE) is cleartext anyone holding the disk can write: it only opens
 (no format, no key slot change) unless --trust-meta says you checked it
 (cryptctl meta get --tag 9 META).`,
-		Args:  cobra.NoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return volumeRun(cmd, op, &f)
 		},
