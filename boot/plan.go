@@ -178,7 +178,7 @@ func (b *Boot) readMeta(found *devices.Found, mc *machineConfig, p *plan) (*conf
 		}
 		// Only volumes META asks to wipe are opened for it; consuming a
 		// request rewrites META, which is then read again.
-		ids := b.wipeRequested(m, readErr, found)
+		ids := b.wipeRequested(m, readErr, found, mc)
 		for _, id := range ids {
 			if err := b.consumeWipe(f, id, found); err != nil {
 				return err

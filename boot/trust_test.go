@@ -298,3 +298,80 @@ func TestNoFormatFromUnauthenticatedConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestWipeRequestNeedsAuthenticatedConfig: a wipe request is acted on only
+// when the config that formats the volume again is authenticated; else the
+// boot warns (volume, config source, what to do), wipes nothing, leaves the
+// request in META and goes on. The signed image's config then acts on it.
+func TestWipeRequestNeedsAuthenticatedConfig(t *testing.T) {
+	cases := []struct {
+		name, volume, source string
+		setup                func(t *testing.T, n *node, root string) *Boot
+	}{
+		{"STATE from tag 9", "STATE", "META tag 9", func(t *testing.T, n *node, root string) *Boot {
+			return n.boot(root, "", "")
+		}},
+		{"EPHEMERAL from an ESP config", "EPHEMERAL", "cryptinit.config=PARTLABEL=ESP:/c.yaml", func(t *testing.T, n *node, root string) *Boot {
+			n.withESP(t, root, basicConfig)
+			return n.boot(root, "", "cryptinit.config=PARTLABEL=ESP:/c.yaml")
+		}},
+		{"EPHEMERAL from the copy on STATE", "EPHEMERAL", "copy on STATE", func(t *testing.T, n *node, root string) *Boot {
+			return n.boot(root, "", "")
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newNode(t, standardParts())
+			root := t.TempDir()
+			if _, err := n.boot(root, basicConfig, "").Run(context.Background()); err != nil {
+				t.Fatalf("first boot: %v\n%s", err, n.con.String())
+			}
+			uuid := luksUUID(t, n.parts[tc.volume])
+			mf, _ := os.OpenFile(n.parts["META"], os.O_RDWR, 0)
+			m, err := meta.Read(mf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := meta.RequestWipe(m, meta.WipeRequest{Volume: tc.volume, LUKSUUID: uuid}); err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Write(mf); err != nil {
+				t.Fatal(err)
+			}
+			mf.Close()
+			pending := func() int {
+				mf, _ := os.Open(n.parts["META"])
+				defer mf.Close()
+				m, _ := meta.Read(mf)
+				w, _ := meta.WipeRequests(m)
+				return len(w)
+			}
+
+			n.mkfs = nil
+			if _, err := tc.setup(t, n, root).Run(context.Background()); err != nil {
+				t.Fatalf("boot with the request: %v\n%s", err, n.con.String())
+			}
+			out := n.con.String()
+			if got := luksUUID(t, n.parts[tc.volume]); got != uuid || len(n.mkfs) != 0 || strings.Contains(out, "meta: wiped") {
+				t.Fatalf("%s wiped (LUKS UUID %s, was %s; mkfs %v):\n%s", tc.volume, got, uuid, n.mkfs, out)
+			}
+			if pending() != 1 {
+				t.Errorf("the request left META")
+			}
+			warn := "META asks to wipe " + tc.volume
+			if !strings.Contains(out, warn) || !strings.Contains(out, tc.source) || !strings.Contains(out, "is not authenticated: not wiped") ||
+				!strings.Contains(out, "cancel-wipe --volume "+tc.volume) {
+				t.Errorf("no warning naming %s, %s and what to do:\n%s", tc.volume, tc.source, out)
+			}
+			if tc.volume == "STATE" {
+				return // formatting STATE again loses EPHEMERAL's lockToSTATE key: TestLockedToWipedState
+			}
+			if _, err := n.boot(root, basicConfig, "").Run(context.Background()); err != nil {
+				t.Fatalf("boot with the signed image's config: %v\n%s", err, n.con.String())
+			}
+			if !strings.Contains(n.con.String(), "meta: wiped "+tc.volume) || pending() != 0 || luksUUID(t, n.parts[tc.volume]) == uuid {
+				t.Errorf("the signed image's config did not act on the request:\n%s", n.con.String())
+			}
+		})
+	}
+}
