@@ -262,6 +262,9 @@ func (b *Boot) configFromState(ctx context.Context, mc *machineConfig, plan *pla
 //   - StateConfigUntrusted beside it says it was saved from a source
 //     that is not authenticated.
 func (b *Boot) stateCopyTrust(st *volume, source string) config.Trust {
+	if from, err := os.ReadFile(filepath.Join(b.stagingDir(st.ID), StateConfigDir, StateConfigUntrusted)); err == nil {
+		return config.Trust{Source: fmt.Sprintf("%s, saved from %s", source, strings.TrimSpace(string(from)))}
+	}
 	switch {
 	case !st.encrypted():
 		return config.Trust{Source: source + " on a plain (unencrypted) STATE"}
@@ -271,9 +274,6 @@ func (b *Boot) stateCopyTrust(st *volume, source string) config.Trust {
 			src = "an unauthenticated source"
 		}
 		return config.Trust{Source: fmt.Sprintf("%s, on a STATE opened by a %s key from %s", source, st.openedBy, src)}
-	}
-	if from, err := os.ReadFile(filepath.Join(b.stagingDir(st.ID), StateConfigDir, StateConfigUntrusted)); err == nil {
-		return config.Trust{Source: fmt.Sprintf("%s, saved from %s", source, strings.TrimSpace(string(from)))}
 	}
 	return config.Trust{Source: source, Authenticated: true}
 }

@@ -222,7 +222,8 @@ func stateOpenedBy(kind string) func(keys.Env, *console.Logger) Unlocker {
 
 // TestCopyFromPartitionStaysUntrusted: a config from a partition is kept on
 // STATE marked as such, so a later boot that falls back to the copy still
-// refuses its slot changes; the signed image's config clears the mark.
+// refuses its slot changes, even on a STATE a tpm key opened (which alone
+// would make the copy trusted); the signed image's config clears the mark.
 func TestCopyFromPartitionStaysUntrusted(t *testing.T) {
 	n := newNode(t, standardParts())
 	root := t.TempDir()
@@ -235,7 +236,9 @@ func TestCopyFromPartitionStaysUntrusted(t *testing.T) {
 		if i == 1 {
 			cl = ""
 		}
-		if _, err := n.boot(root, "", cl).Run(context.Background()); err != nil {
+		b := n.boot(root, "", cl)
+		b.NewUnlocker = stateOpenedBy(config.KindTPM)
+		if _, err := b.Run(context.Background()); err != nil {
 			t.Fatalf("boot %d: %v\n%s", i+2, err, n.con.String())
 		}
 		if slotsOn(t, n.parts["EPHEMERAL"])[5] {
