@@ -32,9 +32,9 @@ const (
 //   - cryptinit.config=DEVICE:/path (an ESP or any other partition): not
 //     authenticated, whoever holds the disk can write it, although the
 //     command line naming it is signed;
-//   - the copy on STATE: authenticated (only a boot that opened STATE can
-//     write it), unless it was saved from a source that is not, which
-//     StateConfigUntrusted beside it records;
+//   - the copy on STATE: authenticated only when that STATE is provably
+//     the node's own (stateCopyTrust), and not saved from a source that
+//     is not authenticated, which StateConfigUntrusted beside it records;
 //   - META tag 9 (unlock/meta): never authenticated.
 
 // StateConfigUntrusted, beside STATE's config copy, names the source the
@@ -227,7 +227,8 @@ func (b *Boot) detectFS(dev string) (string, error) {
 }
 
 // configFromState reads the config copy on the mounted STATE when no other
-// source had one, for the volumes after STATE.
+// source had one, for the volumes after STATE, with the trust
+// stateCopyTrust gives it.
 func (b *Boot) configFromState(ctx context.Context, mc *machineConfig, plan *plan) error {
 	st := plan.state
 	if st == nil || !st.mounted {
@@ -238,11 +239,8 @@ func (b *Boot) configFromState(ctx context.Context, mc *machineConfig, plan *pla
 		if err != nil {
 			continue
 		}
-		source, authenticated := SourceState+" ("+name+")", true
-		if from, err := os.ReadFile(filepath.Join(b.stagingDir(st.ID), StateConfigDir, StateConfigUntrusted)); err == nil {
-			source, authenticated = fmt.Sprintf("%s, saved from %s", source, strings.TrimSpace(string(from))), false
-		}
-		if err := mc.parse(data, source, authenticated); err != nil {
+		trust := b.stateCopyTrust(st, SourceState+" ("+name+")")
+		if err := mc.parse(data, trust.Source, trust.Authenticated); err != nil {
 			return configFatal(err)
 		}
 		b.logConfig(mc)
@@ -250,6 +248,34 @@ func (b *Boot) configFromState(ctx context.Context, mc *machineConfig, plan *pla
 	}
 	b.logf("config: STATE holds no machine config copy either; volumes other than STATE are used as plain filesystems")
 	return b.planFromConfig(ctx, mc, plan)
+}
+
+// stateCopyTrust says whether the config copy (source) on the open STATE
+// st may choose keys. Only a boot that opened the node's own STATE wrote
+// it, so it is authenticated only when st is provably that STATE: opened
+// with an authenticated config, or by a tpm key (sealed to this TPM's
+// PCR 7 and to PCR 15 before any latch). It is not authenticated when
+//   - STATE is plain: whoever holds the disk can write it;
+//   - STATE was opened by another key with its config from an
+//     unauthenticated source (META tag 9): that person can put a STATE
+//     of their own on the disk and its key in tag 9;
+//   - StateConfigUntrusted beside it says it was saved from a source
+//     that is not authenticated.
+func (b *Boot) stateCopyTrust(st *volume, source string) config.Trust {
+	if from, err := os.ReadFile(filepath.Join(b.stagingDir(st.ID), StateConfigDir, StateConfigUntrusted)); err == nil {
+		return config.Trust{Source: fmt.Sprintf("%s, saved from %s", source, strings.TrimSpace(string(from)))}
+	}
+	switch {
+	case !st.encrypted():
+		return config.Trust{Source: source + " on a plain (unencrypted) STATE"}
+	case !st.cfg.Trust.Authenticated && st.openedBy != config.KindTPM:
+		src := st.cfg.Trust.Source
+		if src == "" {
+			src = "an unauthenticated source"
+		}
+		return config.Trust{Source: fmt.Sprintf("%s, on a STATE opened by a %s key from %s", source, st.openedBy, src)}
+	}
+	return config.Trust{Source: source, Authenticated: true}
 }
 
 // saveConfigCopy refreshes cryptinit/config.yaml on STATE so that a boot
@@ -260,6 +286,9 @@ func (b *Boot) configFromState(ctx context.Context, mc *machineConfig, plan *pla
 func (b *Boot) saveConfigCopy(mc *machineConfig, plan *plan) {
 	if plan == nil || plan.state == nil || !plan.state.mounted || mc.data == nil {
 		return
+	}
+	if strings.HasPrefix(mc.source, SourceState) {
+		return // the copy itself: already there, and keeping it must not mark it
 	}
 	dir := filepath.Join(b.stagingDir(plan.state.ID), StateConfigDir)
 	path := filepath.Join(dir, "config.yaml")

@@ -23,8 +23,9 @@ type volume struct {
 	mountPoint string // inside the new root
 	fs         string // filesystem for a fresh volume
 
-	mounted bool
-	device  string // what was mounted: /dev/mapper/luks2-ID or the partition
+	mounted  bool
+	device   string // what was mounted: /dev/mapper/luks2-ID or the partition
+	openedBy string // kind of the key that opened (or formatted) it; "" for a plain volume
 }
 
 func (v *volume) encrypted() bool { return v.cfg != nil && v.cfg.Encrypted() }
@@ -177,7 +178,7 @@ func (b *Boot) readMeta(found *devices.Found, mc *machineConfig, p *plan) (*conf
 		}
 		// Only volumes META asks to wipe are opened for it; consuming a
 		// request rewrites META, which is then read again.
-		ids := b.wipeRequested(m, readErr, found)
+		ids := b.wipeRequested(m, readErr, found, mc)
 		for _, id := range ids {
 			if err := b.consumeWipe(f, id, found); err != nil {
 				return err
@@ -208,6 +209,9 @@ func (b *Boot) readMeta(found *devices.Found, mc *machineConfig, p *plan) (*conf
 		if vol != nil {
 			stateCfg = vol
 			b.logf("meta: STATE encryption config from %s", src)
+			if src == meta.SourceMachineConfig && !vol.Trust.Authenticated {
+				b.logf("meta: tag 9 is left as it is: the machine config from %s is not authenticated", vol.Trust.Source)
+			}
 		}
 		return nil
 	})

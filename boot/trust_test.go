@@ -8,7 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cryptinit/cryptinit/boot/console"
 	"github.com/cryptinit/cryptinit/unlock"
+	"github.com/cryptinit/cryptinit/unlock/config"
+	"github.com/cryptinit/cryptinit/unlock/keys"
 	"github.com/cryptinit/cryptinit/unlock/luks2"
 	"github.com/cryptinit/cryptinit/unlock/meta"
 )
@@ -64,9 +67,10 @@ func slotsOn(t *testing.T, path string) map[int]bool {
 // TestConfigTrustPerSource is issue 10 defect 10 at boot level: after a
 // first boot with the signed image's config, a second boot gets a config
 // that adds the planted static key to a volume, from each source in turn.
-// Only the embedded config and STATE's own copy may enroll it; a config
-// from a partition (ESP) or META tag 9 opens the volume and changes nothing,
-// and the console says why.
+// Only the embedded config, a path in the initramfs and the copy on a
+// STATE a tpm key opened may enroll it; a config from a partition (ESP),
+// META tag 9, or a copy on a STATE that tag 9's key opened or that is
+// plain opens the volume and changes nothing, and the console says why.
 func TestConfigTrustPerSource(t *testing.T) {
 	cases := []struct {
 		name    string
@@ -103,12 +107,29 @@ func TestConfigTrustPerSource(t *testing.T) {
 			}
 			return n.boot(root, "", "")
 		}},
-		{"copy on STATE", "EPHEMERAL", true, func(t *testing.T, n *node, root string) *Boot {
-			copyPath := filepath.Join(root, StagingDir, "STATE", StateConfigDir, "config.yaml")
-			if err := os.WriteFile(copyPath, []byte(basicWith("EPHEMERAL")), 0o600); err != nil {
-				t.Fatal(err)
-			}
+		// STATE opened by its nodeID key from tag 9: whoever holds the
+		// disk could have put that STATE (and its key in tag 9) there
+		{"copy on STATE opened from tag 9", "EPHEMERAL", false, func(t *testing.T, n *node, root string) *Boot {
+			writeCopy(t, root, basicWith("EPHEMERAL"))
 			return n.boot(root, "", "")
+		}},
+		// STATE replaced by a plain filesystem carrying a copy
+		{"copy on a plain STATE", "EPHEMERAL", false, func(t *testing.T, n *node, root string) *Boot {
+			deleteTag9(t, n)
+			os.Truncate(n.parts["STATE"], 0)
+			os.Truncate(n.parts["STATE"], 20<<20)
+			f, _ := os.OpenFile(n.parts["STATE"], os.O_WRONLY, 0)
+			f.WriteAt([]byte("XFSB"), 0)
+			f.Close()
+			writeCopy(t, root, basicWith("EPHEMERAL"))
+			return n.boot(root, "", "")
+		}},
+		// STATE opened by a tpm key: it is the node's own STATE
+		{"copy on STATE opened by tpm", "EPHEMERAL", true, func(t *testing.T, n *node, root string) *Boot {
+			writeCopy(t, root, basicWith("EPHEMERAL"))
+			b := n.boot(root, "", "")
+			b.NewUnlocker = stateOpenedBy(config.KindTPM)
+			return b
 		}},
 	}
 	for _, tc := range cases {
@@ -119,6 +140,7 @@ func TestConfigTrustPerSource(t *testing.T) {
 				t.Fatalf("first boot: %v\n%s", err, n.con.String())
 			}
 			b := tc.setup(t, n, root)
+			tag9 := readTag9(t, n)
 			if _, err := b.Run(context.Background()); err != nil {
 				t.Fatalf("second boot: %v\n%s", err, n.con.String())
 			}
@@ -130,6 +152,9 @@ func TestConfigTrustPerSource(t *testing.T) {
 			if strings.Contains(out, refused) == tc.enrolls || strings.Contains(out, "is not authenticated") == tc.enrolls {
 				t.Errorf("console (want the refusal: %v):\n%s", !tc.enrolls, out)
 			}
+			if got := readTag9(t, n); !tc.enrolls && got != tag9 {
+				t.Errorf("an unauthenticated config rewrote META tag 9")
+			}
 			if strings.Contains(out, "planted") {
 				t.Errorf("the passphrase was logged:\n%s", out)
 			}
@@ -137,9 +162,68 @@ func TestConfigTrustPerSource(t *testing.T) {
 	}
 }
 
+// writeCopy puts cfg on STATE as its config copy (the fake mounts leave
+// the staging directory as it is).
+func writeCopy(t *testing.T, root, cfg string) {
+	t.Helper()
+	p := filepath.Join(root, StagingDir, "STATE", StateConfigDir, "config.yaml")
+	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readTag9 returns META tag 9 ("" when absent).
+func readTag9(t *testing.T, n *node) string {
+	t.Helper()
+	mf, _ := os.Open(n.parts["META"])
+	defer mf.Close()
+	m, err := meta.Read(mf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := m.Get(meta.TagStateEncryptionConfig)
+	return string(v)
+}
+
+func deleteTag9(t *testing.T, n *node) {
+	t.Helper()
+	mf, _ := os.OpenFile(n.parts["META"], os.O_RDWR, 0)
+	defer mf.Close()
+	m, err := meta.Read(mf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Delete(meta.TagStateEncryptionConfig)
+	if err := m.Write(mf); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// kindEngine is the real engine, except that it reports that STATE was
+// opened by a key of kind (the boot sees no more of the key than that).
+type kindEngine struct {
+	*unlock.Engine
+	kind string
+}
+
+func (k kindEngine) Unlock(ctx context.Context, vol config.Volume, dev luks2.Device, size int64) (*unlock.Result, error) {
+	res, err := k.Engine.Unlock(ctx, vol, dev, size)
+	if err == nil && vol.ID == config.StateVolume {
+		res.Kind = k.kind
+	}
+	return res, err
+}
+
+func stateOpenedBy(kind string) func(keys.Env, *console.Logger) Unlocker {
+	return func(env keys.Env, _ *console.Logger) Unlocker {
+		return kindEngine{&unlock.Engine{Env: env}, kind}
+	}
+}
+
 // TestCopyFromPartitionStaysUntrusted: a config from a partition is kept on
 // STATE marked as such, so a later boot that falls back to the copy still
-// refuses its slot changes; the signed image's config clears the mark.
+// refuses its slot changes, even on a STATE a tpm key opened (which alone
+// would make the copy trusted); the signed image's config clears the mark.
 func TestCopyFromPartitionStaysUntrusted(t *testing.T) {
 	n := newNode(t, standardParts())
 	root := t.TempDir()
@@ -152,7 +236,9 @@ func TestCopyFromPartitionStaysUntrusted(t *testing.T) {
 		if i == 1 {
 			cl = ""
 		}
-		if _, err := n.boot(root, "", cl).Run(context.Background()); err != nil {
+		b := n.boot(root, "", cl)
+		b.NewUnlocker = stateOpenedBy(config.KindTPM)
+		if _, err := b.Run(context.Background()); err != nil {
 			t.Fatalf("boot %d: %v\n%s", i+2, err, n.con.String())
 		}
 		if slotsOn(t, n.parts["EPHEMERAL"])[5] {
@@ -211,6 +297,83 @@ func TestNoFormatFromUnauthenticatedConfig(t *testing.T) {
 			}
 			if len(n.mkfs) != 0 {
 				t.Errorf("mkfs ran: %v", n.mkfs)
+			}
+		})
+	}
+}
+
+// TestWipeRequestNeedsAuthenticatedConfig: a wipe request is acted on only
+// when the config that formats the volume again is authenticated; else the
+// boot warns (volume, config source, what to do), wipes nothing, leaves the
+// request in META and goes on. The signed image's config then acts on it.
+func TestWipeRequestNeedsAuthenticatedConfig(t *testing.T) {
+	cases := []struct {
+		name, volume, source string
+		setup                func(t *testing.T, n *node, root string) *Boot
+	}{
+		{"STATE from tag 9", "STATE", "META tag 9", func(t *testing.T, n *node, root string) *Boot {
+			return n.boot(root, "", "")
+		}},
+		{"EPHEMERAL from an ESP config", "EPHEMERAL", "cryptinit.config=PARTLABEL=ESP:/c.yaml", func(t *testing.T, n *node, root string) *Boot {
+			n.withESP(t, root, basicConfig)
+			return n.boot(root, "", "cryptinit.config=PARTLABEL=ESP:/c.yaml")
+		}},
+		{"EPHEMERAL from the copy on STATE", "EPHEMERAL", "copy on STATE", func(t *testing.T, n *node, root string) *Boot {
+			return n.boot(root, "", "")
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newNode(t, standardParts())
+			root := t.TempDir()
+			if _, err := n.boot(root, basicConfig, "").Run(context.Background()); err != nil {
+				t.Fatalf("first boot: %v\n%s", err, n.con.String())
+			}
+			uuid := luksUUID(t, n.parts[tc.volume])
+			mf, _ := os.OpenFile(n.parts["META"], os.O_RDWR, 0)
+			m, err := meta.Read(mf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := meta.RequestWipe(m, meta.WipeRequest{Volume: tc.volume, LUKSUUID: uuid}); err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Write(mf); err != nil {
+				t.Fatal(err)
+			}
+			mf.Close()
+			pending := func() int {
+				mf, _ := os.Open(n.parts["META"])
+				defer mf.Close()
+				m, _ := meta.Read(mf)
+				w, _ := meta.WipeRequests(m)
+				return len(w)
+			}
+
+			n.mkfs = nil
+			if _, err := tc.setup(t, n, root).Run(context.Background()); err != nil {
+				t.Fatalf("boot with the request: %v\n%s", err, n.con.String())
+			}
+			out := n.con.String()
+			if got := luksUUID(t, n.parts[tc.volume]); got != uuid || len(n.mkfs) != 0 || strings.Contains(out, "meta: wiped") {
+				t.Fatalf("%s wiped (LUKS UUID %s, was %s; mkfs %v):\n%s", tc.volume, got, uuid, n.mkfs, out)
+			}
+			if pending() != 1 {
+				t.Errorf("the request left META")
+			}
+			warn := "META asks to wipe " + tc.volume
+			if !strings.Contains(out, warn) || !strings.Contains(out, tc.source) || !strings.Contains(out, "is not authenticated: not wiped") ||
+				!strings.Contains(out, "cancel-wipe --volume "+tc.volume) {
+				t.Errorf("no warning naming %s, %s and what to do:\n%s", tc.volume, tc.source, out)
+			}
+			if tc.volume == "STATE" {
+				return // formatting STATE again loses EPHEMERAL's lockToSTATE key: TestLockedToWipedState
+			}
+			if _, err := n.boot(root, basicConfig, "").Run(context.Background()); err != nil {
+				t.Fatalf("boot with the signed image's config: %v\n%s", err, n.con.String())
+			}
+			if !strings.Contains(n.con.String(), "meta: wiped "+tc.volume) || pending() != 0 || luksUUID(t, n.parts[tc.volume]) == uuid {
+				t.Errorf("the signed image's config did not act on the request:\n%s", n.con.String())
 			}
 		})
 	}

@@ -284,6 +284,7 @@ func (b *Boot) openEncrypted(ctx context.Context, v *volume, eng Unlocker, lim *
 	}
 	defer res.Zero()
 	b.logOpened(v, res)
+	v.openedBy = res.Kind // STATE's decides whether its config copy is trusted (configFromState)
 
 	spec, err := dmcrypt.FromMapping("luks2-"+v.ID, v.part.Path, size, res.UUID, res.Mapping, res.Options, res.VolumeKey)
 	if err != nil {

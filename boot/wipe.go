@@ -7,15 +7,19 @@ import (
 
 	"github.com/cryptinit/cryptinit/boot/devices"
 	"github.com/cryptinit/cryptinit/unlock"
+	"github.com/cryptinit/cryptinit/unlock/config"
 	"github.com/cryptinit/cryptinit/unlock/meta"
 )
 
 // wipeRequested lists, sorted, the found volumes META's wipe request
 // (meta.TagWipeRequest) names, and warns about what it will not act on: a
-// request it cannot read, a request for a volume with no partition, and
+// request it cannot read, a request for a volume with no partition, a
+// request for a volume whose config is not authenticated (formatTrust:
+// wiped, it could not be formatted again and the boot would stop), and
 // cryptinit's old records in the users' tags 12 and 13 (meta.LegacyWarnings;
-// those are only reported, never acted on or altered).
-func (b *Boot) wipeRequested(m *meta.Meta, readErr error, found *devices.Found) []string {
+// those are only reported, never acted on or altered). Requests not acted
+// on stay in META as they are.
+func (b *Boot) wipeRequested(m *meta.Meta, readErr error, found *devices.Found, mc *machineConfig) []string {
 	if readErr != nil {
 		return nil
 	}
@@ -33,10 +37,43 @@ func (b *Boot) wipeRequested(m *meta.Meta, readErr error, found *devices.Found) 
 			b.logf("meta: warning: META asks to wipe %s at %s, but no partition is labelled %s: not wiped; the request stays in META", r.Volume, r.Target(), r.Volume)
 			continue
 		}
+		if trust := formatTrust(r.Volume, mc, m); !trust.Authenticated {
+			b.logf("meta: warning: META asks to wipe %s at %s, but the config that would format it again (%s) is not authenticated: not wiped; the request stays in META. "+
+				"Boot with a machine config in the signed image (embedded, or cryptinit.config=/path in the initramfs) to act on it, or withdraw it: cryptctl meta cancel-wipe --volume %s META",
+				r.Volume, r.Target(), trust.Source, r.Volume)
+			continue
+		}
 		ids = append(ids, r.Volume)
 	}
 	sort.Strings(ids)
 	return ids
+}
+
+// formatTrust is the trust of the config that formats volume id once it is
+// wiped. For STATE: the machine config's encrypted STATE, else META tag 9
+// (never authenticated) when set, else the machine config, which leaves
+// STATE plain. For the others: the machine config, which names them or
+// leaves them plain; without one their config is STATE's copy, not read
+// before STATE is open and not authenticated unless STATE proves genuine
+// (stateCopyTrust): not authenticated here.
+func formatTrust(id string, mc *machineConfig, m *meta.Meta) config.Trust {
+	if id == config.StateVolume {
+		if mc.cfg != nil {
+			if v := mc.cfg.Volume(id); v != nil && v.Encrypted() {
+				return v.Trust
+			}
+		}
+		if _, ok := m.Get(meta.TagStateEncryptionConfig); ok {
+			return config.Trust{Source: "STATE's config from META tag 9"}
+		}
+	}
+	if mc.cfg != nil {
+		return mc.trust
+	}
+	if id == config.StateVolume {
+		return config.Trust{Source: "no machine config: STATE would be a plain filesystem"}
+	}
+	return config.Trust{Source: "no machine config: " + id + "'s would come from the copy on STATE"}
 }
 
 // consumeWipe acts on META's wipe request for volume id: it reads the

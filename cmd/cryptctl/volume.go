@@ -33,15 +33,22 @@ func newVolumeCmd() *cobra.Command {
 
 type volumeFlags struct {
 	config, volume, device, nodeUUID, stateDir, metaDev string
-	verbose                                             bool
+	verbose, trustMeta                                  bool
 }
 
 func newVolumeSubCmd(op, short string) *cobra.Command {
 	var f volumeFlags
 	cmd := &cobra.Command{
-		Use:   op + " --volume ID --device FILE [--config machine.yaml] [--meta META] [--node-uuid U] [--state-dir DIR]",
+		Use:   op + " --volume ID --device FILE [--config machine.yaml] [--meta META [--trust-meta]] [--node-uuid U] [--state-dir DIR]",
 		Short: short,
-		Args:  cobra.NoArgs,
+		Long: short + `.
+
+The config named by --config is trusted: it may format the volume and change
+its key slots. STATE's config read from META tag 9 (no --config, or one
+without STATE) is cleartext anyone holding the disk can write: it only opens
+(no format, no key slot change) unless --trust-meta says you checked it
+(cryptctl meta get --tag 9 META).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return volumeRun(cmd, op, &f)
 		},
@@ -53,6 +60,7 @@ func newVolumeSubCmd(op, short string) *cobra.Command {
 	fl.StringVar(&f.nodeUUID, "node-uuid", "", "node UUID for nodeID/kms keys (default: META tag 15, then SMBIOS)")
 	fl.StringVar(&f.stateDir, "state-dir", "", "root of STATE's filesystem, for lockToSTATE salts")
 	fl.StringVar(&f.metaDev, "meta", "", "META partition or image: STATE's config when the machine config has none (and kept in step with it)")
+	fl.BoolVar(&f.trustMeta, "trust-meta", false, "let STATE's config from META tag 9 format STATE and change its key slots (check it first)")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log each key tried")
 	cmd.MarkFlagRequired("volume")
 	cmd.MarkFlagRequired("device")
@@ -77,6 +85,10 @@ func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
 		for _, w := range c.Warnings {
 			fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", w)
 		}
+		// the operator named this file: they vouch for it
+		for i := range c.Volumes {
+			c.Volumes[i].Trust = config.Trust{Source: f.config, Authenticated: true}
+		}
 		cfg = c
 	}
 	var metaDev *os.File
@@ -90,9 +102,6 @@ func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
 	if err != nil {
 		return err
 	}
-	// The operator named the config (or the META) and asked for this
-	// command: they vouch for it, unlike a boot reading META on its own.
-	vol.Trust = config.Trust{Source: "the files given to cryptctl", Authenticated: true}
 
 	var uuid keys.UUIDSource = keys.MachineUUID(uuidOverride)
 	if f.nodeUUID != "" {
@@ -177,8 +186,14 @@ func volumeConfig(log io.Writer, cfg *config.Config, f *volumeFlags, mf *os.File
 				return nil, nil, errors.New("STATE is not encrypted in the machine config nor in META")
 			}
 			fmt.Fprintf(log, "STATE encryption config from the %s\n", src)
-			if src == meta.SourceMETA && write {
-				fmt.Fprintln(log, "note: META tag 9 is cleartext that anyone holding the disk can write; the boot only opens with it, while this command also writes key slots from it")
+			if src == meta.SourceMETA {
+				vol.Trust = config.Trust{Source: "META tag 9", Authenticated: f.trustMeta}
+				switch {
+				case write && f.trustMeta:
+					fmt.Fprintln(log, "note: META tag 9 is cleartext that anyone holding the disk can write; --trust-meta: this command formats STATE and changes its key slots from it")
+				case write:
+					fmt.Fprintf(log, "note: META tag 9 is cleartext that anyone holding the disk can write: this command only opens STATE with it (no format, no key slot change); check it (cryptctl meta get --tag %d %s) and add --trust-meta, or give the machine config with --config\n", meta.TagStateEncryptionConfig, f.metaDev)
+				}
 			}
 			return vol, override, nil
 		}

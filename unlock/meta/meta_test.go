@@ -223,6 +223,7 @@ func TestMachineConfigWins(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.Volumes[0].Trust = config.Trust{Source: "the signed image", Authenticated: true}
 	img := make(image, Size)
 	m := New()
 	m.Set(TagStateEncryptionConfig, []byte(metaOnly))
@@ -256,6 +257,41 @@ func TestMachineConfigWins(t *testing.T) {
 	// nothing anywhere
 	if vol, _, err := ReadStateConfig(nil, make(image, Size)); vol != nil || err != nil {
 		t.Fatalf("blank: %v %v", vol, err)
+	}
+}
+
+// TestUnauthenticatedConfigLeavesTag9: a machine config that is not
+// authenticated (read from an ESP) opens STATE with its own keys but
+// neither rewrites tag 9 nor initialises a blank META.
+func TestUnauthenticatedConfigLeavesTag9(t *testing.T) {
+	talos := `{"EncryptionProvider":"luks2","EncryptionKeys":[{"KeySlot":0,"KeyNodeID":{}}]}`
+	cfg, err := config.Parse([]byte("kind: VolumeConfig\nname: STATE\nencryption:\n  keys: [{slot: 5, static: {passphrase: planted}}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Volumes[0].Trust = config.Trust{Source: "cryptinit.config=PARTLABEL=ESP:/c.yaml"}
+	img := make(image, Size)
+	m := New()
+	m.Set(TagStateEncryptionConfig, []byte(talos))
+	if err := m.Write(img); err != nil {
+		t.Fatal(err)
+	}
+	before := append(image(nil), img...)
+	vol, src, err := ReadStateConfig(cfg, img)
+	if err != nil || src != SourceMachineConfig || vol.Encryption.Keys[0].Slot != 5 || vol.Trust.Authenticated {
+		t.Fatalf("ESP config: %v %v %+v", err, src, vol)
+	}
+	if !bytes.Equal(img, before) {
+		m, _ := Read(img)
+		v, _ := m.Get(TagStateEncryptionConfig)
+		t.Fatalf("META was written; tag 9 is now %s", v)
+	}
+	blank := make(image, Size)
+	if _, src, err := ReadStateConfig(cfg, blank); err != nil || src != SourceMachineConfig {
+		t.Fatal(err, src)
+	}
+	if _, err := Read(blank); !errors.Is(err, ErrBlank) {
+		t.Fatalf("a blank META was initialised: %v", err)
 	}
 }
 

@@ -16,12 +16,14 @@ const (
 
 // StateConfig picks STATE's encryption config: the machine config's when it
 // has an encrypted STATE document (the machine config always wins), else
-// META tag 9. When the machine config's is used and tag 9 differs, tag 9 is
-// updated in m and changed is true: the caller writes m back, so that a boot
-// without the machine config still opens STATE. vol is nil (and err nil)
-// when neither source encrypts STATE. A config from tag 9 is never
-// authenticated (config.Trust); the machine config's keeps the trust its
-// loader gave it.
+// META tag 9. When the machine config's is used, is authenticated
+// (config.Trust) and tag 9 differs, tag 9 is updated in m and changed is
+// true: the caller writes m back, so that a boot without the machine config
+// still opens STATE. A machine config that is not authenticated (one on an
+// ESP) opens STATE but never changes tag 9, which is Talos's record of
+// STATE's keys. vol is nil (and err nil) when neither source encrypts
+// STATE. A config from tag 9 is never authenticated; the machine config's
+// keeps the trust its loader gave it.
 func StateConfig(cfg *config.Config, m *Meta) (vol *config.Volume, source string, changed bool, err error) {
 	if cfg != nil {
 		if v := cfg.Volume(config.StateVolume); v != nil && v.Encrypted() {
@@ -29,7 +31,7 @@ func StateConfig(cfg *config.Config, m *Meta) (vol *config.Volume, source string
 			if err != nil {
 				return nil, "", false, fmt.Errorf("encode STATE config for META: %w", err)
 			}
-			if m != nil {
+			if m != nil && v.Trust.Authenticated {
 				if old, ok := m.Get(TagStateEncryptionConfig); !ok || !bytes.Equal(old, data) {
 					m.Set(TagStateEncryptionConfig, data)
 					changed = true
@@ -57,7 +59,8 @@ func StateConfig(cfg *config.Config, m *Meta) (vol *config.Volume, source string
 
 // ReadStateConfig is StateConfig on a META device: it reads META, resolves,
 // and writes META back when tag 9 had to change. A blank META is treated as
-// empty (and initialised if tag 9 must be written).
+// empty (and initialised only if tag 9 must be written, i.e. by an
+// authenticated machine config).
 func ReadStateConfig(cfg *config.Config, dev ReadWriterAt) (*config.Volume, string, error) {
 	m, err := Read(dev)
 	return ResolveStateConfig(cfg, dev, m, err)
