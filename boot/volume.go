@@ -301,12 +301,45 @@ func (b *Boot) openEncrypted(ctx context.Context, v *volume, eng Unlocker, lim *
 	if err := b.latchOpened(ctx, v, res.VolumeKey); err != nil {
 		return err
 	}
-	if res.Formatted {
+	fresh, err := b.needsMkfs(v, res, mapped)
+	if err != nil {
+		return err
+	}
+	if fresh {
 		if err := b.step("mkfs", v.ID, func() error { return b.Mkfs.Make(ctx, v.fs, mapped, v.ID) }); err != nil {
 			return err
 		}
 	}
-	return b.mountVolume(ctx, v, mapped, res.Formatted)
+	return b.mountVolume(ctx, v, mapped, fresh)
+}
+
+// needsMkfs decides whether the opened volume, mapped at dev, gets a new
+// filesystem: when the engine formatted it now (res.Formatted), or when
+// the open cleared the journal record of a format that completed on an
+// earlier boot which stopped before mkfs (res.FormatCompleted) and dev
+// carries no signature at all. Never over anything with a signature.
+func (b *Boot) needsMkfs(v *volume, res *unlock.Result, dev string) (bool, error) {
+	if res.Formatted {
+		return true, nil
+	}
+	if !res.FormatCompleted {
+		return false, nil
+	}
+	f, size, err := b.Open(dev)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	found, err := probe.Probe(f, size)
+	if err != nil {
+		return false, fmt.Errorf("probe %s: %w", dev, err)
+	}
+	if len(found.Signatures) > 0 {
+		b.logf("%s: its format finished on an earlier boot; it holds %s: no new filesystem", v.ID, found.Signatures[0])
+		return false, nil
+	}
+	b.logf("%s: its format finished on an earlier boot that stopped before making its filesystem; %s holds no signature: making one", v.ID, dev)
+	return true, nil
 }
 
 // hasKeyKind reports whether the volume has a key of kind.

@@ -15,7 +15,16 @@ import (
 )
 
 // execute performs d, the decision on what observe saw (ev); it is the
-// only code that writes to the volume before the sync.
+// only code that writes to the volume before the sync. It writes:
+//   - open: META (Journal.End) when d.clearRecord, removing the record
+//     (Result.FormatCompleted when it named this header's UUID); then
+//     Sync writes key slots.
+//   - format: formatVolume (below): META (Journal.Begin, Advance, End)
+//     and the volume's LUKS2 header, keyslot and token, then Sync.
+//   - redo: META (Journal.Begin, resetting the record to "begun") when
+//     its stage is past "begun"; the volume's header area and last MiB
+//     (probe.Wipe); then as format, with the record's UUID.
+//   - refuse: nothing.
 func (e *Engine) execute(ctx context.Context, vol *config.Volume, dev luks2.Device, size int64, op string, o observed, d decision, ev evidence) (*Result, error) {
 	if o.record != nil && (d.action == actRefuse || (d.action == actOpen && o.uuid != o.record.UUID)) {
 		e.log().Warn("format journal names this volume; its format is not redone", "volume", vol.ID,
@@ -29,6 +38,7 @@ func (e *Engine) execute(ctx context.Context, vol *config.Volume, dev luks2.Devi
 				res.Zero()
 				return nil, fmt.Errorf("unlock %s: the format it records is complete, but: %w (stopping before the volume is used: a stale record could let a later boot take it for an unfinished format)", vol.ID, err)
 			}
+			res.FormatCompleted = o.record.UUID == o.uuid
 		}
 		res.Sync = e.Sync(ctx, *vol, dev, res)
 		return res, nil
@@ -169,7 +179,9 @@ func (e *Engine) rand() io.Reader {
 }
 
 // formatWith writes the header with ck's keyslot and then its token, and
-// advances the journal after each.
+// advances the journal after each. When luks2.Format fails before its
+// first write, the record Begin made is removed (End); once anything was
+// written the record stays: that torn format is what a redo is for.
 func (e *Engine) formatWith(vol *config.Volume, dev luks2.Device, size int64, ck config.Key, enr *keys.Enrollment, uuid string) ([]byte, *luks2.Header, error) {
 	enc := vol.Encryption
 	keySize := enc.KeySize
@@ -204,7 +216,15 @@ func (e *Engine) formatWith(vol *config.Volume, dev luks2.Device, size int64, ck
 			return fail(fmt.Errorf("%w (nothing was written to the volume)", err))
 		}
 	}
-	hdr, err := luks2.Format(dev, size, enr.Passphrase, opts)
+	w := &writeWatch{Device: dev}
+	hdr, err := luks2.Format(w, size, enr.Passphrase, opts)
+	if err != nil && !w.tried && e.Journal != nil {
+		// nothing was written: the "begun" record would only be a stale
+		// license to wipe whatever lands on the partition later
+		if jerr := e.Journal.End(vol.ID); jerr != nil {
+			return fail(fmt.Errorf("%w (nothing was written to the volume; its format record stays: %v)", err, jerr))
+		}
+	}
 	if err != nil {
 		return fail(err)
 	}
@@ -223,6 +243,18 @@ func (e *Engine) formatWith(vol *config.Volume, dev luks2.Device, size int64, ck
 		}
 	}
 	return vk, hdr, nil
+}
+
+// writeWatch remembers whether a write was tried on a device (even one
+// that failed: it may have torn the bytes it covered).
+type writeWatch struct {
+	luks2.Device
+	tried bool
+}
+
+func (w *writeWatch) WriteAt(p []byte, off int64) (int, error) {
+	w.tried = true
+	return w.Device.WriteAt(p, off)
 }
 
 func (e *Engine) advance(id, stage string) error {

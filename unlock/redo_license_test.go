@@ -1,0 +1,87 @@
+package unlock
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/cryptinit/cryptinit/unlock/luks2"
+	"github.com/cryptinit/cryptinit/unlock/meta"
+	"github.com/cryptinit/cryptinit/unlock/probe"
+)
+
+// A format whose luks2.Format fails before writing anything leaves no
+// journal record (it would only license a later redo to wipe whatever
+// lands on the partition); one that fails after a write keeps it (that
+// torn format is what the redo is for).
+func TestFormatFailureBeforeAnyWriteEndsTheRecord(t *testing.T) {
+	vol := volume(t, staticConfig("EPHEMERAL", map[int]string{0: "a"}), "EPHEMERAL")
+
+	// too small for a LUKS2 header: luks2.Format refuses before writing
+	const small = 8 << 20
+	f := image(t, small)
+	j := &meta.Journal{Dev: make(memMeta, meta.Size)}
+	e := &Engine{Journal: j}
+	if _, err := e.Unlock(ctx, vol, f, small); !errors.Is(err, luks2.ErrDeviceTooSmall) {
+		t.Fatalf("format of a too small partition: %v", err)
+	}
+	if r, err := j.Record("EPHEMERAL"); r != nil || err != nil {
+		t.Fatalf("nothing was written, yet the record stays: %+v %v", r, err)
+	}
+
+	// the first write fails (torn): the record stays at "begun"
+	g := image(t, imageSize)
+	dev := &crashDev{f: g, left: 0}
+	if _, err := e.Unlock(ctx, vol, dev, imageSize); err == nil {
+		t.Fatal("crash not reported")
+	}
+	if r, err := j.Record("EPHEMERAL"); r == nil || err != nil || r.Stage != meta.StageBegun {
+		t.Fatalf("after a torn first write the record is %+v %v, want stage begun", r, err)
+	}
+}
+
+// A redo of a format cut short before its header (stage "begun", no
+// valid header) wipes only when every non-zero byte it can see lies in
+// the LUKS2 header area that format writes: bytes past it (data area,
+// the partition's last MiB) are not ours and refuse the redo.
+func TestRedoWithoutHeaderNeedsBytesInHeaderArea(t *testing.T) {
+	vol := volume(t, staticConfig("EPHEMERAL", map[int]string{0: "a"}), "EPHEMERAL")
+	junk := bytes.Repeat([]byte{0x5A}, 512)
+	for _, tc := range []struct {
+		name   string
+		offs   []int64
+		redone bool
+	}{
+		{"header area only", []int64{64 << 10}, true},
+		{"data area too", []int64{64 << 10, 16<<20 + 4096}, false},
+		{"last MiB too", []int64{64 << 10, imageSize - 4096}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := image(t, imageSize)
+			for _, off := range tc.offs {
+				if _, err := f.WriteAt(junk, off); err != nil {
+					t.Fatal(err)
+				}
+			}
+			j := &meta.Journal{Dev: make(memMeta, meta.Size)}
+			if err := j.Begin(meta.Record{Volume: "EPHEMERAL", UUID: "0b4c1f7e-3d2a-4c59-9e8f-1a2b3c4d5e6f", Slot: 0}); err != nil {
+				t.Fatal(err)
+			}
+			before := digest(t, f)
+			res, err := (&Engine{Journal: j}).Unlock(ctx, vol, f, imageSize)
+			if !tc.redone {
+				if !errors.Is(err, probe.ErrNotEmpty) || res != nil {
+					t.Fatalf("bytes past the header area: redo not refused: %v", err)
+				}
+				if digest(t, f) != before {
+					t.Fatal("the partition was written")
+				}
+				return
+			}
+			if err != nil || !res.Formatted || res.Wiped == "" {
+				t.Fatalf("redo: %v %+v", err, res)
+			}
+			res.Zero()
+		})
+	}
+}
