@@ -144,3 +144,67 @@ func TestFormatCompletedNeverMkfsOverASignature(t *testing.T) {
 		})
 	}
 }
+
+// failingMkfs fails to make the filesystem of one volume, as a power loss
+// between the format and mkfs would leave it.
+type failingMkfs struct {
+	*node
+	label string
+}
+
+func (m failingMkfs) Make(ctx context.Context, fstype, dev, label string) error {
+	if label == m.label {
+		return errors.New("injected mkfs failure")
+	}
+	return m.node.Make(ctx, fstype, dev, label)
+}
+
+// TestStopBetweenFormatAndMkfsRecovers: a boot that formats EPHEMERAL
+// and stops before its filesystem exists (mkfs failed; a crash there or
+// in the sync is the same) keeps the journal record, so the next boot
+// opens the volume, sees it holds no signature, makes the filesystem and
+// only then removes the record.
+func TestStopBetweenFormatAndMkfsRecovers(t *testing.T) {
+	n := newNode(t, standardParts())
+	root := t.TempDir()
+	b := n.boot(root, basicConfig, "")
+	b.Mkfs = failingMkfs{n, "EPHEMERAL"}
+	if _, err := b.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "injected mkfs failure") {
+		t.Fatalf("first boot: %v\n%s", err, n.con.String())
+	}
+	record := func() *meta.Record {
+		mf, err := os.Open(n.parts["META"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer mf.Close()
+		r, err := (&meta.Journal{Dev: readOnlyFile{mf}}).Record("EPHEMERAL")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := record(); r == nil {
+		t.Fatal("no journal record left beside a volume that has no filesystem")
+	}
+
+	n.mounts, n.mkfs = nil, nil
+	if _, err := n.boot(root, basicConfig, "").Run(context.Background()); err != nil {
+		t.Fatalf("second boot: %v\n%s", err, n.con.String())
+	}
+	if !slices.Contains(n.mkfs, "EPHEMERAL:xfs") {
+		t.Errorf("second boot made no filesystem on EPHEMERAL: %v\n%s", n.mkfs, n.con.String())
+	}
+	if r := record(); r != nil {
+		t.Errorf("record left after the filesystem was made: %+v", r)
+	}
+	n.mounts, n.mkfs = nil, nil
+	if _, err := n.boot(root, basicConfig, "").Run(context.Background()); err != nil || len(n.mkfs) != 0 {
+		t.Fatalf("third boot: %v, mkfs %v\n%s", err, n.mkfs, n.con.String())
+	}
+}
+
+// readOnlyFile is a META partition the test only reads.
+type readOnlyFile struct{ *os.File }
+
+func (readOnlyFile) WriteAt([]byte, int64) (int, error) { return 0, errors.New("read only") }

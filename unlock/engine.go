@@ -37,6 +37,12 @@ type Engine struct {
 	// format while it runs, so that one interrupted by a crash is redone on
 	// the next boot. Without it such a partition counts as not empty.
 	Journal FormatJournal
+	// KeepFormatRecord: the caller removes a format's journal record
+	// (Journal.End) itself, once the volume has its filesystem. Until then
+	// the record, at its last stage (which decide never redoes), outlives
+	// a crash between the format and mkfs (the sync included), and the
+	// open that finds it reports FormatCompleted instead of removing it.
+	KeepFormatRecord bool
 	// KDFLimits bounds the memory and estimated time of a keyslot's KDF: a
 	// slot that costs more is skipped, before its key is fetched, with an
 	// error wrapping luks2.ErrKDFTooCostly. Zero fields: no bound.

@@ -17,10 +17,12 @@ import (
 // execute performs d, the decision on what observe saw (ev); it is the
 // only code that writes to the volume before the sync. It writes:
 //   - open: META (Journal.End) when d.clearRecord, removing the record
-//     (Result.FormatCompleted when it named this header's UUID); then
-//     Sync writes key slots.
-//   - format: formatVolume (below): META (Journal.Begin, Advance, End)
-//     and the volume's LUKS2 header, keyslot and token, then Sync.
+//     (Result.FormatCompleted when it named this header's UUID; then,
+//     with KeepFormatRecord, the caller removes it); then Sync writes
+//     key slots.
+//   - format: formatVolume (below): META (Journal.Begin, Advance, and
+//     End unless KeepFormatRecord) and the volume's LUKS2 header,
+//     keyslot and token, then Sync.
 //   - redo: META (Journal.Begin, resetting the record to "begun") when
 //     its stage is past "begun"; the volume's header area and last MiB
 //     (probe.Wipe); then as format, with the record's UUID.
@@ -34,11 +36,15 @@ func (e *Engine) execute(ctx context.Context, vol *config.Volume, dev luks2.Devi
 	case actOpen:
 		res := ev.opened
 		if d.clearRecord {
+			res.FormatCompleted = o.record.UUID == o.uuid
+			if res.FormatCompleted && e.KeepFormatRecord {
+				res.Sync = e.Sync(ctx, *vol, dev, res)
+				return res, nil // the caller ends the record after mkfs
+			}
 			if err := e.Journal.End(vol.ID); err != nil {
 				res.Zero()
 				return nil, fmt.Errorf("unlock %s: the format it records is complete, but: %w (stopping before the volume is used: a stale record could let a later boot take it for an unfinished format)", vol.ID, err)
 			}
-			res.FormatCompleted = o.record.UUID == o.uuid
 		}
 		res.Sync = e.Sync(ctx, *vol, dev, res)
 		return res, nil
@@ -99,7 +105,8 @@ const (
 
 // formatVolume formats with the first key that can be created, journalling
 // each stage when there is a Journal: Begin (UUID chosen, nothing
-// written), the header with its keyslot, the token, End. uuid "" picks a
+// written), the header with its keyslot, the token, End (left to the
+// caller with KeepFormatRecord). uuid "" picks a
 // new one. Known window without a Journal: a crash between the header and
 // a kms/tpm key's token leaves a volume nobody can open, which needs a
 // wipe (it never held data).
@@ -143,7 +150,7 @@ func (e *Engine) formatVolume(ctx context.Context, vol *config.Volume, dev luks2
 			return nil, fmt.Errorf("format %s with slot %d (%s): %w", vol.ID, ck.Slot, kind, err)
 		}
 		res.VolumeKey, res.Slot, res.Kind, res.UUID = vk, ck.Slot, kind, hdr.UUID
-		if e.Journal != nil {
+		if e.Journal != nil && !e.KeepFormatRecord {
 			if err := e.Journal.End(vol.ID); err != nil {
 				res.Zero()
 				return nil, fmt.Errorf("format %s: the volume is formatted, but: %w (stopping before it is used: a stale record could let a later boot take it for an unfinished format)", vol.ID, err)

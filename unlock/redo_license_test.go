@@ -3,6 +3,8 @@ package unlock
 import (
 	"bytes"
 	"errors"
+	"github.com/cryptinit/cryptinit/unlock/config"
+	"github.com/cryptinit/cryptinit/unlock/keys"
 	"testing"
 
 	"github.com/cryptinit/cryptinit/unlock/luks2"
@@ -82,6 +84,68 @@ func TestRedoWithoutHeaderNeedsBytesInHeaderArea(t *testing.T) {
 				t.Fatalf("redo: %v %+v", err, res)
 			}
 			res.Zero()
+		})
+	}
+}
+
+// With KeepFormatRecord a finished format leaves its record at its last
+// stage for the caller to remove after mkfs. Such a record never licenses
+// a redo: with the key unavailable or wrong the volume is refused and left
+// byte for byte; an open reports FormatCompleted and keeps the record.
+func TestKeptFormatRecordIsNeverRedone(t *testing.T) {
+	kmsKey := "    - {slot: 0, kms: {endpoint: grpc://kms:1}}\n"
+	staticKey := "    - {slot: 0, static: {passphrase: a}}\n"
+	for _, tc := range []struct {
+		name, key string
+		stage     string
+		lose      func(kms *fakeKMS, vol *config.Volume)
+	}{
+		{"kms down", kmsKey, meta.StageToken, func(kms *fakeKMS, _ *config.Volume) { kms.down = true }},
+		{"static wrong", staticKey, meta.StageHeader, func(_ *fakeKMS, vol *config.Volume) {
+			vol.Encryption.Keys[0].Static.Passphrase = "not-a"
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			kms := &fakeKMS{}
+			vol := volume(t, "kind: VolumeConfig\nname: EPHEMERAL\nencryption:\n  keys:\n"+tc.key+fastKDF, "EPHEMERAL")
+			f := image(t, imageSize)
+			j := &meta.Journal{Dev: make(memMeta, meta.Size)}
+			e := &Engine{Env: keys.Env{NodeUUID: keys.StaticUUID(testUUID), KMS: kms}, Journal: j, KeepFormatRecord: true}
+			res, err := e.Unlock(ctx, vol, f, imageSize)
+			if err != nil || !res.Formatted {
+				t.Fatalf("format: %v", err)
+			}
+			res.Zero()
+			r, err := j.Record("EPHEMERAL")
+			if err != nil || r == nil || r.Stage != tc.stage || r.UUID != res.UUID {
+				t.Fatalf("kept record %+v %v, want stage %s", r, err, tc.stage)
+			}
+
+			again, err := e.Unlock(ctx, vol, f, imageSize)
+			if err != nil || again.Formatted || !again.FormatCompleted {
+				t.Fatalf("open with the record kept: %v %+v", err, again)
+			}
+			again.Zero()
+			if r, _ := j.Record("EPHEMERAL"); r == nil {
+				t.Fatal("the open removed a record the caller keeps")
+			}
+
+			lost := vol // a copy whose key is lost
+			enc := *vol.Encryption
+			enc.Keys = append([]config.Key(nil), enc.Keys...)
+			if enc.Keys[0].Static != nil {
+				s := *enc.Keys[0].Static
+				enc.Keys[0].Static = &s
+			}
+			lost.Encryption = &enc
+			tc.lose(kms, &lost)
+			before := digest(t, f)
+			if _, err := e.Unlock(ctx, lost, f, imageSize); !errors.Is(err, ErrNoKeyOpens) {
+				t.Fatalf("key lost: %v, want a refusal", err)
+			}
+			if digest(t, f) != before {
+				t.Fatal("key lost: the volume was written to")
+			}
 		})
 	}
 }
