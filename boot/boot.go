@@ -130,6 +130,9 @@ type Boot struct {
 	promptMu  sync.Mutex
 	mods      moduleStages
 	opened    *opened // mounts and mappings made, for Lockdown (teardown.go)
+	// afterState, when set, runs once STATE is open and latched (tests:
+	// a crash there)
+	afterState func()
 }
 
 func (b *Boot) path(p string) string { return filepath.Join(b.Root, p) }
@@ -172,8 +175,15 @@ func (b *Boot) Run(ctx context.Context) (_ *Result, err error) {
 	b.latchWait = newLatchOrder()
 	b.latchWait.expect(early)
 	earlyCtx, cancelEarly := context.WithCancel(ctx)
-	defer cancelEarly()
 	earlyDone := make(chan error, 1)
+	waitEarly := sync.OnceValue(func() error { return <-earlyDone })
+	// However Run returns (a panic that recoverFatal turns into the
+	// banner included), the volumes opening alongside STATE finish first:
+	// Lockdown must see every mapping and mount they make.
+	defer func() {
+		cancelEarly()
+		waitEarly()
+	}()
 	if len(early) > 0 {
 		b.logf("volumes: %s unlock alongside STATE (%d CPUs; nothing of theirs is on STATE)", volumeNames(early), b.CPUs)
 		go func() {
@@ -187,10 +197,13 @@ func (b *Boot) Run(ctx context.Context) (_ *Result, err error) {
 		// failure is the one to act on (a boot without early volumes would
 		// not have tried the others either)
 		cancelEarly()
-		<-earlyDone
+		waitEarly()
 		return nil, err
 	}
 	b.latchWait.stateLatched()
+	if b.afterState != nil {
+		b.afterState()
+	}
 	if mc.cfg == nil {
 		if err := b.configFromState(ctx, mc, plan); err != nil {
 			return nil, err
@@ -218,7 +231,7 @@ func (b *Boot) Run(ctx context.Context) (_ *Result, err error) {
 	later := without(plan.others, early)
 	b.latchWait.expect(later)
 	b.latchWait.allExpected()
-	if err := joinFatal(b.openVolumes(ctx, plan, later, eng, lim), <-earlyDone); err != nil {
+	if err := joinFatal(b.openVolumes(ctx, plan, later, eng, lim), waitEarly()); err != nil {
 		return nil, err
 	}
 	copied.Wait()

@@ -39,7 +39,7 @@ type plan struct {
 
 	node devices.NodeDisk // the disk volumes come from (boot/devices SelectNode)
 
-	// journal records formats in progress in META (tag 13), so that one
+	// journal records formats in progress in META (tag 0xC2), so that one
 	// cut short by a crash is redone on the next boot; nil without META.
 	journal *meta.Journal
 	metaDev BlockDevice // the open META partition the journal writes

@@ -139,8 +139,9 @@ func (b *Boot) mountName(target string) string {
 // first), removes every dm-crypt mapping it made (and its /dev/mapper node),
 // takes the network down when a kms key brought it up, extends PCR 11 with the debug-shell phase (no tpm key sealed to this boot's
 // PCR 11 unseals any more), extends PCR 15 with a fixed latch (it leaves its
-// initial value even when no tpm key opened a volume), and zeroes the volume
-// key copies the boot kept. It does every step it can and returns an error
+// initial value even when no tpm key opened a volume), and says that no
+// volume key is kept (each volume latched PCR 15 as it opened and its key
+// was zeroed once mapped). It does every step it can and returns an error
 // naming each that failed; the shell must then not start. Without a TPM the
 // PCR steps are skipped: nothing can be unsealed there.
 func (b *Boot) Lockdown() error {

@@ -37,7 +37,9 @@ func (b *Boot) unlocker(p *plan) Unlocker {
 	}
 	e := &unlock.Engine{Env: env, Log: engineLog(b.Log), KDFLimits: b.kdfLimits()}
 	if p.journal != nil {
-		e.Journal = p.journal
+		// the record of a format goes once its filesystem is made
+		// (endFormatRecord), so a crash before mkfs is recovered
+		e.Journal, e.KeepFormatRecord = p.journal, true
 	}
 	return e
 }
@@ -302,12 +304,67 @@ func (b *Boot) openEncrypted(ctx context.Context, v *volume, eng Unlocker, lim *
 	if err := b.latchOpened(ctx, v, res.VolumeKey); err != nil {
 		return err
 	}
-	if res.Formatted {
+	fresh, err := b.needsMkfs(v, res, mapped)
+	if err != nil {
+		return err
+	}
+	if fresh {
 		if err := b.step("mkfs", v.ID, func() error { return b.Mkfs.Make(ctx, v.fs, mapped, v.ID) }); err != nil {
 			return err
 		}
 	}
-	return b.mountVolume(ctx, v, mapped, res.Formatted)
+	if res.Formatted || res.FormatCompleted {
+		if err := endFormatRecord(v, eng); err != nil {
+			return err
+		}
+	}
+	return b.mountVolume(ctx, v, mapped, fresh)
+}
+
+// endFormatRecord removes the journal record of v's format once its
+// filesystem is made, when the engine left that to the boot
+// (KeepFormatRecord). A removal that fails stops the boot before the
+// volume is used: the next boot opens it, sees a filesystem and removes
+// the record then.
+func endFormatRecord(v *volume, eng Unlocker) error {
+	e, ok := eng.(*unlock.Engine)
+	if !ok || !e.KeepFormatRecord || e.Journal == nil {
+		return nil
+	}
+	if err := e.Journal.End(v.ID); err != nil {
+		return fmt.Errorf("%s is formatted and has its filesystem, but: %w (stopping before it is used; the next boot removes the record)", v.ID, err)
+	}
+	return nil
+}
+
+// needsMkfs decides whether the opened volume, mapped at dev, gets a new
+// filesystem: when the engine formatted it now (res.Formatted), or when
+// the open found the journal record of a format that completed on an
+// earlier boot which stopped (a failed clear, a crash, a failed mkfs)
+// before mkfs was done (res.FormatCompleted) and dev carries no signature
+// at all. Never over anything with a signature.
+func (b *Boot) needsMkfs(v *volume, res *unlock.Result, dev string) (bool, error) {
+	if res.Formatted {
+		return true, nil
+	}
+	if !res.FormatCompleted {
+		return false, nil
+	}
+	f, size, err := b.Open(dev)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	found, err := probe.Probe(f, size)
+	if err != nil {
+		return false, fmt.Errorf("probe %s: %w", dev, err)
+	}
+	if len(found.Signatures) > 0 {
+		b.logf("%s: its format finished on an earlier boot; it holds %s: no new filesystem", v.ID, found.Signatures[0])
+		return false, nil
+	}
+	b.logf("%s: its format finished on an earlier boot that stopped before making its filesystem; %s holds no signature: making one", v.ID, dev)
+	return true, nil
 }
 
 // hasKeyKind reports whether the volume has a key of kind.

@@ -37,6 +37,12 @@ type Engine struct {
 	// format while it runs, so that one interrupted by a crash is redone on
 	// the next boot. Without it such a partition counts as not empty.
 	Journal FormatJournal
+	// KeepFormatRecord: the caller removes a format's journal record
+	// (Journal.End) itself, once the volume has its filesystem. Until then
+	// the record, at its last stage (which decide never redoes), outlives
+	// a crash between the format and mkfs (the sync included), and the
+	// open that finds it reports FormatCompleted instead of removing it.
+	KeepFormatRecord bool
 	// KDFLimits bounds the memory and estimated time of a keyslot's KDF: a
 	// slot that costs more is skipped, before its key is fetched, with an
 	// error wrapping luks2.ErrKDFTooCostly. Zero fields: no bound.
@@ -79,6 +85,12 @@ type Result struct {
 	// Wiped says what was erased before the format and why ("" when
 	// nothing was); the same line goes to Log as a warning.
 	Wiped string
+	// FormatCompleted: the open removed the journal record of a complete
+	// format of this very header (same UUID): the boot that made it
+	// stopped (its clear failed, or it crashed) and may not have made its
+	// filesystem. Make one only if the opened volume carries no signature
+	// at all.
+	FormatCompleted bool
 }
 
 // Zero wipes the volume key.
@@ -301,7 +313,47 @@ func (e *Engine) observe(id string, r *readWatch, size int64) (observed, evidenc
 			}
 		}
 	}
+	if o.probe == probeOurs {
+		// a format of ours writes only its header and keyslot area
+		switch off, err := nonZeroPastHeader(r, size); {
+		case err != nil || r.err != nil:
+			o.probe = probeUnreadable
+			if ev.readErr = r.err; ev.readErr == nil {
+				ev.readErr = err
+			}
+		case off >= 0:
+			o.probe = probeForeign
+			ev.probeErr = fmt.Errorf("%w; and non-zero bytes at offset %d, past the LUKS2 header area (%d bytes) where a format of ours writes", ev.probeErr, off, luks2HeaderArea)
+		}
+	}
 	return o, ev
+}
+
+// luks2HeaderArea is where a format of ours writes: the LUKS2 header and
+// keyslot area before the data segment.
+const luks2HeaderArea = 16 << 20
+
+// nonZeroPastHeader is the offset of the first non-zero byte in the
+// first MiB after the header area or in the last MiB of the partition;
+// -1 when both are zero (or the partition ends at the header area).
+func nonZeroPastHeader(r io.ReaderAt, size int64) (int64, error) {
+	const span = probe.ZeroCheckSize
+	buf := make([]byte, span)
+	for _, off := range []int64{luks2HeaderArea, max(luks2HeaderArea, size-span)} {
+		n := min(span, size-off)
+		if n <= 0 {
+			continue
+		}
+		if m, err := r.ReadAt(buf[:n], off); err != nil && !(errors.Is(err, io.EOF) && int64(m) == n) {
+			return -1, fmt.Errorf("read at %d: %w", off, err)
+		}
+		for i, c := range buf[:n] {
+			if c != 0 {
+				return off + int64(i), nil
+			}
+		}
+	}
+	return -1, nil
 }
 
 // outcomes classifies each attempt for decide.

@@ -15,7 +15,18 @@ import (
 )
 
 // execute performs d, the decision on what observe saw (ev); it is the
-// only code that writes to the volume before the sync.
+// only code that writes to the volume before the sync. It writes:
+//   - open: META (Journal.End) when d.clearRecord, removing the record
+//     (Result.FormatCompleted when it named this header's UUID; then,
+//     with KeepFormatRecord, the caller removes it); then Sync writes
+//     key slots.
+//   - format: formatVolume (below): META (Journal.Begin, Advance, and
+//     End unless KeepFormatRecord) and the volume's LUKS2 header,
+//     keyslot and token, then Sync.
+//   - redo: META (Journal.Begin, resetting the record to "begun") when
+//     its stage is past "begun"; the volume's header area and last MiB
+//     (probe.Wipe); then as format, with the record's UUID.
+//   - refuse: nothing.
 func (e *Engine) execute(ctx context.Context, vol *config.Volume, dev luks2.Device, size int64, op string, o observed, d decision, ev evidence) (*Result, error) {
 	if o.record != nil && (d.action == actRefuse || (d.action == actOpen && o.uuid != o.record.UUID)) {
 		e.log().Warn("format journal names this volume; its format is not redone", "volume", vol.ID,
@@ -25,6 +36,11 @@ func (e *Engine) execute(ctx context.Context, vol *config.Volume, dev luks2.Devi
 	case actOpen:
 		res := ev.opened
 		if d.clearRecord {
+			res.FormatCompleted = o.record.UUID == o.uuid
+			if res.FormatCompleted && e.KeepFormatRecord {
+				res.Sync = e.Sync(ctx, *vol, dev, res)
+				return res, nil // the caller ends the record after mkfs
+			}
 			if err := e.Journal.End(vol.ID); err != nil {
 				res.Zero()
 				return nil, fmt.Errorf("unlock %s: the format it records is complete, but: %w (stopping before the volume is used: a stale record could let a later boot take it for an unfinished format)", vol.ID, err)
@@ -89,7 +105,8 @@ const (
 
 // formatVolume formats with the first key that can be created, journalling
 // each stage when there is a Journal: Begin (UUID chosen, nothing
-// written), the header with its keyslot, the token, End. uuid "" picks a
+// written), the header with its keyslot, the token, End (left to the
+// caller with KeepFormatRecord). uuid "" picks a
 // new one. Known window without a Journal: a crash between the header and
 // a kms/tpm key's token leaves a volume nobody can open, which needs a
 // wipe (it never held data).
@@ -136,7 +153,7 @@ func (e *Engine) formatVolume(ctx context.Context, vol *config.Volume, dev luks2
 			return nil, fmt.Errorf("format %s with slot %d (%s): %w", vol.ID, ck.Slot, kind, err)
 		}
 		res.VolumeKey, res.Slot, res.Kind, res.UUID = vk, ck.Slot, kind, hdr.UUID
-		if e.Journal != nil {
+		if e.Journal != nil && !e.KeepFormatRecord {
 			if err := e.Journal.End(vol.ID); err != nil {
 				res.Zero()
 				return nil, fmt.Errorf("format %s: the volume is formatted, but: %w (stopping before it is used: a stale record could let a later boot take it for an unfinished format)", vol.ID, err)
@@ -172,7 +189,9 @@ func (e *Engine) rand() io.Reader {
 }
 
 // formatWith writes the header with ck's keyslot and then its token, and
-// advances the journal after each.
+// advances the journal after each. When luks2.Format fails before its
+// first write, the record Begin made is removed (End); once anything was
+// written the record stays: that torn format is what a redo is for.
 func (e *Engine) formatWith(vol *config.Volume, dev luks2.Device, size int64, ck config.Key, enr *keys.Enrollment, uuid string) ([]byte, *luks2.Header, error) {
 	enc := vol.Encryption
 	keySize := enc.KeySize
@@ -207,7 +226,15 @@ func (e *Engine) formatWith(vol *config.Volume, dev luks2.Device, size int64, ck
 			return fail(fmt.Errorf("%w (nothing was written to the volume)", err))
 		}
 	}
-	hdr, err := luks2.Format(dev, size, enr.Passphrase, opts)
+	w := &writeWatch{Device: dev}
+	hdr, err := luks2.Format(w, size, enr.Passphrase, opts)
+	if err != nil && !w.tried && e.Journal != nil {
+		// nothing was written: the "begun" record would only be a stale
+		// license to wipe whatever lands on the partition later
+		if jerr := e.Journal.End(vol.ID); jerr != nil {
+			return fail(fmt.Errorf("%w (nothing was written to the volume; its format record stays: %v)", err, jerr))
+		}
+	}
 	if err != nil {
 		return fail(err)
 	}
@@ -226,6 +253,18 @@ func (e *Engine) formatWith(vol *config.Volume, dev luks2.Device, size int64, ck
 		}
 	}
 	return vk, hdr, nil
+}
+
+// writeWatch remembers whether a write was tried on a device (even one
+// that failed: it may have torn the bytes it covered).
+type writeWatch struct {
+	luks2.Device
+	tried bool
+}
+
+func (w *writeWatch) WriteAt(p []byte, off int64) (int, error) {
+	w.tried = true
+	return w.Device.WriteAt(p, off)
 }
 
 func (e *Engine) advance(id, stage string) error {

@@ -125,13 +125,29 @@ func TestJournalClearFailureIsAnError(t *testing.T) {
 	}
 	e.Journal = j
 	res, err := e.Unlock(ctx, vol, f, imageSize)
-	if err != nil || res.Formatted || res.Wiped != "" {
+	if err != nil || res.Formatted || !res.FormatCompleted || res.Wiped != "" {
 		t.Fatalf("clear works again: %v %+v", err, res)
 	}
 	res.Zero()
 	if r, _ := j.Record("EPHEMERAL"); r != nil {
 		t.Fatalf("record left: %+v", r)
 	}
+	// A record of another format (another UUID) is removed, but says
+	// nothing about this header: no FormatCompleted.
+	if err := j.Begin(meta.Record{Volume: "EPHEMERAL", UUID: "00000000-0000-4000-8000-000000000000", Slot: 0}); err != nil {
+		t.Fatal(err)
+	}
+	res, err = e.Unlock(ctx, vol, f, imageSize)
+	if err != nil || res.Formatted || res.FormatCompleted {
+		t.Fatalf("record of another UUID: %v %+v", err, res)
+	}
+	res.Zero()
+	// Without a record, an open is just an open.
+	res, err = e.Unlock(ctx, vol, f, imageSize)
+	if err != nil || res.FormatCompleted {
+		t.Fatalf("no record: %v %+v", err, res)
+	}
+	res.Zero()
 }
 
 // A redo logs one line naming the volume, the reason and what was erased,
