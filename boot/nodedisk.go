@@ -57,7 +57,10 @@ const nodeDiskPoll = 50 * time.Millisecond
 // waitNodeDisk waits (up to cryptinit.wait=) until every label in
 // required is on the node's disk, then makes found hold the node's
 // partitions for every volume label and logs what it ignored. A label on
-// another disk does not end the wait: the node's disk may be slower.
+// another disk does not end the wait: the node's disk may be slower. Nor
+// does a LoaderDevicePartUUID no partition seen has: the disk the UKI
+// booted from may be slower than a stick; at the deadline that is a
+// *devices.ESPNotSeenError, never a guess.
 func (b *Boot) waitNodeDisk(ctx context.Context, required []string, cfg *config.Config) (*devices.Found, *devices.Selection, error) {
 	start := time.Now()
 	deadline := start.Add(b.Cmdline.Wait)
@@ -72,7 +75,18 @@ func (b *Boot) waitNodeDisk(ctx context.Context, required []string, cfg *config.
 			loader, loaderRead = b.loaderPartUUID(ctx), true
 		}
 		sel, err := devices.SelectNode(found, loader, anyDisk)
-		if err != nil {
+		var notSeen *devices.ESPNotSeenError
+		switch {
+		case errors.As(err, &notSeen) && (!time.Now().Before(deadline) || ctx.Err() != nil):
+			notSeen.Waited = time.Since(start)
+			return found, nil, notSeen
+		case errors.As(err, &notSeen):
+			select {
+			case <-ctx.Done():
+			case <-time.After(nodeDiskPoll):
+			}
+			continue
+		case err != nil:
 			return found, nil, err
 		}
 		var missing []string
@@ -112,6 +126,20 @@ func (b *Boot) logSelection(sel *devices.Selection) {
 	}
 }
 
+// espNotSeenFatal is the banner for a disk the firmware booted from that
+// never appeared.
+func espNotSeenFatal(err error) (*Fatal, bool) {
+	var ns *devices.ESPNotSeenError
+	if !errors.As(err, &ns) {
+		return nil, false
+	}
+	return &Fatal{Failure: console.Failure{Reason: err,
+		Hint: "the firmware booted the UKI from partition " + ns.GUID + ", but its disk did not appear, so the boot\n" +
+			"will not guess which disk is the node's (a disk that did appear may be a stick carrying planted\n" +
+			"partitions). Check the disk driver module (e.g. nvme, virtio_blk) is in the image and the disk is\n" +
+			"attached; cryptinit.wait= waits longer."}}, true
+}
+
 // ambiguousFatal is the banner for partitions or disks the boot cannot
 // tell apart; it lists every candidate.
 func ambiguousFatal(err error) (*Fatal, bool) {
@@ -146,17 +174,30 @@ func (b *Boot) configSourceDevice(ctx context.Context, spec string, found *devic
 		return devices.ResolveWait(ctx, spec, found, b.Cmdline.Wait)
 	}
 	// Which disk is the node's is known once its partitions are there:
-	// wait for STATE too (discover waits for it anyway), so that a stick
-	// seen before the node's disk is not the only candidate.
-	if more, err := b.Devices.Wait(ctx, []string{l, config.StateVolume}, b.Cmdline.Wait); err == nil {
-		found = more
+	// wait for STATE too (discover waits for it anyway), and for the ESP
+	// the UKI booted from, so that a stick seen before the node's disk is
+	// not the only candidate.
+	deadline := time.Now().Add(b.Cmdline.Wait)
+	loader := b.loaderPartUUID(ctx)
+	for {
+		if more, err := b.Devices.Wait(ctx, []string{l, config.StateVolume}, max(time.Until(deadline), 0)); err == nil {
+			found = more
+		}
+		part, err := devices.ConfigSourceByLabel(found, l, loader)
+		var notSeen *devices.ESPNotSeenError
+		if errors.As(err, &notSeen) && time.Now().Before(deadline) && ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(nodeDiskPoll):
+			}
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		if err := found.EnsureNode(part); err != nil {
+			return "", err
+		}
+		return part.Path, nil
 	}
-	part, err := devices.ConfigSourceByLabel(found, l, b.loaderPartUUID(ctx))
-	if err != nil {
-		return "", err
-	}
-	if err := found.EnsureNode(part); err != nil {
-		return "", err
-	}
-	return part.Path, nil
 }

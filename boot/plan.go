@@ -279,6 +279,9 @@ func devicesFatal(err error) *Fatal {
 	if f, ok := ambiguousFatal(err); ok {
 		return f
 	}
+	if f, ok := espNotSeenFatal(err); ok {
+		return f
+	}
 	f := &Fatal{Failure: console.Failure{Reason: err,
 		Hint: "attach the disk and check its GPT partition names (STATE, EPHEMERAL, META, u-<name>); the disk driver module (e.g. virtio_blk) must be in the image; cryptinit.wait= waits longer"}}
 	var nf *devices.NotFoundError

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 	"unicode/utf16"
 )
 
@@ -20,6 +21,9 @@ import (
 //  2. else the one disk holding META;
 //  3. else the one disk carrying any system label.
 //
+// When LoaderDevicePartUUID names a partition not seen (yet), no disk is
+// chosen (*ESPNotSeenError): the firmware said which disk the node booted
+// from, and a stick that enumerated first must not be taken for it.
 // Two disks holding META (without 1), two disks carrying system labels
 // (without 1 or 2), META off the ESP's disk, or two partitions with one
 // label on the node's disk: the boot cannot tell which is the node's and
@@ -138,8 +142,8 @@ type Selection struct {
 	// Ignored lists same-label partitions on other disks: never formatted
 	// nor opened.
 	Ignored []Block
-	// Notes are things the log should say (a LoaderDevicePartUUID that
-	// named no partition seen, an ESP disk without system partitions).
+	// Notes are things the log should say (an ESP disk without system
+	// partitions).
 	Notes []string
 }
 
@@ -191,6 +195,38 @@ func SelectNode(fd *Found, loader string, anyDisk map[string]bool) (*Selection, 
 	return sel, nil
 }
 
+// ESPNotSeenError says LoaderDevicePartUUID names a partition that no
+// disk seen has: the disk the UKI was booted from has not appeared (yet),
+// so which disk is the node's is not known. The boot waits for it, and at
+// its deadline refuses rather than guess.
+type ESPNotSeenError struct {
+	GUID   string        // the LoaderDevicePartUUID
+	Seen   []Block       // every block device seen
+	Notes  []string      // disks whose GPT could not be read
+	Waited time.Duration // set by the caller that waited
+}
+
+func (e *ESPNotSeenError) Error() string {
+	var disks []string
+	for _, b := range e.Seen {
+		if b.DevType == "disk" {
+			disks = append(disks, b.Name)
+		}
+	}
+	seen := "no disk at all"
+	if len(disks) > 0 {
+		seen = "disks " + strings.Join(disks, ", ")
+	}
+	if len(e.Notes) > 0 {
+		seen += " (" + strings.Join(e.Notes, "; ") + ")"
+	}
+	waited := ""
+	if e.Waited > 0 {
+		waited = " after " + e.Waited.Round(time.Millisecond).String()
+	}
+	return fmt.Sprintf("the ESP the UKI booted from (LoaderDevicePartUUID %s) is on no disk seen%s; seen: %s", e.GUID, waited, seen)
+}
+
 // chooseNodeDisk decides which disk is the node's (see the rule at the top
 // of this file). notes are log lines about a LoaderDevicePartUUID that did
 // not decide it.
@@ -211,7 +247,7 @@ func chooseNodeDisk(blocks []Block, loader string, guids *guidCache) (NodeDisk, 
 		esp, ok := guids.block(loader)
 		switch {
 		case !ok:
-			notes = append(notes, fmt.Sprintf("LoaderDevicePartUUID %s names no partition seen here; the node's disk is the one holding META", loader))
+			return NodeDisk{}, nil, &ESPNotSeenError{GUID: loader, Seen: guids.blocks, Notes: guids.notes}
 		case !systemDisks[esp.Disk]:
 			notes = append(notes, fmt.Sprintf("the ESP the UKI booted from (%s, LoaderDevicePartUUID %s) is on disk %s, which holds no system partition; the node's disk is the one holding META", esp.Name, loader, diskName(esp)))
 		case len(metaDisks) > 0 && !contains(metaDisks, esp.Disk):
@@ -306,6 +342,7 @@ func contains(list []string, s string) bool {
 type guidCache struct {
 	blocks []Block
 	byName map[string]string // partition name -> GUID
+	notes  []string          // disks whose GPT could not be read
 }
 
 func (g *guidCache) load() {
@@ -313,7 +350,8 @@ func (g *guidCache) load() {
 		return
 	}
 	g.byName = map[string]string{}
-	ids, _ := partUUIDs(g.blocks)
+	ids, notes := partUUIDs(g.blocks)
+	g.notes = notes
 	for _, id := range ids {
 		g.byName[id.block.Name] = id.id
 	}

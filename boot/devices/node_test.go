@@ -125,14 +125,6 @@ func TestSelectNode(t *testing.T) {
 			ignored: []string{"vdb1"},
 		},
 		{
-			name:    "a loader GUID no partition has: META's disk",
-			disks:   []fakeDisk{{"vda", []string{"EPHEMERAL"}}, {"vdb", nodeLayout}},
-			loader:  "00000000-0000-4000-8000-0000000000ff",
-			node:    "vdb",
-			want:    map[string]string{"META": "vdb1", "STATE": "vdb2", "EPHEMERAL": "vdb3"},
-			ignored: []string{"vda1"},
-		},
-		{
 			name:  "no META, no loader: the only disk with system labels",
 			disks: []fakeDisk{{"vda", []string{"ROOT"}}, {"vdb", []string{"STATE", "EPHEMERAL"}}},
 			node:  "vdb",
@@ -238,6 +230,32 @@ func TestScanTakesTheFirstLabel(t *testing.T) {
 	sel, err := SelectNode(found, "", nil)
 	if err != nil || sel.ByLabel["EPHEMERAL"].Name != "vdb3" {
 		t.Fatalf("SelectNode: %+v, %v", sel, err)
+	}
+}
+
+// TestSelectNodeESPNotSeen: LoaderDevicePartUUID names a partition no
+// disk seen has (the node's disk is slower than a stick carrying a full
+// planted set). No disk is taken for the node's, not even the one holding
+// META: the error names the GUID and the disks seen.
+func TestSelectNodeESPNotSeen(t *testing.T) {
+	for _, disks := range [][]fakeDisk{
+		{{"vda", []string{"EPHEMERAL"}}, {"vdb", nodeLayout}},
+		{{"sda", nodeLayout}},
+	} {
+		_, found := fakeMachine(t, disks...)
+		const loader = "00000000-0000-4000-8000-0000000000ff"
+		sel, err := SelectNode(found, strings.ToUpper(loader), nil)
+		var ns *ESPNotSeenError
+		if !errors.As(err, &ns) {
+			t.Fatalf("%v: SelectNode = %+v, %v; want an *ESPNotSeenError", disks, sel, err)
+		}
+		want := "the ESP the UKI booted from (LoaderDevicePartUUID " + loader + ") is on no disk seen; seen: disks " + disks[0].name
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not say %q: %v", want, err)
+		}
+		if _, err := ConfigSourceByLabel(found, "META", loader); !errors.As(err, &ns) {
+			t.Errorf("ConfigSourceByLabel: %v; want an *ESPNotSeenError", err)
+		}
 	}
 }
 
