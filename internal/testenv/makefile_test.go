@@ -17,12 +17,20 @@ func TestMakefileTestNet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := append(os.Environ(), StrictEnv+"=", VMEnv+"=")
+	// a clean make environment: under `make test` itself the parent's
+	// MAKEFLAGS and MAKELEVEL would make this make print "Entering directory"
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "MAKEFLAGS=") && !strings.HasPrefix(kv, "MAKELEVEL=") && !strings.HasPrefix(kv, "MFLAGS=") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, StrictEnv+"=", VMEnv+"=")
 
 	// MAKE replaced so that test's recipe prints the variable instead of
 	// running the suite (the rest of the line becomes a shell comment);
 	// -o setup: do not run images/setup.sh.
-	cmd := exec.Command("make", "-s", "-C", root, "-o", "setup", "test", "MAKE=printenv "+StrictEnv+" #")
+	cmd := exec.Command("make", "-s", "--no-print-directory", "-C", root, "-o", "setup", "test", "MAKE=printenv "+StrictEnv+" #")
 	cmd.Env = env
 	out, err := cmd.CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "1" {
