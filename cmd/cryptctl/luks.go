@@ -81,9 +81,9 @@ func (f *luksNewKeyFlags) register(cmd *cobra.Command, keyUsage, newKeyUsage str
 	f.kdf.register(cmd)
 }
 
-// read checks the flags and returns the KDF and the new passphrase, which
-// the caller zeroes.
-func (f *luksNewKeyFlags) read(cmd *cobra.Command) (luks2.KDF, []byte, error) {
+// read checks the flags and returns the KDF and the new passphrase for
+// device, asked twice on a terminal, which the caller zeroes.
+func (f *luksNewKeyFlags) read(cmd *cobra.Command, device string) (luks2.KDF, []byte, error) {
 	kdf, err := f.kdf.kdf()
 	if err != nil {
 		return kdf, nil, err
@@ -91,7 +91,7 @@ func (f *luksNewKeyFlags) read(cmd *cobra.Command) (luks2.KDF, []byte, error) {
 	if f.keyFile == "-" && f.newKeyFile == "-" {
 		return kdf, nil, errors.New("--key-file and --new-key-file cannot both be stdin")
 	}
-	newPass, err := readKeyFile(cmd, "new-key-file", f.newKeyFile)
+	newPass, err := readPassphrase(cmd, "new-key-file", f.newKeyFile, device, true)
 	return kdf, newPass, err
 }
 
@@ -113,16 +113,18 @@ func luksReadHeader(cmd *cobra.Command, path string, write bool) (*os.File, *luk
 	return dev, h, nil
 }
 
-// luksUnlock reads the passphrase in the key file named by --flag and
-// returns the volume key it opens (at slot, or any) and the slot used. The
-// passphrase is zeroed here; the caller zeroes the volume key.
+// luksUnlock reads the passphrase in the key file named by --flag (asked
+// for on a terminal) and returns the volume key it opens (at slot, or any)
+// and the slot used. The passphrase is zeroed here; the caller zeroes the
+// volume key.
 func luksUnlock(cmd *cobra.Command, dev *os.File, h *luks2.Header, flag, path string, slot int) ([]byte, int, error) {
-	pass, err := readKeyFile(cmd, flag, path)
+	pass, err := readPassphrase(cmd, flag, path, dev.Name(), false)
 	if err != nil {
 		return nil, -1, err
 	}
 	defer clear(pass)
-	return h.Unlock(dev, pass, slot)
+	vk, used, err := h.Unlock(dev, pass, slot)
+	return vk, used, stdinNewlineHint(cmd, err, path, pass)
 }
 
 // luksNoKey turns ErrNoKeyslotOpens into exit code 2, as cryptsetup does.
@@ -147,7 +149,7 @@ func newLuksFormatCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("format %s: %w", args[0], err)
 			}
-			pass, err := readKeyFile(cmd, "key-file", keyFile)
+			pass, err := readPassphrase(cmd, "key-file", keyFile, args[0], true)
 			if err != nil {
 				return fmt.Errorf("format %s: %w", args[0], err)
 			}
@@ -342,7 +344,7 @@ func newLuksAddKeyCmd() *cobra.Command {
 			if (nk.keyFile == "") == (vkFile == "") {
 				return fail(errors.New("give exactly one of --key-file (an existing passphrase) or --volume-key-file"))
 			}
-			kdf, newPass, err := nk.read(cmd)
+			kdf, newPass, err := nk.read(cmd, args[0])
 			defer clear(newPass)
 			if err != nil {
 				return fail(err)
@@ -384,7 +386,7 @@ func newLuksChangeKeyCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fail := func(err error) error { return luksNoKey(fmt.Errorf("change-key %s: %w", args[0], err)) }
-			kdf, newPass, err := nk.read(cmd)
+			kdf, newPass, err := nk.read(cmd, args[0])
 			defer clear(newPass)
 			if err != nil {
 				return fail(err)
@@ -432,7 +434,7 @@ being removed, proving you keep a way in.`,
 			}
 			defer dev.Close()
 			if keyFile != "" {
-				pass, err := readKeyFile(cmd, "key-file", keyFile)
+				pass, err := readPassphrase(cmd, "key-file", keyFile, args[0], false)
 				if err != nil {
 					return fail(err)
 				}
@@ -447,10 +449,12 @@ being removed, proving you keep a way in.`,
 						break
 					}
 				}
-				clear(pass)
 				if !kept {
-					return fail(fmt.Errorf("--key-file opens no other key slot: %w", luks2.ErrNoKeyslotOpens))
+					err := stdinNewlineHint(cmd, fmt.Errorf("--key-file opens no other key slot: %w", luks2.ErrNoKeyslotOpens), keyFile, pass)
+					clear(pass)
+					return fail(err)
 				}
+				clear(pass)
 			}
 			if err := luks2.KillKeyslot(dev, slot); err != nil {
 				return fail(err)
