@@ -81,6 +81,12 @@ func TestPassphraseFromTerminal(t *testing.T) {
 			}
 		})
 	}
+	// A mismatch changed nothing: neither new passphrase opens a slot.
+	for _, k := range []string{"new1", "new2"} {
+		if out, code := cryptctlIn(nil, "luks", "test-key", img, "--key-file", luks2test.KeyFile(t, []byte(k))); code != 2 {
+			t.Errorf("after a mismatch, %q: exit %d, want 2: %s", k, code, out)
+		}
+	}
 	// add-key asks twice and the new passphrase opens a slot.
 	if out, code := cryptctlIn(&fakeTTY{lines: []string{"other", "other"}}, append([]string{"luks", "add-key", img, "--key-file", luks2test.KeyFile(t, []byte("secret")), "--new-key-file", "-"}, cheapKDF...)...); code != 0 {
 		t.Fatalf("add-key from a terminal: exit %d: %s", code, out)
