@@ -56,7 +56,7 @@ func Parse(data []byte) (*Config, error) {
 			break
 		}
 		if err != nil {
-			if n := tabLine(data); n > 0 {
+			if n := tabLine(data); n > 0 && tabError(err, n) {
 				return nil, fmt.Errorf("document %d: tabs are not allowed in YAML indentation (line %d): %w", doc, n, err)
 			}
 			return nil, fmt.Errorf("document %d: %w", doc, err)
@@ -176,7 +176,11 @@ func setKeyLines(encNode *yaml.Node, enc *Encryption) {
 func parseVolumeDocument(doc int, node *yaml.Node, kind string) (*Volume, []Problem, error) {
 	name := scalarField(node, "name")
 	where := fmt.Sprintf("document %d (%s %s)", doc, kind, name)
-	probs := unknownFields(doc, name, node, reflect.TypeOf(document{}), "")
+	id := name // the volume ID, for messages
+	if kind == KindUserVolumeConfig {
+		id = "u-" + name
+	}
+	probs := unknownFields(doc, id, node, reflect.TypeOf(document{}), "")
 	var d document
 	if err := node.Decode(&d); err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", where, err)
@@ -383,4 +387,12 @@ func tabLine(data []byte) int {
 		}
 	}
 	return 0
+}
+
+// tabError tells whether yaml.v3's err is about the tab on line n (it
+// names the line, or a tab character), not some other fault in a file that
+// also holds a tab, e.g. inside a quoted string.
+func tabError(err error, n int) bool {
+	msg := err.Error()
+	return strings.Contains(msg, fmt.Sprintf("line %d:", n)) || strings.Contains(msg, "tab character")
 }

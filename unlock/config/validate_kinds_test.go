@@ -28,7 +28,9 @@ func TestParseFindings(t *testing.T) {
 			[]string{"tabs are not allowed in YAML indentation (line 4)"}, ""},
 		{"every unknown field", "kind: UserVolumeConfig\nname: a\nencryption:\n  bogus: 1\n  keys: [{slot: 0, nodeID: {}}]\n---\n" +
 			"kind: UserVolumeConfig\nname: b\nencrypton: {}\n", "err",
-			[]string{`line 4: unknown field "encryption.bogus"`, `line 9: unknown field "encrypton"`, "2 problems"}, ""},
+			[]string{`document 1 (u-a) line 4: unknown field "encryption.bogus"`, `document 2 (u-b) line 9: unknown field "encrypton"`, "2 problems"}, ""},
+		{"tab inside a quoted string is no tab error", "kind: VolumeConfig\nname: STATE\nnote: \"a\n\tb\"\nencryption: [\n", "err",
+			[]string{"document 1: yaml:"}, ""},
 		{"weak argon2", "kind: UserVolumeConfig\nname: a\nencryption:\n  kdf: {memoryKiB: 32768}\n  keys: [{slot: 0, nodeID: {}}]\n", "warning",
 			[]string{"32768 KiB is under 64 MiB", "cryptsetup's defaults", "1 GiB"}, "u-a"},
 		{"weak pbkdf2", "kind: UserVolumeConfig\nname: a\nencryption:\n  kdf: {type: pbkdf2, iterations: 50000}\n  keys: [{slot: 0, nodeID: {}}]\n", "warning",
