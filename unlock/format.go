@@ -299,6 +299,9 @@ func (e *Engine) newSlotKDF(vol *config.Volume) (luks2.KDF, error) {
 	return kdf, nil
 }
 
+// KDFFor is the KDF new key slots of a volume with enc get (for display).
+func KDFFor(enc *config.Encryption) luks2.KDF { return kdfFor(enc) }
+
 // kdfFor turns the config's KDF costs into LUKS2's, defaults for the rest.
 func kdfFor(enc *config.Encryption) luks2.KDF {
 	kdf := luks2.DefaultKDF()

@@ -2,10 +2,12 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/cryptinit/cryptinit/unlock"
 	"github.com/cryptinit/cryptinit/unlock/config"
 )
 
@@ -29,11 +31,31 @@ func newConfigValidateCmd() *cobra.Command {
 					fmt.Fprintf(out, "%s (%s, document %d): %s\n", v.ID, v.Kind, v.Doc, configSummary(&v))
 				}
 				for _, w := range cfg.Warnings {
+					if slices.Contains(cfg.UnknownKinds, w) {
+						continue // an error below
+					}
 					fmt.Fprintf(out, "warning: %s\n", w)
+				}
+			}
+			if cfg != nil {
+				for _, n := range cfg.Notes {
+					fmt.Fprintf(out, "note: %s\n", n)
 				}
 			}
 			if err != nil {
 				return &exitError{code: 1, err: err}
+			}
+			// the boot skips these with a log line; an operator checking a
+			// file wants to hear that it does nothing
+			var errs []string
+			for _, p := range cfg.UnknownKinds {
+				errs = append(errs, p.String())
+			}
+			if len(cfg.Volumes) == 0 {
+				errs = append(errs, "no volume config: cryptinit would do nothing with this file; fix: add a document with kind: VolumeConfig (name: STATE or EPHEMERAL) or kind: UserVolumeConfig")
+			}
+			if len(errs) > 0 {
+				return &exitError{code: 1, err: fmt.Errorf("%s: %s", args[0], strings.Join(errs, "\n  "))}
 			}
 			fmt.Fprintf(out, "%s: ok (%d volumes)\n", args[0], len(cfg.Volumes))
 			return nil
@@ -51,8 +73,10 @@ func configSummary(v *config.Volume) string {
 		ks[i] = v.Encryption.Keys[i].String()
 	}
 	s := "encrypted, keys: " + strings.Join(ks, ", ")
-	if k := v.Encryption.KDF; k != nil {
-		s += fmt.Sprintf("; kdf %s %d KiB x%d", k.Type, k.MemoryKiB, k.Iterations)
+	// the KDF new key slots really get, defaults filled in
+	k := unlock.KDFFor(v.Encryption)
+	if k.Type == "pbkdf2" {
+		return s + fmt.Sprintf("; kdf pbkdf2-%s %d iterations", k.Hash, k.Iterations)
 	}
-	return s
+	return s + fmt.Sprintf("; kdf %s %d KiB, %d passes, %d threads", k.Type, k.Memory, k.Time, k.Parallel)
 }

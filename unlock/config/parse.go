@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -55,13 +56,26 @@ func Parse(data []byte) (*Config, error) {
 			break
 		}
 		if err != nil {
+			if n := tabLine(data); n > 0 && tabError(err, n) {
+				return nil, fmt.Errorf("document %d: tabs are not allowed in YAML indentation (line %d): %w", doc, n, err)
+			}
 			return nil, fmt.Errorf("document %d: %w", doc, err)
 		}
 		vols, probs, err := parseDocument(doc, &node)
 		if err != nil {
 			return nil, err
 		}
-		problems = append(problems, probs...)
+		for _, p := range probs {
+			switch {
+			case p.note:
+				cfg.Notes = append(cfg.Notes, p)
+			case p.unknownKind:
+				cfg.UnknownKinds = append(cfg.UnknownKinds, p)
+				problems = append(problems, p)
+			default:
+				problems = append(problems, p)
+			}
+		}
 		cfg.Volumes = append(cfg.Volumes, vols...)
 	}
 	problems = append(problems, validate(cfg)...)
@@ -90,11 +104,10 @@ func parseDocument(doc int, node *yaml.Node) ([]Volume, []Problem, error) {
 	}
 	kind := scalarField(node, "kind")
 	if kind == "" && lookup(node, "machine", "systemDiskEncryption") != nil {
-		vols, err := parseSystemDiskEncryption(doc, node)
-		return vols, nil, err
+		return parseSystemDiskEncryption(doc, node)
 	}
 	if kind != KindVolumeConfig && kind != KindUserVolumeConfig {
-		return nil, nil, nil
+		return nil, []Problem{skipDocument(doc, node, kind)}, nil
 	}
 	vol, probs, err := parseVolumeDocument(doc, node, kind)
 	if vol == nil || err != nil {
@@ -110,12 +123,13 @@ const KindSystemDiskEncryption = "v1alpha1 machine.systemDiskEncryption"
 // parseSystemDiskEncryption reads machine.systemDiskEncryption.{state,
 // ephemeral} of a Talos v1alpha1 document (older machine configs); the rest
 // of that document is not cryptinit's and is not checked.
-func parseSystemDiskEncryption(doc int, node *yaml.Node) ([]Volume, error) {
+func parseSystemDiskEncryption(doc int, node *yaml.Node) ([]Volume, []Problem, error) {
 	sde := lookup(node, "machine", "systemDiskEncryption")
 	if sde.Kind != yaml.MappingNode {
-		return nil, fmt.Errorf("document %d: machine.systemDiskEncryption must be a mapping (line %d)", doc, sde.Line)
+		return nil, nil, fmt.Errorf("document %d: machine.systemDiskEncryption must be a mapping (line %d)", doc, sde.Line)
 	}
 	var vols []Volume
+	var probs []Problem
 	for i := 0; i+1 < len(sde.Content); i += 2 {
 		key, val := sde.Content[i], sde.Content[i+1]
 		path := "machine.systemDiskEncryption." + key.Value
@@ -126,19 +140,19 @@ func parseSystemDiskEncryption(doc int, node *yaml.Node) ([]Volume, error) {
 		case "ephemeral":
 			id = EphemeralVolume
 		default:
-			return nil, fmt.Errorf("document %d line %d: unknown field %q (want state or ephemeral)", doc, key.Line, path)
+			probs = append(probs, Problem{Doc: doc, Volume: "machine.systemDiskEncryption", Line: key.Line,
+				Msg: fmt.Sprintf("unknown field %q (want state or ephemeral)", path)})
+			continue
 		}
-		if errs := unknownFields(val, reflect.TypeOf(Encryption{}), path+"."); len(errs) > 0 {
-			return nil, fmt.Errorf("document %d (%s): %w", doc, path, errors.Join(errs...))
-		}
+		probs = append(probs, unknownFields(doc, id, val, reflect.TypeOf(Encryption{}), path+".")...)
 		var enc Encryption
 		if err := val.Decode(&enc); err != nil {
-			return nil, fmt.Errorf("document %d (%s): %w", doc, path, err)
+			return nil, nil, fmt.Errorf("document %d (%s): %w", doc, path, err)
 		}
 		setKeyLines(val, &enc)
 		vols = append(vols, Volume{ID: id, Kind: KindSystemDiskEncryption, Name: id, Doc: doc, Encryption: &enc, encPath: path})
 	}
-	return vols, nil
+	return vols, probs, nil
 }
 
 // setKeyLines records where each key and its slot are written, for messages
@@ -162,9 +176,11 @@ func setKeyLines(encNode *yaml.Node, enc *Encryption) {
 func parseVolumeDocument(doc int, node *yaml.Node, kind string) (*Volume, []Problem, error) {
 	name := scalarField(node, "name")
 	where := fmt.Sprintf("document %d (%s %s)", doc, kind, name)
-	if errs := unknownFields(node, reflect.TypeOf(document{}), ""); len(errs) > 0 {
-		return nil, nil, fmt.Errorf("%s: %w", where, errors.Join(errs...))
+	id := name // the volume ID, for messages
+	if kind == KindUserVolumeConfig {
+		id = "u-" + name
 	}
+	probs := unknownFields(doc, id, node, reflect.TypeOf(document{}), "")
 	var d document
 	if err := node.Decode(&d); err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", where, err)
@@ -176,12 +192,16 @@ func parseVolumeDocument(doc int, node *yaml.Node, kind string) (*Volume, []Prob
 	if enc := lookup(node, "encryption"); enc != nil && vol.Encryption != nil {
 		setKeyLines(enc, vol.Encryption)
 	}
-	var probs []Problem
 	switch kind {
 	case KindVolumeConfig:
 		if d.Name != StateVolume && d.Name != EphemeralVolume {
-			probs = append(probs, Problem{Doc: doc, Volume: d.Name, Field: "name", Line: line(node, "name"), Warning: true,
-				Msg: fmt.Sprintf("cryptinit handles the system volumes %s and %s only; this document is ignored", StateVolume, EphemeralVolume)})
+			msg := fmt.Sprintf("cryptinit handles the system volumes %s and %s only; this document is ignored", StateVolume, EphemeralVolume)
+			for _, sys := range []string{StateVolume, EphemeralVolume} {
+				if strings.EqualFold(d.Name, sys) {
+					msg += fmt.Sprintf(" (did you mean %s?)", sys)
+				}
+			}
+			probs = append(probs, Problem{Doc: doc, Volume: d.Name, Field: "name", Line: line(node, "name"), Warning: true, Msg: msg})
 			return nil, probs, nil
 		}
 		vol.ID = d.Name
@@ -191,6 +211,11 @@ func parseVolumeDocument(doc int, node *yaml.Node, kind string) (*Volume, []Prob
 				Msg: "a UserVolumeConfig needs a name", Fix: "add name: <volume name>; the partition label is u-<name>"})
 		}
 		vol.ID = "u-" + d.Name
+		if strings.HasPrefix(d.Name, "u-") {
+			probs = append(probs, Problem{Doc: doc, Volume: vol.ID, Field: "name", Line: line(node, "name"), Warning: true,
+				Msg: fmt.Sprintf("the volume ID (and partition label) will be %s: the u- is added for you", vol.ID),
+				Fix: fmt.Sprintf("write name: %s for the partition label %s", strings.TrimPrefix(d.Name, "u-"), d.Name)})
+		}
 		if m := lookup(node, "provisioning", "diskSelector", "match"); m != nil && m.Kind == yaml.ScalarNode {
 			vol.DiskSelector = strings.TrimSpace(m.Value)
 		}
@@ -200,14 +225,14 @@ func parseVolumeDocument(doc int, node *yaml.Node, kind string) (*Volume, []Prob
 
 // unknownFields reports every mapping key under node that has no field in t,
 // with its line, walking nested structs, pointers and slices.
-func unknownFields(node *yaml.Node, t reflect.Type, path string) []error {
+func unknownFields(doc int, volume string, node *yaml.Node, t reflect.Type, path string) []Problem {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
 	if t == reflect.TypeOf(yaml.Node{}) {
 		return nil // free-form subtree
 	}
-	var errs []error
+	var errs []Problem
 	switch t.Kind() {
 	case reflect.Struct:
 		if node.Kind != yaml.MappingNode {
@@ -226,17 +251,18 @@ func unknownFields(node *yaml.Node, t reflect.Type, path string) []error {
 			key, val := node.Content[i], node.Content[i+1]
 			ft, ok := fields[key.Value]
 			if !ok {
-				errs = append(errs, fmt.Errorf("line %d: unknown field %q%s", key.Line, path+key.Value, suggest(key.Value, fields)))
+				errs = append(errs, Problem{Doc: doc, Volume: volume, Line: key.Line,
+					Msg: fmt.Sprintf("unknown field %q%s", path+key.Value, suggest(key.Value, fields))})
 				continue
 			}
-			errs = append(errs, unknownFields(val, ft, path+key.Value+".")...)
+			errs = append(errs, unknownFields(doc, volume, val, ft, path+key.Value+".")...)
 		}
 	case reflect.Slice:
 		if node.Kind != yaml.SequenceNode {
 			return nil
 		}
 		for i, item := range node.Content {
-			errs = append(errs, unknownFields(item, t.Elem(), fmt.Sprintf("%s[%d].", strings.TrimSuffix(path, "."), i))...)
+			errs = append(errs, unknownFields(doc, volume, item, t.Elem(), fmt.Sprintf("%s[%d].", strings.TrimSuffix(path, "."), i))...)
 		}
 	}
 	return errs
@@ -289,4 +315,84 @@ func lookup(m *yaml.Node, path ...string) *yaml.Node {
 		m = next
 	}
 	return m
+}
+
+// talosKinds are the Talos machine config document kinds that carry no
+// volume for cryptinit (see Talos's config reference).
+var talosKinds = []string{
+	"RawVolumeConfig", "ExistingVolumeConfig", "SwapVolumeConfig", "ZswapConfig",
+	"NetworkDefaultActionConfig", "NetworkRuleConfig", "KmsgLogConfig", "EventSinkConfig",
+	"WatchdogTimerConfig", "SideroLinkConfig", "TrustedRootsConfig", "EthernetConfig",
+	"ExtensionServiceConfig", "HostnameConfig",
+}
+
+// skipDocument describes a document cryptinit does not read: a note for a
+// Talos kind (or a v1alpha1 document without systemDiskEncryption), an
+// unknown-kind warning otherwise.
+func skipDocument(doc int, node *yaml.Node, kind string) Problem {
+	p := Problem{Doc: doc, Volume: kind, Field: "kind", Line: line(node, "kind")}
+	switch {
+	case kind == "" && (scalarField(node, "version") == "v1alpha1" || lookup(node, "machine") != nil):
+		p.Volume, p.Field, p.note = "v1alpha1", "", true
+		p.Msg = "Talos machine config without machine.systemDiskEncryption: no volume for cryptinit, skipped"
+	case slices.Contains(talosKinds, kind):
+		p.note = true
+		p.Msg = fmt.Sprintf("Talos %s: no volume for cryptinit, skipped", kind)
+	case kind == "":
+		p.unknownKind, p.Warning = true, true
+		p.Msg = "the document has no kind: skipped"
+		p.Fix = "set kind: VolumeConfig or kind: UserVolumeConfig"
+	default:
+		p.unknownKind, p.Warning = true, true
+		p.Msg = fmt.Sprintf("unknown kind %q: skipped", kind)
+		for _, k := range append([]string{KindVolumeConfig, KindUserVolumeConfig}, talosKinds...) {
+			if strings.EqualFold(k, kind) || editDistance(strings.ToLower(k), strings.ToLower(kind)) <= 2 {
+				p.Msg += fmt.Sprintf(" (did you mean %s?)", k)
+				break
+			}
+		}
+	}
+	return p
+}
+
+// editDistance is the Levenshtein distance of a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+// tabLine is the first line (1-based) indented with a tab, 0 if none: YAML
+// forbids tabs in indentation and yaml.v3 says only "found character that
+// cannot start any token".
+func tabLine(data []byte) int {
+	for i, l := range strings.Split(string(data), "\n") {
+		indent := l[:len(l)-len(strings.TrimLeft(l, " \t"))]
+		if strings.Contains(indent, "\t") {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+// tabError tells whether yaml.v3's err is about the tab on line n (it
+// names the line, or a tab character), not some other fault in a file that
+// also holds a tab, e.g. inside a quoted string.
+func tabError(err error, n int) bool {
+	msg := err.Error()
+	return strings.Contains(msg, fmt.Sprintf("line %d:", n)) || strings.Contains(msg, "tab character")
 }

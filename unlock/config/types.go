@@ -21,6 +21,11 @@ const MaxSlot = 31
 type Config struct {
 	Volumes  []Volume
 	Warnings []Problem // things that work but deserve attention
+	// UnknownKinds are documents whose kind neither cryptinit nor Talos
+	// knows (also in Warnings): skipped at boot, errors for
+	// `cryptctl config validate`.
+	UnknownKinds []Problem
+	Notes        []Problem // documents of other Talos kinds, skipped
 }
 
 // Volume returns the volume with the given ID, or nil.

@@ -16,6 +16,9 @@ type Problem struct {
 	Msg     string
 	Fix     string
 	Warning bool // true: allowed, but worth knowing
+
+	note        bool // a document of another Talos kind, skipped (Config.Notes)
+	unknownKind bool // a document of an unknown kind (Config.UnknownKinds)
 }
 
 func (p Problem) String() string {
@@ -126,6 +129,15 @@ func validateEncryption(v *Volume, add0 func(field string, line int, warning boo
 		}
 		if k.MemoryKiB < 0 || k.Iterations < 0 || k.Parallelism < 0 {
 			add("encryption.kdf", 0, false, "KDF costs cannot be negative", "use positive numbers or leave them out for the defaults")
+		}
+		const cryptsetupDefaults = "cryptsetup's defaults: argon2id benchmarked to 2 s with up to 1 GiB (1048576 KiB) and 4 threads, pbkdf2 benchmarked to 2 s (millions of iterations); cryptinit's: argon2id 256 MiB x4 passes, pbkdf2 600000"
+		if k.Type != "pbkdf2" && k.MemoryKiB > 0 && k.MemoryKiB < 64*1024 {
+			add("encryption.kdf.memoryKiB", 0, true, fmt.Sprintf("argon2 memory %d KiB is under 64 MiB: each guess of the passphrase costs an attacker little (%s)", k.MemoryKiB, cryptsetupDefaults),
+				"raise memoryKiB to 65536 or more, or leave it out for the default")
+		}
+		if k.Type == "pbkdf2" && k.Iterations > 0 && k.Iterations < 100000 {
+			add("encryption.kdf.iterations", 0, true, fmt.Sprintf("pbkdf2 with %d iterations (under 100,000) is cheap to brute-force (%s)", k.Iterations, cryptsetupDefaults),
+				"raise iterations to 600000 or more, leave them out, or use argon2id")
 		}
 		if k.MemoryKiB > 4*1024*1024 {
 			add("encryption.kdf.memoryKiB", 0, false, "memory cost above 4 GiB (the LUKS2 limit)", "use at most 4194304")
