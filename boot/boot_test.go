@@ -786,7 +786,7 @@ func TestInterruptedFormatRedone(t *testing.T) {
 		return head
 	}
 
-	uuid := headerUUID(t, n.parts["EPHEMERAL"])
+	uuid := luksUUID(t, n.parts["EPHEMERAL"])
 	before := breakHeaders()
 	n.con.Reset()
 	if _, err := n.boot(root, basicConfig, "").Run(context.Background()); err == nil {
@@ -827,21 +827,6 @@ func TestInterruptedFormatRedone(t *testing.T) {
 	if err != nil || rec != nil {
 		t.Errorf("journal entry left behind: %+v, %v", rec, err)
 	}
-}
-
-// headerUUID is the UUID of the LUKS2 header on the image at path.
-func headerUUID(t *testing.T, path string) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h, err := luks2.ReadHeader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return h.UUID
 }
 
 // gateNode holds STATE's mount until u-data is mapped (or 3 s pass): a
