@@ -2,6 +2,9 @@
 #   make demo   builds the images and boots a node that unlocks its disks
 #   make test   installs what is missing, then runs every test (unit + VM)
 SHELL := /bin/bash
+# setup.sh installs Go into /usr/local/go when the one on PATH is too old
+# (Debian 12 ships 1.19); put it first so every target uses it.
+export PATH := /usr/local/go/bin:$(PATH)
 GO ?= go
 OUT ?= $(CURDIR)/out
 export CGO_ENABLED ?= 1

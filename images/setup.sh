@@ -20,6 +20,7 @@ PKGS=(
   openssl cpio xz-utils zstd kmod iproute2 # keys, initramfs packing, depmod, netns tests
   ca-certificates         # apt-get download over https mirrors
   tang                    # the KMS benchmark's side-by-side comparison
+  make git curl unzip     # the Makefile itself; fetching the Go toolchain (below)
 )
 
 missing=()
@@ -34,6 +35,39 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # tang pulls in a systemd socket unit; we start it by hand in benchmarks only.
-command -v go >/dev/null || { echo "setup: Go toolchain not found on PATH" >&2; exit 1; }
+
+# Go: go.mod needs GO_VERSION; Debian 12's golang-go is 1.19. When the go on
+# PATH (after /usr/local/go/bin, where we install) is missing or older, fetch
+# the official toolchain from the Go module proxy (the same zip `GOTOOLCHAIN`
+# downloads) and check it against the digest pinned here before installing it
+# in /usr/local/go. The Makefile puts /usr/local/go/bin first on PATH.
+GO_VERSION=1.26.8
+GO_ZIP_SHA256=30c2b1bf7dcc88d3eb0a1364e47ddd9128edb3110a30e8a0ef61cd5856b31de7 # linux-amd64
+export PATH="/usr/local/go/bin:$PATH"
+go_ok() {
+  command -v go >/dev/null || return 1
+  local have
+  have=$(go env GOVERSION 2>/dev/null || true) # "go1.26.8"; go1.19 has it too
+  have=${have#go}
+  [ -n "$have" ] || return 1
+  # Sort the two versions; ours is new enough when the wanted one sorts first.
+  [ "$(printf '%s\n%s\n' "$GO_VERSION" "$have" | sort -V | head -n1)" = "$GO_VERSION" ]
+}
+if ! go_ok; then
+  [ "$(uname -m)" = x86_64 ] || { echo "setup: install Go >= $GO_VERSION yourself (only linux-amd64 is fetched here)" >&2; exit 1; }
+  echo "setup: installing Go $GO_VERSION into /usr/local/go (found: $(command -v go >/dev/null && go env GOVERSION || echo none))"
+  proxy=${GOPROXY_URL:-https://proxy.golang.org}
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  curl -fsSL -o "$tmp/go.zip" "$proxy/golang.org/toolchain/@v/v0.0.1-go$GO_VERSION.linux-amd64.zip"
+  echo "$GO_ZIP_SHA256  $tmp/go.zip" | sha256sum -c --quiet - ||
+    { echo "setup: the Go toolchain zip does not match its pinned digest; not installed" >&2; exit 1; }
+  unzip -q "$tmp/go.zip" -d "$tmp/x"
+  rm -rf /usr/local/go
+  mv "$tmp/x/golang.org/toolchain@v0.0.1-go$GO_VERSION.linux-amd64" /usr/local/go
+  chmod -R a+rX /usr/local/go
+  chmod a+x /usr/local/go/bin/* /usr/local/go/pkg/tool/*/*
+  go_ok || { echo "setup: Go $GO_VERSION did not install" >&2; exit 1; }
+fi
 go mod download
-echo "setup: ok"
+echo "setup: ok ($(go env GOVERSION))"
