@@ -24,6 +24,10 @@ mount_once proc "$dir/proc" -t proc
 mount_once /dev "$dir/dev" --rbind --make-rslave
 trap 'umount -R "$dir/dev" 2>/dev/null; umount "$dir/proc" 2>/dev/null || true' EXIT
 cp /etc/resolv.conf "$dir/etc/resolv.conf"
+# The site's own CAs (a TLS-intercepting egress proxy, say) go along, as
+# they would be on any machine of that site.
+mkdir -p "$dir/usr/local/share/ca-certificates"
+cp /usr/local/share/ca-certificates/*.crt "$dir/usr/local/share/ca-certificates/" 2>/dev/null || true
 
 rm -rf "$dir/root/cryptinit"
 git clone -q "$repo" "$dir/root/cryptinit"
@@ -33,6 +37,7 @@ chroot "$dir" /usr/bin/env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin bash
   dpkg --configure -a
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends golang-go git ca-certificates >/dev/null
+  update-ca-certificates >/dev/null
   echo "fresh-debian: Debian Go before setup: $(go version)"
   if command -v make >/dev/null; then echo "fresh-debian: make is already there"; exit 1; fi
   # The quickstart, as printed:
