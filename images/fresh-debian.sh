@@ -39,6 +39,9 @@ chroot "$dir" /usr/bin/env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin bash
   apt-get install -y -qq --no-install-recommends golang-go git ca-certificates >/dev/null
   update-ca-certificates >/dev/null
   echo "fresh-debian: Debian Go before setup: $(go version)"
+  # A DIR reused from an earlier run: take back what the quickstart adds.
+  apt-get purge -y -qq make >/dev/null 2>&1 || true
+  rm -rf /usr/local/go
   if command -v make >/dev/null; then echo "fresh-debian: make is already there"; exit 1; fi
   # The quickstart, as printed:
   apt-get update && apt-get install -y make
