@@ -136,7 +136,7 @@ func luksNoKey(err error) error {
 }
 
 func newLuksFormatCmd() *cobra.Command {
-	var keyFile, vkFile, label, subsystem, uuid string
+	var keyFile, vkFile, label, subsystem, uuid, luksType, cipher string
 	var keySize, sectorSize, slot int
 	var flags []string
 	var kf luksKDFFlags
@@ -145,6 +145,9 @@ func newLuksFormatCmd() *cobra.Command {
 		Short: "Write a new LUKS2 header with one key slot (refuses devices holding a signature)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := luksCheckWritable(luksType, cipher); err != nil {
+				return fmt.Errorf("format %s: %w; nothing was written", args[0], err)
+			}
 			kdf, err := kf.kdf()
 			if err != nil {
 				return fmt.Errorf("format %s: %w", args[0], err)
@@ -167,7 +170,7 @@ func newLuksFormatCmd() *cobra.Command {
 			}
 			defer dev.Close()
 			h, err := luks2.Format(dev, size, pass, luks2.FormatOptions{
-				Slot: slot, KeySize: keySize, SectorSize: sectorSize, KDF: kdf,
+				Slot: slot, Cipher: cipher, KeySize: keySize, SectorSize: sectorSize, KDF: kdf,
 				Label: label, Subsystem: subsystem, UUID: uuid, VolumeKey: vk, Flags: flags,
 			})
 			if err != nil {
@@ -181,13 +184,27 @@ func newLuksFormatCmd() *cobra.Command {
 	cmd.Flags().StringVar(&vkFile, "volume-key-file", "", "use this volume key instead of a random one")
 	cmd.Flags().IntVar(&keySize, "key-size", 512, "volume key size in bits (256 or 512)")
 	cmd.Flags().IntVar(&sectorSize, "sector-size", 4096, "encryption sector size (512 or 4096)")
-	cmd.Flags().IntVar(&slot, "key-slot", 0, "key slot for the passphrase (0..31)")
+	keySlotFlag(cmd, &slot, 0, "key slot for the passphrase (0..31)")
+	cmd.Flags().StringVar(&luksType, "type", "luks2", "header type; only luks2 is written")
+	cmd.Flags().StringVar(&cipher, "cipher", "aes-xts-plain64", "data cipher; only aes-xts-plain64 is written")
 	cmd.Flags().StringVar(&label, "label", "", "header label")
 	cmd.Flags().StringVar(&subsystem, "subsystem", "", "header subsystem")
 	cmd.Flags().StringVar(&uuid, "uuid", "", "volume UUID (random by default)")
 	cmd.Flags().StringSliceVar(&flags, "persistent-flags", nil, "persistent activation flags, e.g. allow-discards")
 	kf.register(cmd)
 	return cmd
+}
+
+// luksCheckWritable refuses a header type or data cipher that format
+// cannot write, before anything is read or written.
+func luksCheckWritable(luksType, cipher string) error {
+	if luksType != "luks2" {
+		return fmt.Errorf("--type %q: cryptctl writes only luks2 headers (it reads luks1); use cryptsetup luksFormat --type luks1 for a LUKS1 volume", luksType)
+	}
+	if cipher != "aes-xts-plain64" {
+		return fmt.Errorf("--cipher %q: cryptctl writes only aes-xts-plain64 (the cipher cryptsetup and Talos use by default)", cipher)
+	}
+	return nil
 }
 
 func newLuksDumpCmd() *cobra.Command {
@@ -373,7 +390,7 @@ func newLuksAddKeyCmd() *cobra.Command {
 	}
 	nk.register(cmd, "an existing passphrase (- = stdin)", "the passphrase to add (- = stdin)")
 	cmd.Flags().StringVar(&vkFile, "volume-key-file", "", "authorise with the raw volume key instead")
-	cmd.Flags().IntVar(&slot, "key-slot", luks2.AnySlot, "key slot to use (default: first free)")
+	keySlotFlag(cmd, &slot, luks2.AnySlot, "key slot to use (default: first free)")
 	return cmd
 }
 
@@ -409,7 +426,7 @@ func newLuksChangeKeyCmd() *cobra.Command {
 		},
 	}
 	nk.register(cmd, "the current passphrase (- = stdin)", "the new passphrase (- = stdin)")
-	cmd.Flags().IntVar(&slot, "key-slot", luks2.AnySlot, "only change this key slot")
+	keySlotFlag(cmd, &slot, luks2.AnySlot, "only change this key slot")
 	return cmd
 }
 
@@ -417,7 +434,7 @@ func newLuksRemoveKeyCmd() *cobra.Command {
 	var slot int
 	var keyFile string
 	cmd := &cobra.Command{
-		Use:   "remove-key DEVICE --slot N [--key-file FILE]",
+		Use:   "remove-key DEVICE --key-slot N [--key-file FILE]",
 		Short: "Remove a key slot and wipe its key material (never the last one)",
 		Long: `Remove a key slot and wipe its key material. The last key slot of a volume is
 never removed. With --key-file, the key must open a slot other than the one
@@ -425,8 +442,8 @@ being removed, proving you keep a way in.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fail := func(err error) error { return luksNoKey(fmt.Errorf("remove-key %s slot %d: %w", args[0], slot, err)) }
-			if !cmd.Flags().Changed("slot") {
-				return fail(errors.New("--slot is required"))
+			if !keySlotChanged(cmd) {
+				return fail(errors.New("--key-slot is required"))
 			}
 			dev, h, err := luksReadHeader(cmd, args[0], true)
 			if err != nil {
@@ -463,7 +480,7 @@ being removed, proving you keep a way in.`,
 			return nil
 		},
 	}
-	cmd.Flags().IntVar(&slot, "slot", -1, "key slot to remove (0..31)")
+	keySlotFlag(cmd, &slot, -1, "key slot to remove (0..31)")
 	cmd.Flags().StringVar(&keyFile, "key-file", "", "optional: a passphrase that must open another slot")
 	return cmd
 }
@@ -472,7 +489,7 @@ func newLuksTestKeyCmd() *cobra.Command {
 	var keyFile string
 	var slot int
 	cmd := &cobra.Command{
-		Use:   "test-key DEVICE --key-file FILE [--slot N]",
+		Use:   "test-key DEVICE --key-file FILE [--key-slot N]",
 		Short: "Exit 0 only if the key opens a key slot (exit 2 if none does)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -492,7 +509,7 @@ func newLuksTestKeyCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&keyFile, "key-file", "", "the passphrase to test (- = stdin)")
-	cmd.Flags().IntVar(&slot, "slot", luks2.AnySlot, "only try this key slot")
+	keySlotFlag(cmd, &slot, luks2.AnySlot, "only try this key slot")
 	return cmd
 }
 

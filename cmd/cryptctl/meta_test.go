@@ -85,7 +85,7 @@ func TestMetaWipeCmds(t *testing.T) {
 
 	// --partition: the UUID of the LUKS header on it
 	img := luks2test.NewImage(t, 20<<20)
-	if _, err := cryptctl(t, "volume", "format", "--config", "../../configs/static-rotation-1.yaml", "--volume", "EPHEMERAL", "--device", img); err != nil {
+	if _, err := cryptctl(t, "volume", "format", img, "--config", "../../configs/static-rotation-1.yaml", "--volume", "EPHEMERAL"); err != nil {
 		t.Fatal(err)
 	}
 	luksUUID, err := readLUKSUUID(img)
