@@ -127,14 +127,6 @@ func luksUnlock(cmd *cobra.Command, dev *os.File, h *luks2.Header, flag, path st
 	return vk, used, stdinNewlineHint(cmd, err, path, pass)
 }
 
-// luksNoKey turns ErrNoKeyslotOpens into exit code 2, as cryptsetup does.
-func luksNoKey(err error) error {
-	if errors.Is(err, luks2.ErrNoKeyslotOpens) {
-		return &exitError{code: 2, err: err}
-	}
-	return err
-}
-
 func newLuksFormatCmd() *cobra.Command {
 	var keyFile, vkFile, label, subsystem, uuid, luksType, cipher string
 	var keySize, sectorSize, slot int
@@ -357,7 +349,7 @@ func newLuksAddKeyCmd() *cobra.Command {
 		Short: "Add a key slot, authorised by an existing passphrase or by the volume key",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fail := func(err error) error { return luksNoKey(fmt.Errorf("add-key %s: %w", args[0], err)) }
+			fail := func(err error) error { return fmt.Errorf("add-key %s: %w", args[0], err) }
 			if (nk.keyFile == "") == (vkFile == "") {
 				return fail(errors.New("give exactly one of --key-file (an existing passphrase) or --volume-key-file"))
 			}
@@ -402,7 +394,7 @@ func newLuksChangeKeyCmd() *cobra.Command {
 		Short: "Replace the passphrase of the key slot the old one opens, in one crash-safe step",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fail := func(err error) error { return luksNoKey(fmt.Errorf("change-key %s: %w", args[0], err)) }
+			fail := func(err error) error { return fmt.Errorf("change-key %s: %w", args[0], err) }
 			kdf, newPass, err := nk.read(cmd, args[0])
 			defer clear(newPass)
 			if err != nil {
@@ -441,7 +433,7 @@ never removed. With --key-file, the key must open a slot other than the one
 being removed, proving you keep a way in.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fail := func(err error) error { return luksNoKey(fmt.Errorf("remove-key %s slot %d: %w", args[0], slot, err)) }
+			fail := func(err error) error { return fmt.Errorf("remove-key %s slot %d: %w", args[0], slot, err) }
 			if !keySlotChanged(cmd) {
 				return fail(errors.New("--key-slot is required"))
 			}
@@ -493,7 +485,7 @@ func newLuksTestKeyCmd() *cobra.Command {
 		Short: "Exit 0 only if the key opens a key slot (exit 2 if none does)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fail := func(err error) error { return luksNoKey(fmt.Errorf("test-key %s: %w", args[0], err)) }
+			fail := func(err error) error { return fmt.Errorf("test-key %s: %w", args[0], err) }
 			dev, h, err := luksReadHeader(cmd, args[0], false)
 			if err != nil {
 				return fail(err)

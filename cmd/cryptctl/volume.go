@@ -155,7 +155,7 @@ func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
 	}
 	volumePrint(out, f.device, res)
 	if res.Sync != nil && len(res.Sync.Problems) > 0 {
-		return &exitError{code: 3, err: fmt.Errorf("%s opened, but sync had problems", vol.ID)}
+		return &exitError{code: exitSyncProblems, err: fmt.Errorf("%s opened, but sync had problems", vol.ID)}
 	}
 	return nil
 }

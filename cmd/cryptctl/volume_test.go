@@ -54,7 +54,7 @@ func TestVolumeAndMetaCmds(t *testing.T) {
 	if _, err := cryptctl(t, "meta", "delete", "--tag", "15", metaImg); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cryptctl(t, "meta", "get", "--tag", "15", metaImg); err == nil || exitCode(err) != 2 {
+	if _, err := cryptctl(t, "meta", "get", "--tag", "15", metaImg); err == nil || exitCode(err) != exitFailure {
 		t.Fatalf("deleted tag: %v", err)
 	}
 }
