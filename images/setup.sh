@@ -20,6 +20,7 @@ PKGS=(
   openssl cpio xz-utils zstd kmod iproute2 # keys, initramfs packing, depmod, netns tests
   ca-certificates         # apt-get download over https mirrors
   tang                    # the KMS benchmark's side-by-side comparison
+  groff-base              # cryptctl man pages are checked with groff
 )
 
 missing=()

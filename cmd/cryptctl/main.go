@@ -62,7 +62,11 @@ func newRootCmd() *cobra.Command {
 		newVolumeCmd(),
 		newPCRCmd(),
 		newVersionCmd(),
+		newManCmd(),
 	)
+	// after every AddCommand: these walk the tree
+	addCompletions(root)
+	addExamples(root)
 	return root
 }
 

@@ -97,7 +97,7 @@ func TestOneSpelling(t *testing.T) {
 // is --key-slot with -S, and no visible flag uses another spelling.
 func TestSlotFlagSpelling(t *testing.T) {
 	n := 0
-	walk(newRootCmd(), func(c *cobra.Command) {
+	walkCommands(newRootCmd(), func(c *cobra.Command) {
 		c.Flags().VisitAll(func(f *pflag.Flag) {
 			switch {
 			case f.Name == "key-slot":
@@ -116,14 +116,6 @@ func TestSlotFlagSpelling(t *testing.T) {
 	})
 	if n < 5 {
 		t.Errorf("%d commands have --key-slot, want at least 5 (format, add-key, change-key, remove-key, test-key)", n)
-	}
-}
-
-// walk calls fn for c and every command below it.
-func walk(c *cobra.Command, fn func(*cobra.Command)) {
-	fn(c)
-	for _, s := range c.Commands() {
-		walk(s, fn)
 	}
 }
 
