@@ -129,7 +129,7 @@ func roffEscape(s string) string {
 }
 
 // roffText escapes every line of s and keeps a line that starts with '.'
-// or '\” from being read as a request.
+// or an apostrophe from being read as a request.
 func roffText(s string) string {
 	lines := strings.Split(s, "\n")
 	for i, l := range lines {
