@@ -66,6 +66,7 @@ var examples = map[string]string{
   cryptctl volume open state.img --meta meta.img --volume STATE -v`,
 	"cryptctl volume format": `  cryptctl volume format ephemeral.img --config machine.yaml --volume EPHEMERAL`,
 	"cryptctl volume sync":   `  cryptctl volume sync /dev/sda6 --config machine.yaml --volume u-data --node-uuid 5d1c6a0e-3b7f-4c2a-9e8d-7f6a5b4c3d2e`,
+	"cryptctl volume salt":   `  cryptctl volume salt --state-dir /mnt/state`,
 	"cryptctl volume unlock": `  cryptctl volume unlock state.img --config machine.yaml --volume STATE --meta meta.img --state-dir /mnt/state`,
 
 	"cryptctl pcr":         `  cryptctl pcr predict --uki uki.efi`,

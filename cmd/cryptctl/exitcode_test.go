@@ -17,6 +17,9 @@ func TestExitCodes(t *testing.T) {
 	dir := t.TempDir()
 	img := luks2test.NewImage(t, 20<<20)
 	metaImg := filepath.Join(dir, "meta.img")
+	if err := os.WriteFile(metaImg, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	good, bad := luks2test.KeyFile(t, []byte("oldkey")), luks2test.KeyFile(t, []byte("nope"))
 	writeFile := func(name, s string) string {
 		p := filepath.Join(dir, name)

@@ -61,7 +61,7 @@ func TestOneSpelling(t *testing.T) {
 	if _, errs, code := luks(t, nil, "remove-key", img); code != 1 || !strings.Contains(errs, "--key-slot is required") {
 		t.Errorf("remove-key without a slot: exit %d %q", code, errs)
 	}
-	_, errs, code := luks(t, nil, "remove-key", img, "--slot", "5")
+	_, errs, code := luks(t, nil, "remove-key", img, "--slot", "5", "--key-file", k0)
 	if code != 0 || !strings.Contains(errs, "deprecated") {
 		t.Fatalf("remove-key --slot: exit %d %q", code, errs)
 	}
