@@ -74,6 +74,18 @@ var examples = map[string]string{
 	"cryptctl pcr predict": `  cryptctl pcr predict --uki uki.efi --events`,
 	"cryptctl pcr sign":    `  cryptctl pcr sign --uki uki.efi --key pcr-key.pem --out uki-signed.efi`,
 
+	// image and luks test-token come from other branches of issues 11-13
+	"cryptctl image": `  cryptctl image build -o initramfs.img --host --config machine.yaml`,
+	"cryptctl image build": `  # an initramfs with this machine's drivers and its machine config
+  cryptctl image build -o initramfs.img --host --config machine.yaml
+  # a Secure Boot signed UKI whose TPM keys unseal only under it
+  cryptctl image build -o cryptinit.efi --uki --universal --config machine.yaml --pcr-key pcr-key.pem --sb-key db.key --sb-cert db.crt
+  # with the KMS client files kms-server --generate-tls wrote
+  cryptctl image build -o initramfs.img --host --config machine.yaml --kms-ca pki/ca.pem --kms-cert pki/client-NODE.pem --kms-key pki/client-NODE-key.pem`,
+	"cryptctl image host-devices": `  cryptctl image host-devices`,
+	"cryptctl luks test-token": `  cryptctl luks test-token /dev/sda5
+  cryptctl luks test-token state.img --tpm swtpm:host=127.0.0.1,port=2321 --uki cryptinit.efi --token-id 0`,
+
 	"cryptctl version": `  cryptctl version`,
 	"cryptctl man":     `  cryptctl man /usr/local/share/man/man1`,
 
