@@ -25,7 +25,8 @@ func newLuksCmd() *cobra.Command {
 		Long: `Work with LUKS2 headers on image files and block devices, without cryptsetup.
 Headers written here are accepted by cryptsetup 2.6. Keys are read as raw bytes
 from --key-file / --new-key-file ("-" reads stdin); they are never arguments.
-Exit codes: 0 success, 1 error, 2 no key slot opens with the given key.`,
+Exit codes, as in every group: 0 done, 1 error, 2 no key slot opens with the
+given key.`,
 	}
 	cmd.AddCommand(newLuksFormatCmd(), newLuksDumpCmd(), newLuksAddKeyCmd(), newLuksChangeKeyCmd(), newLuksRemoveKeyCmd(),
 		newLuksTestKeyCmd(), newLuksTokenCmd(), newLuksFlagsCmd())

@@ -194,6 +194,7 @@ func printNextSteps(out io.Writer, dir string, sans, clients []string) error {
 	for _, c := range clients {
 		cert, key := tlsgen.ClientFiles(c)
 		fmt.Fprintf(&b, "  for node %s:\n    cp %s <image root>%s\n    cp %s <image root>%s\n", c, p(cert), nodeCertFile, p(key), nodeKeyFile)
+		fmt.Fprintf(&b, "    (or: cryptctl image build ... --kms-ca %s --kms-cert %s --kms-key %s)\n", p(tlsgen.CACert), p(cert), p(key))
 	}
 	if len(clients) == 0 {
 		fmt.Fprintf(&b, "  (no client certificates: add --client-certs NODE-UUID,... to issue them and serve with --client-ca --require-client-cert)\n")
