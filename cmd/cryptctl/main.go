@@ -50,7 +50,10 @@ func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "cryptctl",
 		Short:         "Operate cryptinit volumes, META, machine configs and boot images",
-		Long: `Operate cryptinit volumes, META, machine configs and boot images. The device
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.Long = `Operate cryptinit volumes, META, machine configs and boot images. The device
 (partition or image file) is the positional argument of every command that takes
 one; a key slot is --key-slot (-S).
 
@@ -58,10 +61,7 @@ Exit codes, the same in every command group:
   0  done
   1  an error (bad input, I/O, a refusal)
   2  no key (or no key slot) opens the volume
-  3  the volume opened, but bringing its key slots in line had problems`,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
+  3  the volume opened, but bringing its key slots in line had problems`
 	// Each command group lives in its own file: luks.go, config.go, meta.go,
 	// volume.go, pcr.go.
 	root.AddCommand(
