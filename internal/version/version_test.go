@@ -1,6 +1,7 @@
 package version
 
 import (
+	"os"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -31,5 +32,22 @@ func TestFromBuildInfo(t *testing.T) {
 	}
 	if got := fromBuildInfo(stamped, true).Commit; got != "abc123" {
 		t.Errorf("commit with vcs stamp = %q, want Go's", got)
+	}
+}
+
+// TestMakeBuildStampsVersion: make build sets the variables this package
+// reads (a rename here would silently print "dev").
+func TestMakeBuildStampsVersion(t *testing.T) {
+	mk, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"Version", "Commit"} {
+		if want := "-X github.com/cryptinit/cryptinit/internal/version." + v + "="; !strings.Contains(string(mk), want) {
+			t.Errorf("Makefile does not set %s", want)
+		}
+	}
+	if !strings.Contains(string(mk), "$(VERSION_LDFLAGS)' -o $(OUT)/bin/ ./cmd/...") {
+		t.Error("make build does not pass VERSION_LDFLAGS")
 	}
 }
