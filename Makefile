@@ -16,9 +16,15 @@ all: build
 setup:
 	bash images/setup.sh
 
+# VERSION and COMMIT go into `cryptctl version` and `kms-server version`
+# (internal/version); Go's own VCS stamp, when it makes one, wins for the commit.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+VERSION_LDFLAGS = -X github.com/cryptinit/cryptinit/internal/version.Version=$(VERSION) -X github.com/cryptinit/cryptinit/internal/version.Commit=$(COMMIT)
+
 build:
 	mkdir -p $(OUT)/bin
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(OUT)/bin/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w $(VERSION_LDFLAGS)' -o $(OUT)/bin/ ./cmd/...
 
 # test is the project's one test command (.ci/run calls it). It sets
 # CRYPTINIT_STRICT=1: a test that would skip because a tool (cryptsetup, mkfs,

@@ -17,6 +17,7 @@ PKGS=(
   btrfs-progs squashfs-tools # real filesystems for the empty-partition probe tests
   libssl-dev gcc          # the go-tpm-tools TPM simulator (cgo)
   binutils                # objcopy assembles the UKI
+  groff-base              # cryptctl man pages are checked with groff
   openssl cpio xz-utils zstd kmod iproute2 # keys, initramfs packing, depmod, netns tests
   ca-certificates         # apt-get download over https mirrors
   tang                    # the KMS benchmark's side-by-side comparison

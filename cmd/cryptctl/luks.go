@@ -25,7 +25,8 @@ func newLuksCmd() *cobra.Command {
 		Long: `Work with LUKS2 headers on image files and block devices, without cryptsetup.
 Headers written here are accepted by cryptsetup 2.6. Keys are read as raw bytes
 from --key-file / --new-key-file ("-" reads stdin); they are never arguments.
-Exit codes: 0 success, 1 error, 2 no key slot opens with the given key.`,
+Exit codes, as in every group: 0 done, 1 error, 2 no key slot opens with the
+given key.`,
 	}
 	cmd.AddCommand(newLuksFormatCmd(), newLuksDumpCmd(), newLuksAddKeyCmd(), newLuksChangeKeyCmd(), newLuksRemoveKeyCmd(),
 		newLuksTestKeyCmd(), newLuksTokenCmd(), newLuksFlagsCmd())
@@ -127,16 +128,8 @@ func luksUnlock(cmd *cobra.Command, dev *os.File, h *luks2.Header, flag, path st
 	return vk, used, stdinNewlineHint(cmd, err, path, pass)
 }
 
-// luksNoKey turns ErrNoKeyslotOpens into exit code 2, as cryptsetup does.
-func luksNoKey(err error) error {
-	if errors.Is(err, luks2.ErrNoKeyslotOpens) {
-		return &exitError{code: 2, err: err}
-	}
-	return err
-}
-
 func newLuksFormatCmd() *cobra.Command {
-	var keyFile, vkFile, label, subsystem, uuid string
+	var keyFile, vkFile, label, subsystem, uuid, luksType, cipher string
 	var keySize, sectorSize, slot int
 	var flags []string
 	var kf luksKDFFlags
@@ -145,6 +138,9 @@ func newLuksFormatCmd() *cobra.Command {
 		Short: "Write a new LUKS2 header with one key slot (refuses devices holding a signature)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := luksCheckWritable(luksType, cipher); err != nil {
+				return fmt.Errorf("format %s: %w; nothing was written", args[0], err)
+			}
 			kdf, err := kf.kdf()
 			if err != nil {
 				return fmt.Errorf("format %s: %w", args[0], err)
@@ -167,7 +163,7 @@ func newLuksFormatCmd() *cobra.Command {
 			}
 			defer dev.Close()
 			h, err := luks2.Format(dev, size, pass, luks2.FormatOptions{
-				Slot: slot, KeySize: keySize, SectorSize: sectorSize, KDF: kdf,
+				Slot: slot, Cipher: cipher, KeySize: keySize, SectorSize: sectorSize, KDF: kdf,
 				Label: label, Subsystem: subsystem, UUID: uuid, VolumeKey: vk, Flags: flags,
 			})
 			if err != nil {
@@ -181,13 +177,27 @@ func newLuksFormatCmd() *cobra.Command {
 	cmd.Flags().StringVar(&vkFile, "volume-key-file", "", "use this volume key instead of a random one")
 	cmd.Flags().IntVar(&keySize, "key-size", 512, "volume key size in bits (256 or 512)")
 	cmd.Flags().IntVar(&sectorSize, "sector-size", 4096, "encryption sector size (512 or 4096)")
-	cmd.Flags().IntVar(&slot, "key-slot", 0, "key slot for the passphrase (0..31)")
+	keySlotFlag(cmd, &slot, 0, "key slot for the passphrase (0..31)")
+	cmd.Flags().StringVar(&luksType, "type", "luks2", "header type; only luks2 is written")
+	cmd.Flags().StringVar(&cipher, "cipher", "aes-xts-plain64", "data cipher; only aes-xts-plain64 is written")
 	cmd.Flags().StringVar(&label, "label", "", "header label")
 	cmd.Flags().StringVar(&subsystem, "subsystem", "", "header subsystem")
 	cmd.Flags().StringVar(&uuid, "uuid", "", "volume UUID (random by default)")
 	cmd.Flags().StringSliceVar(&flags, "persistent-flags", nil, "persistent activation flags, e.g. allow-discards")
 	kf.register(cmd)
 	return cmd
+}
+
+// luksCheckWritable refuses a header type or data cipher that format
+// cannot write, before anything is read or written.
+func luksCheckWritable(luksType, cipher string) error {
+	if luksType != "luks2" {
+		return fmt.Errorf("--type %q: cryptctl writes only luks2 headers (it reads luks1); use cryptsetup luksFormat --type luks1 for a LUKS1 volume", luksType)
+	}
+	if cipher != "aes-xts-plain64" {
+		return fmt.Errorf("--cipher %q: cryptctl writes only aes-xts-plain64 (the cipher cryptsetup and Talos use by default)", cipher)
+	}
+	return nil
 }
 
 func newLuksDumpCmd() *cobra.Command {
@@ -340,7 +350,7 @@ func newLuksAddKeyCmd() *cobra.Command {
 		Short: "Add a key slot, authorised by an existing passphrase or by the volume key",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fail := func(err error) error { return luksNoKey(fmt.Errorf("add-key %s: %w", args[0], err)) }
+			fail := func(err error) error { return fmt.Errorf("add-key %s: %w", args[0], err) }
 			if (nk.keyFile == "") == (vkFile == "") {
 				return fail(errors.New("give exactly one of --key-file (an existing passphrase) or --volume-key-file"))
 			}
@@ -373,7 +383,7 @@ func newLuksAddKeyCmd() *cobra.Command {
 	}
 	nk.register(cmd, "an existing passphrase (- = stdin)", "the passphrase to add (- = stdin)")
 	cmd.Flags().StringVar(&vkFile, "volume-key-file", "", "authorise with the raw volume key instead")
-	cmd.Flags().IntVar(&slot, "key-slot", luks2.AnySlot, "key slot to use (default: first free)")
+	keySlotFlag(cmd, &slot, luks2.AnySlot, "key slot to use (default: first free)")
 	return cmd
 }
 
@@ -385,7 +395,7 @@ func newLuksChangeKeyCmd() *cobra.Command {
 		Short: "Replace the passphrase of the key slot the old one opens, in one crash-safe step",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fail := func(err error) error { return luksNoKey(fmt.Errorf("change-key %s: %w", args[0], err)) }
+			fail := func(err error) error { return fmt.Errorf("change-key %s: %w", args[0], err) }
 			kdf, newPass, err := nk.read(cmd, args[0])
 			defer clear(newPass)
 			if err != nil {
@@ -409,7 +419,7 @@ func newLuksChangeKeyCmd() *cobra.Command {
 		},
 	}
 	nk.register(cmd, "the current passphrase (- = stdin)", "the new passphrase (- = stdin)")
-	cmd.Flags().IntVar(&slot, "key-slot", luks2.AnySlot, "only change this key slot")
+	keySlotFlag(cmd, &slot, luks2.AnySlot, "only change this key slot")
 	return cmd
 }
 
@@ -417,16 +427,16 @@ func newLuksRemoveKeyCmd() *cobra.Command {
 	var slot int
 	var keyFile string
 	cmd := &cobra.Command{
-		Use:   "remove-key DEVICE --slot N [--key-file FILE]",
+		Use:   "remove-key DEVICE --key-slot N [--key-file FILE]",
 		Short: "Remove a key slot and wipe its key material (never the last one)",
 		Long: `Remove a key slot and wipe its key material. The last key slot of a volume is
 never removed. With --key-file, the key must open a slot other than the one
 being removed, proving you keep a way in.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fail := func(err error) error { return luksNoKey(fmt.Errorf("remove-key %s slot %d: %w", args[0], slot, err)) }
-			if !cmd.Flags().Changed("slot") {
-				return fail(errors.New("--slot is required"))
+			fail := func(err error) error { return fmt.Errorf("remove-key %s slot %d: %w", args[0], slot, err) }
+			if !keySlotChanged(cmd) {
+				return fail(errors.New("--key-slot is required"))
 			}
 			dev, h, err := luksReadHeader(cmd, args[0], true)
 			if err != nil {
@@ -463,7 +473,7 @@ being removed, proving you keep a way in.`,
 			return nil
 		},
 	}
-	cmd.Flags().IntVar(&slot, "slot", -1, "key slot to remove (0..31)")
+	keySlotFlag(cmd, &slot, -1, "key slot to remove (0..31)")
 	cmd.Flags().StringVar(&keyFile, "key-file", "", "optional: a passphrase that must open another slot")
 	return cmd
 }
@@ -472,11 +482,11 @@ func newLuksTestKeyCmd() *cobra.Command {
 	var keyFile string
 	var slot int
 	cmd := &cobra.Command{
-		Use:   "test-key DEVICE --key-file FILE [--slot N]",
+		Use:   "test-key DEVICE --key-file FILE [--key-slot N]",
 		Short: "Exit 0 only if the key opens a key slot (exit 2 if none does)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fail := func(err error) error { return luksNoKey(fmt.Errorf("test-key %s: %w", args[0], err)) }
+			fail := func(err error) error { return fmt.Errorf("test-key %s: %w", args[0], err) }
 			dev, h, err := luksReadHeader(cmd, args[0], false)
 			if err != nil {
 				return fail(err)
@@ -492,7 +502,7 @@ func newLuksTestKeyCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&keyFile, "key-file", "", "the passphrase to test (- = stdin)")
-	cmd.Flags().IntVar(&slot, "slot", luks2.AnySlot, "only try this key slot")
+	keySlotFlag(cmd, &slot, luks2.AnySlot, "only try this key slot")
 	return cmd
 }
 

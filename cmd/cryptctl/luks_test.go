@@ -72,9 +72,9 @@ func TestLuksCmds(t *testing.T) {
 		code int
 	}{
 		{[]string{"test-key", img, "--key-file", k0}, 0},
-		{[]string{"test-key", img, "--key-file", k0, "--slot", "2"}, 0},
+		{[]string{"test-key", img, "--key-file", k0, "--key-slot", "2"}, 0},
 		{[]string{"test-key", img, "--key-file", k1}, 2},
-		{[]string{"test-key", img, "--key-file", k0, "--slot", "0"}, 1},
+		{[]string{"test-key", img, "--key-file", k0, "--key-slot", "0"}, 1},
 	} {
 		if _, errs, code := luks(t, nil, c.args...); code != c.code {
 			t.Errorf("%v: exit %d (%s), want %d", c.args, code, errs, c.code)
@@ -125,12 +125,12 @@ func TestLuksCmds(t *testing.T) {
 	}
 
 	// remove-key; a --key-file must open another slot; never the last one.
-	if _, _, code := luks(t, nil, "remove-key", img, "--slot", "0", "--key-file", k1); code != 2 {
+	if _, _, code := luks(t, nil, "remove-key", img, "--key-slot", "0", "--key-file", k1); code != 2 {
 		t.Errorf("remove-key with a key that only opens the removed slot: exit %d, want 2", code)
 	}
-	mustLuks(t, nil, "remove-key", img, "--slot", "0", "--key-file", k2)
-	mustLuks(t, nil, "remove-key", img, "--slot", "9")
-	if _, errs, code := luks(t, nil, "remove-key", img, "--slot", "2"); code == 0 || !strings.Contains(errs, "last keyslot") {
+	mustLuks(t, nil, "remove-key", img, "--key-slot", "0", "--key-file", k2)
+	mustLuks(t, nil, "remove-key", img, "--key-slot", "9")
+	if _, errs, code := luks(t, nil, "remove-key", img, "--key-slot", "2"); code == 0 || !strings.Contains(errs, "last keyslot") {
 		t.Errorf("removing the last slot: exit %d %s", code, errs)
 	}
 	if got := csKeyslots(t, img); !slices.Equal(got, []int{2}) {

@@ -9,6 +9,10 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/cryptinit/cryptinit/internal/version"
+	"github.com/cryptinit/cryptinit/unlock"
+	"github.com/cryptinit/cryptinit/unlock/luks2"
 )
 
 func main() {
@@ -30,6 +34,18 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return 0
 }
 
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version, the commit it was built from and the Go version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "cryptctl %s\n", version.Get())
+			return err
+		},
+	}
+}
+
 func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "cryptctl",
@@ -37,6 +53,15 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.Long = `Operate cryptinit volumes, META, machine configs and boot images. The device
+(partition or image file) is the positional argument of every command that takes
+one; a key slot is --key-slot (-S).
+
+Exit codes, the same in every command group:
+  0  done
+  1  an error (bad input, I/O, a refusal)
+  2  no key (or no key slot) opens the volume
+  3  the volume opened, but bringing its key slots in line had problems`
 	// Each command group lives in its own file: luks.go, config.go, meta.go,
 	// volume.go, pcr.go.
 	root.AddCommand(
@@ -45,11 +70,25 @@ func newRootCmd() *cobra.Command {
 		newMetaCmd(),
 		newVolumeCmd(),
 		newPCRCmd(),
+		newVersionCmd(),
+		newManCmd(),
 	)
+	// after every AddCommand: these walk the tree
+	addCompletions(root)
+	addExamples(root)
 	return root
 }
 
-// exitError carries a specific process exit code through cobra.
+// Exit codes, the same in every command group (README, Tools).
+const (
+	exitOK           = 0 // done
+	exitFailure      = 1 // any error: bad input, I/O, refused, nothing changed unless said
+	exitNoKey        = 2 // no key (or no key slot) opens the volume
+	exitSyncProblems = 3 // the volume opened, but bringing its key slots in line had problems
+)
+
+// exitError carries a specific exit code through cobra; exitCode maps
+// every other error.
 type exitError struct {
 	code int
 	err  error
@@ -58,9 +97,18 @@ type exitError struct {
 func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
+// exitCode is the one place errors become exit codes: an exitError says
+// its code; an error that means no key opened the volume, from the LUKS2
+// engine or the unlock engine, is exitNoKey; any other error is exitFailure.
 func exitCode(err error) int {
+	if err == nil {
+		return exitOK
+	}
 	if e := (*exitError)(nil); errors.As(err, &e) {
 		return e.code
 	}
-	return 1
+	if errors.Is(err, luks2.ErrNoKeyslotOpens) || errors.Is(err, unlock.ErrNoKeyOpens) {
+		return exitNoKey
+	}
+	return exitFailure
 }

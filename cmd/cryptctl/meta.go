@@ -128,7 +128,7 @@ func newMetaGetCmd() *cobra.Command {
 			}
 			v, ok := m.Get(tag)
 			if !ok {
-				return &exitError{code: 2, err: fmt.Errorf("tag %d is not set in %s", tag, args[0])}
+				return fmt.Errorf("tag %d is not set in %s", tag, args[0])
 			}
 			out := cmd.OutOrStdout()
 			out.Write(v)
@@ -201,7 +201,7 @@ func newMetaDeleteCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return metaUpdate(args[0], false, func(m *meta.Meta) (bool, error) {
 				if !m.Delete(tag) {
-					return false, &exitError{code: 2, err: fmt.Errorf("tag %d is not set in %s", tag, args[0])}
+					return false, fmt.Errorf("tag %d is not set in %s", tag, args[0])
 				}
 				return true, nil
 			})
@@ -297,7 +297,7 @@ func newMetaCancelWipeCmd() *cobra.Command {
 					return false, err
 				}
 				if !ok {
-					return false, &exitError{code: 2, err: fmt.Errorf("no wipe request for %s in %s", volume, args[0])}
+					return false, fmt.Errorf("no wipe request for %s in %s", volume, args[0])
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "wipe request for %s withdrawn\n", volume)
 				return true, nil

@@ -85,7 +85,7 @@ func TestMetaWipeCmds(t *testing.T) {
 
 	// --partition: the UUID of the LUKS header on it
 	img := luks2test.NewImage(t, 20<<20)
-	if _, err := cryptctl(t, "volume", "format", "--config", "../../configs/static-rotation-1.yaml", "--volume", "EPHEMERAL", "--device", img); err != nil {
+	if _, err := cryptctl(t, "volume", "format", img, "--config", "../../configs/static-rotation-1.yaml", "--volume", "EPHEMERAL"); err != nil {
 		t.Fatal(err)
 	}
 	luksUUID, err := readLUKSUUID(img)
@@ -118,7 +118,7 @@ func TestMetaWipeCmds(t *testing.T) {
 	if out, err := cryptctl(t, "meta", "cancel-wipe", "--volume", "EPHEMERAL", metaImg); err != nil || !strings.Contains(out, "withdrawn") {
 		t.Fatalf("cancel: %v %s", err, out)
 	}
-	if _, err := cryptctl(t, "meta", "cancel-wipe", "--volume", "EPHEMERAL", metaImg); exitCode(err) != 2 {
+	if _, err := cryptctl(t, "meta", "cancel-wipe", "--volume", "EPHEMERAL", metaImg); exitCode(err) != exitFailure {
 		t.Fatalf("second cancel: %v", err)
 	}
 	if reqs := metaRequests(t, metaImg); len(reqs) != 1 || reqs[0].Volume != "u-data" {

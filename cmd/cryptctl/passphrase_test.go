@@ -107,7 +107,7 @@ func TestPassphraseFromPipeKeepsNewline(t *testing.T) {
 	if code != 2 || !strings.Contains(out, hint) || !strings.Contains(out, "printf '%s'") {
 		t.Errorf("test-key with a newline from stdin: exit %d, %q; want exit 2 and the newline hint", code, out)
 	}
-	out, code = cryptctlIn(strings.NewReader("secret\n"), "luks", "remove-key", img, "--slot", "0", "--key-file", "-")
+	out, code = cryptctlIn(strings.NewReader("secret\n"), "luks", "remove-key", img, "--key-slot", "0", "--key-file", "-")
 	if code != 2 || !strings.Contains(out, hint) {
 		t.Errorf("remove-key with a newline from stdin: exit %d, %q; want exit 2 and the newline hint", code, out)
 	}

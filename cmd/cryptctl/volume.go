@@ -39,7 +39,7 @@ type volumeFlags struct {
 func newVolumeSubCmd(op, short string) *cobra.Command {
 	var f volumeFlags
 	cmd := &cobra.Command{
-		Use:   op + " --volume ID --device FILE [--config machine.yaml] [--meta META [--trust-meta]] [--node-uuid U] [--state-dir DIR]",
+		Use:   op + " DEVICE --volume ID [--config machine.yaml] [--meta META [--trust-meta]] [--node-uuid U] [--state-dir DIR]",
 		Short: short,
 		Long: short + `.
 
@@ -48,22 +48,26 @@ its key slots. STATE's config read from META tag 9 (no --config, or one
 without STATE) is cleartext anyone holding the disk can write: it only opens
 (no format, no key slot change) unless --trust-meta says you checked it
 (cryptctl meta get --tag 9 META).`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dev, err := deviceArg(cmd, args, f.device)
+			if err != nil {
+				return err
+			}
+			f.device = dev
 			return volumeRun(cmd, op, &f)
 		},
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.config, "config", "", "machine config (multi-document YAML)")
 	fl.StringVar(&f.volume, "volume", "", "volume ID: STATE, EPHEMERAL or u-<name>")
-	fl.StringVar(&f.device, "device", "", "the partition or its image file")
+	deviceFlag(cmd, &f.device)
 	fl.StringVar(&f.nodeUUID, "node-uuid", "", "node UUID for nodeID/kms keys (default: META tag 15, then SMBIOS)")
 	fl.StringVar(&f.stateDir, "state-dir", "", "root of STATE's filesystem, for lockToSTATE salts")
 	fl.StringVar(&f.metaDev, "meta", "", "META partition or image: STATE's config when the machine config has none (and kept in step with it)")
 	fl.BoolVar(&f.trustMeta, "trust-meta", false, "let STATE's config from META tag 9 format STATE and change its key slots (check it first)")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log each key tried")
 	cmd.MarkFlagRequired("volume")
-	cmd.MarkFlagRequired("device")
 	return cmd
 }
 
@@ -151,7 +155,7 @@ func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
 	}
 	volumePrint(out, f.device, res)
 	if res.Sync != nil && len(res.Sync.Problems) > 0 {
-		return &exitError{code: 3, err: fmt.Errorf("%s opened, but sync had problems", vol.ID)}
+		return &exitError{code: exitSyncProblems, err: fmt.Errorf("%s opened, but sync had problems", vol.ID)}
 	}
 	return nil
 }

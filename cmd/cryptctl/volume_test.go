@@ -29,16 +29,16 @@ func TestConfigValidateCmd(t *testing.T) {
 func TestVolumeAndMetaCmds(t *testing.T) {
 	img, metaImg := luks2test.NewImage(t, 20<<20), filepath.Join(t.TempDir(), "meta.img")
 	cfg := "../../configs/static-rotation-"
-	if out, err := cryptctl(t, "volume", "format", "--config", cfg+"1.yaml", "--volume", "EPHEMERAL", "--device", img); err != nil || !strings.Contains(out, "formatted EPHEMERAL") {
+	if out, err := cryptctl(t, "volume", "format", "--config", cfg+"1.yaml", "--volume", "EPHEMERAL", img); err != nil || !strings.Contains(out, "formatted EPHEMERAL") {
 		t.Fatalf("format: %v\n%s", err, out)
 	}
-	if _, err := cryptctl(t, "volume", "format", "--config", cfg+"1.yaml", "--volume", "EPHEMERAL", "--device", img); err == nil || !strings.Contains(err.Error(), "already holds a LUKS2 volume") {
+	if _, err := cryptctl(t, "volume", "format", "--config", cfg+"1.yaml", "--volume", "EPHEMERAL", img); err == nil || !strings.Contains(err.Error(), "already holds a LUKS2 volume") {
 		t.Fatalf("second format: %v", err)
 	}
-	if out, err := cryptctl(t, "volume", "sync", "--config", cfg+"2.yaml", "--volume", "EPHEMERAL", "--device", img); err != nil || !strings.Contains(out, "added [1]") {
+	if out, err := cryptctl(t, "volume", "sync", "--config", cfg+"2.yaml", "--volume", "EPHEMERAL", img); err != nil || !strings.Contains(out, "added [1]") {
 		t.Fatalf("sync: %v\n%s", err, out)
 	}
-	if out, err := cryptctl(t, "volume", "open", "--config", cfg+"3.yaml", "--volume", "EPHEMERAL", "--device", img); err != nil || !strings.Contains(out, "with slot 1") {
+	if out, err := cryptctl(t, "volume", "open", "--config", cfg+"3.yaml", "--volume", "EPHEMERAL", img); err != nil || !strings.Contains(out, "with slot 1") {
 		t.Fatalf("open: %v\n%s", err, out)
 	}
 
@@ -54,7 +54,7 @@ func TestVolumeAndMetaCmds(t *testing.T) {
 	if _, err := cryptctl(t, "meta", "delete", "--tag", "15", metaImg); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cryptctl(t, "meta", "get", "--tag", "15", metaImg); err == nil || exitCode(err) != 2 {
+	if _, err := cryptctl(t, "meta", "get", "--tag", "15", metaImg); err == nil || exitCode(err) != exitFailure {
 		t.Fatalf("deleted tag: %v", err)
 	}
 }
@@ -62,7 +62,7 @@ func TestVolumeAndMetaCmds(t *testing.T) {
 func TestVolumeStateFromMETA(t *testing.T) {
 	img, metaImg := luks2test.NewImage(t, 20<<20), luks2test.NewImage(t, 1<<20)
 	uuid := "8c4b2a34-7d2e-4c1f-9a55-3e0f6d21b9a7"
-	out, err := cryptctl(t, "volume", "unlock", "--config", "../../configs/nodeid.yaml", "--volume", "STATE", "--device", img, "--meta", metaImg, "--node-uuid", uuid)
+	out, err := cryptctl(t, "volume", "unlock", "--config", "../../configs/nodeid.yaml", "--volume", "STATE", img, "--meta", metaImg, "--node-uuid", uuid)
 	if err != nil || !strings.Contains(out, "from the machine config") || !strings.Contains(out, "formatted STATE") {
 		t.Fatalf("unlock: %v\n%s", err, out)
 	}
@@ -70,7 +70,7 @@ func TestVolumeStateFromMETA(t *testing.T) {
 	if _, err := cryptctl(t, "meta", "set", "--tag", "15", "--value", uuid, metaImg); err != nil {
 		t.Fatal(err)
 	}
-	out, err = cryptctl(t, "volume", "open", "--volume", "STATE", "--device", img, "--meta", metaImg)
+	out, err = cryptctl(t, "volume", "open", "--volume", "STATE", img, "--meta", metaImg)
 	if err != nil || !strings.Contains(out, "from the META") || !strings.Contains(out, "opened STATE") {
 		t.Fatalf("open from META: %v\n%s", err, out)
 	}
@@ -85,13 +85,13 @@ func TestVolumeTag9NeedsTrustMeta(t *testing.T) {
 	uuid := "8c4b2a34-7d2e-4c1f-9a55-3e0f6d21b9a7"
 	// format STATE from the file (tag 9: nodeID slot 0), then add a static
 	// slot 1 from another file
-	if out, err := cryptctl(t, "volume", "format", "--config", "../../configs/nodeid.yaml", "--volume", "STATE", "--device", img, "--meta", metaImg, "--node-uuid", uuid); err != nil {
+	if out, err := cryptctl(t, "volume", "format", "--config", "../../configs/nodeid.yaml", "--volume", "STATE", img, "--meta", metaImg, "--node-uuid", uuid); err != nil {
 		t.Fatalf("format: %v\n%s", err, out)
 	}
 	two := filepath.Join(t.TempDir(), "two.yaml")
 	os.WriteFile(two, []byte("kind: VolumeConfig\nname: STATE\nencryption:\n  keys:\n    - {slot: 0, nodeID: {}}\n"+
 		"    - {slot: 1, static: {passphrase: second}}\n  kdf: {type: pbkdf2, iterations: 1000}\n"), 0o600)
-	if out, err := cryptctl(t, "volume", "sync", "--config", two, "--volume", "STATE", "--device", img, "--node-uuid", uuid); err != nil || !strings.Contains(out, "added [1]") {
+	if out, err := cryptctl(t, "volume", "sync", "--config", two, "--volume", "STATE", img, "--node-uuid", uuid); err != nil || !strings.Contains(out, "added [1]") {
 		t.Fatalf("sync from a file: %v\n%s", err, out)
 	}
 	slots := func() []int {
@@ -109,7 +109,7 @@ func TestVolumeTag9NeedsTrustMeta(t *testing.T) {
 		return ids
 	}
 	// tag 9 lists slot 0 only: without --trust-meta nothing changes
-	sync := []string{"volume", "sync", "--volume", "STATE", "--device", img, "--meta", metaImg, "--node-uuid", uuid}
+	sync := []string{"volume", "sync", "--volume", "STATE", img, "--meta", metaImg, "--node-uuid", uuid}
 	out, err := cryptctl(t, sync...)
 	if err == nil || !strings.Contains(out, "add --trust-meta") || !strings.Contains(out, "opened STATE") {
 		t.Fatalf("sync from tag 9: %v\n%s", err, out)
@@ -117,7 +117,7 @@ func TestVolumeTag9NeedsTrustMeta(t *testing.T) {
 	if got := slots(); !slices.Equal(got, []int{0, 1}) {
 		t.Fatalf("slots after a sync from tag 9 without --trust-meta: %v, want [0 1]\n%s", got, out)
 	}
-	if _, err := cryptctl(t, "volume", "format", "--volume", "STATE", "--device", luks2test.NewImage(t, 20<<20), "--meta", metaImg, "--node-uuid", uuid); err == nil || !strings.Contains(err.Error(), "not authenticated") {
+	if _, err := cryptctl(t, "volume", "format", "--volume", "STATE", luks2test.NewImage(t, 20<<20), "--meta", metaImg, "--node-uuid", uuid); err == nil || !strings.Contains(err.Error(), "not authenticated") {
 		t.Fatalf("format from tag 9 without --trust-meta: %v", err)
 	}
 	// with --trust-meta the operator vouches for it: slot 1 goes

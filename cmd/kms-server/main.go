@@ -6,6 +6,7 @@
 //	kms-server [flags]                         serve
 //	kms-server rotate --keyring FILE           add a new master key (then SIGHUP the server)
 //	kms-server --generate-tls DIR --san NAME   write a lab CA, server and client certificates
+//	kms-server version                         print version, commit and Go version
 package main
 
 import (
@@ -20,6 +21,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -27,6 +29,7 @@ import (
 	"github.com/cryptinit/cryptinit/cmd/kms-server/internal/keyring"
 	"github.com/cryptinit/cryptinit/cmd/kms-server/internal/server"
 	"github.com/cryptinit/cryptinit/cmd/kms-server/internal/tlsgen"
+	"github.com/cryptinit/cryptinit/internal/version"
 )
 
 func main() {
@@ -58,9 +61,30 @@ type options struct {
 	genTLS, sans, clients       string
 }
 
+// usageHead is the top of -h: the commands, before the flags.
+const usageHead = `Usage:
+  kms-server [flags]                          serve sidero.kms.KMSService
+  kms-server rotate [--keyring FILE]          add a new master key (then SIGHUP the server)
+  kms-server --generate-tls DIR [--san NAMES] [--client-certs UUIDS]
+                                              write a lab CA, server and client certificates
+  kms-server version                          print version, commit and Go version
+
+Flags:
+`
+
 func parseOptions(args []string) (*options, error) {
+	return parseOptionsTo(args, os.Stderr)
+}
+
+// parseOptionsTo parses the serve flags; -h prints the usage to out.
+func parseOptionsTo(args []string, out io.Writer) (*options, error) {
 	var o options
 	fs := flag.NewFlagSet("kms-server", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprint(out, usageHead)
+		fs.PrintDefaults()
+	}
 	fs.StringVar(&o.listen, "listen", ":4050", "gRPC listen address")
 	fs.StringVar(&o.httpListen, "http-listen", "127.0.0.1:4051", "HTTP listen address for /healthz and /metrics (empty: off)")
 	fs.StringVar(&o.keyringPath, "keyring", defaultKeyring, "master keyring file; created (mode 0600) on first run")
@@ -86,7 +110,7 @@ func parseOptions(args []string) (*options, error) {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q (subcommands: rotate)", fs.Arg(0))
+		return nil, fmt.Errorf("unexpected argument %q (subcommands: rotate, version)", fs.Arg(0))
 	}
 	fs.Visit(func(f *flag.Flag) {
 		if f.Name == "bind-node-to-cert" {
@@ -107,10 +131,25 @@ func (o *options) bindNodeToCert() bool {
 }
 
 func run(ctx context.Context, args []string, log *slog.Logger) error {
-	if len(args) > 0 && args[0] == "rotate" {
-		return rotate(args[1:], log)
+	return runTo(ctx, args, os.Stdout, log)
+}
+
+// runTo runs one command line; what an operator asked to see (help,
+// version, next steps) goes to out, the log to log.
+func runTo(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "rotate":
+			return rotate(args[1:], log)
+		case "version":
+			_, err := fmt.Fprintf(out, "kms-server %s\n", version.Get())
+			return err
+		}
 	}
-	o, err := parseOptions(args)
+	o, err := parseOptionsTo(args, out)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil // asked for, printed: not an error
+	}
 	if err != nil {
 		return err
 	}
@@ -119,9 +158,50 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 			return err
 		}
 		log.Info("wrote lab PKI", "dir", o.genTLS, "sans", o.sans, "clients", o.clients)
-		return nil
+		return printNextSteps(out, o.genTLS, splitList(o.sans), splitList(o.clients))
 	}
 	return serve(ctx, o, log)
+}
+
+// Where the node's boot reads the KMS TLS files (boot.KMSCAFile and
+// friends; a test keeps them equal).
+const (
+	nodeCAFile   = "/etc/cryptinit/kms-ca.pem"
+	nodeCertFile = "/etc/cryptinit/kms-client.pem"
+	nodeKeyFile  = "/etc/cryptinit/kms-client-key.pem"
+)
+
+// printNextSteps tells the operator, after --generate-tls, the exact
+// command that serves with the files written and what to copy where on the
+// nodes.
+func printNextSteps(out io.Writer, dir string, sans, clients []string) error {
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	p := func(name string) string { return filepath.Join(dir, name) }
+	serve := fmt.Sprintf("kms-server --tls-cert %s --tls-key %s --client-ca %s --require-client-cert", p(tlsgen.ServerCert), p(tlsgen.ServerKey), p(tlsgen.CACert))
+	if len(clients) == 0 {
+		serve = fmt.Sprintf("kms-server --tls-cert %s --tls-key %s", p(tlsgen.ServerCert), p(tlsgen.ServerKey))
+	}
+	host := "HOST"
+	if len(sans) > 0 {
+		host = sans[0]
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "wrote a lab CA, a server certificate and %d client certificate(s) in %s (keys mode 0600; keep %s off the nodes)\n", len(clients), dir, tlsgen.CAKey)
+	fmt.Fprintf(&b, "next, on the KMS host:\n  %s\n", serve)
+	fmt.Fprintf(&b, "then into each node's signed image (never onto STATE):\n  cp %s <image root>%s\n", p(tlsgen.CACert), nodeCAFile)
+	for _, c := range clients {
+		cert, key := tlsgen.ClientFiles(c)
+		fmt.Fprintf(&b, "  for node %s:\n    cp %s <image root>%s\n    cp %s <image root>%s\n", c, p(cert), nodeCertFile, p(key), nodeKeyFile)
+		fmt.Fprintf(&b, "    (or: cryptctl image build ... --kms-ca %s --kms-cert %s --kms-key %s)\n", p(tlsgen.CACert), p(cert), p(key))
+	}
+	if len(clients) == 0 {
+		fmt.Fprintf(&b, "  (no client certificates: add --client-certs NODE-UUID,... to issue them and serve with --client-ca --require-client-cert)\n")
+	}
+	fmt.Fprintf(&b, "and give the volume a kms key: endpoint: https://%s:4050\n", host)
+	_, err := io.WriteString(out, b.String())
+	return err
 }
 
 // tls checks the TLS flags for contradictions and loads the server
@@ -284,6 +364,9 @@ func rotate(args []string, log *slog.Logger) error {
 	fs := flag.NewFlagSet("kms-server rotate", flag.ContinueOnError)
 	path := fs.String("keyring", defaultKeyring, "master keyring file")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return err
 	}
 	ring, err := keyring.Load(*path)
