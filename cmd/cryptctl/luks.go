@@ -28,7 +28,7 @@ from --key-file / --new-key-file ("-" reads stdin); they are never arguments.
 Exit codes: 0 success, 1 error, 2 no key slot opens with the given key.`,
 	}
 	cmd.AddCommand(newLuksFormatCmd(), newLuksDumpCmd(), newLuksAddKeyCmd(), newLuksChangeKeyCmd(), newLuksRemoveKeyCmd(),
-		newLuksTestKeyCmd(), newLuksTokenCmd(), newLuksFlagsCmd())
+		newLuksTestKeyCmd(), newLuksTestTokenCmd(), newLuksTokenCmd(), newLuksFlagsCmd())
 	return cmd
 }
 
