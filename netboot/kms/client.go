@@ -150,7 +150,11 @@ func (c *Client) call(ctx context.Context, op, method, endpoint, nodeUUID string
 			return resp.Data, nil
 		}
 		last = err
-		if perm := permanentFailure(ep, err, &c.opts); perm != nil {
+		perm := permanentFailure(ep, err, &c.opts)
+		if perm == nil {
+			perm = c.handshakeRefusal(ctx, ep, err)
+		}
+		if perm != nil {
 			return nil, fmt.Errorf("kms %s at %s: %w", op, ep, perm)
 		}
 		var st *StatusError

@@ -1,11 +1,14 @@
 package kms
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
+	"time"
 )
 
 // Sentinel errors for failures that retrying cannot fix, or that need their
@@ -73,18 +76,23 @@ func permanentFailure(ep Endpoint, err error, o *Options) error {
 	msg := err.Error()
 	for _, alert := range []string{"tls: certificate required", "tls: bad certificate", "tls: unknown certificate authority", "tls: certificate unknown"} {
 		if strings.Contains(msg, "remote error: "+alert) {
-			have := "no client certificate was given (cryptctl: --kms-cert FILE --kms-key FILE)"
-			if len(o.Certificates) > 0 {
-				have = "the client certificate given"
-				if o.CertificatesFrom != "" {
-					have += " (" + o.CertificatesFrom + ")"
-				}
-				have += " is not signed by a CA the server trusts (its --client-ca)"
-			}
-			return fmt.Errorf("%w: %s: %s", ErrClientCertificate, ep.Address, have+": "+alert)
+			return clientCertRefused(ep, o, alert)
 		}
 	}
 	return nil
+}
+
+// clientCertRefused says what is wrong with our side of mTLS.
+func clientCertRefused(ep Endpoint, o *Options, alert string) error {
+	have := "no client certificate was given (cryptctl: --kms-cert FILE --kms-key FILE)"
+	if len(o.Certificates) > 0 {
+		have = "the client certificate given"
+		if o.CertificatesFrom != "" {
+			have += " (" + o.CertificatesFrom + ")"
+		}
+		have += " is not signed by a CA the server trusts (its --client-ca)"
+	}
+	return fmt.Errorf("%w: %s: %s: %s", ErrClientCertificate, ep.Address, have, alert)
 }
 
 // rateLimitHint advises on a rate limit that outlasted every attempt.
@@ -93,4 +101,58 @@ func rateLimitHint(err error) string {
 		return ""
 	}
 	return "; " + ErrRateLimited.Error() + ": the server's rate limit (kms-server --rate, --burst) refused every attempt: retry later, or raise the limit for this client"
+}
+
+// probeTimeout bounds the diagnostic handshake of handshakeRefusal.
+const probeTimeout = 2 * time.Second
+
+// handshakeRefusal tells a server that refused our client certificate from
+// a broken connection. Under TLS 1.3 the server checks the client
+// certificate after the client's handshake is done, so its alert races our
+// request: the call may fail with a broken pipe or a reset instead. A TLS
+// 1.2 handshake with the same certificates reads the server's verdict
+// before it completes, so it is asked when a TLS call failed on an open
+// connection. It returns the permanent failure, or nil.
+func (c *Client) handshakeRefusal(ctx context.Context, ep Endpoint, err error) error {
+	var st *StatusError
+	var op *net.OpError
+	var ne net.Error
+	if !ep.TLS || ctx.Err() != nil || errors.As(err, &st) || (errors.As(err, &op) && op.Op == "dial") ||
+		(errors.As(err, &ne) && ne.Timeout()) || errors.Is(err, context.DeadlineExceeded) {
+		return nil
+	}
+	cfg := c.tlsTransport.TLSClientConfig.Clone()
+	cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
+	cfg.NextProtos = []string{"h2"}
+	cfg.ServerName = ep.Host()
+	asked := false // the server sent a CertificateRequest
+	cfg.Certificates = nil
+	cfg.GetClientCertificate = func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		asked = true
+		for i := range c.opts.Certificates {
+			if cri.SupportsCertificate(&c.opts.Certificates[i]) == nil {
+				return &c.opts.Certificates[i], nil
+			}
+		}
+		if len(c.opts.Certificates) > 0 {
+			return &c.opts.Certificates[0], nil
+		}
+		return &tls.Certificate{}, nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, min(probeTimeout, c.opts.AttemptTimeout))
+	defer cancel()
+	conn, perr := (&tls.Dialer{Config: cfg}).DialContext(pctx, "tcp", ep.Address)
+	if perr == nil {
+		conn.Close()
+		return nil
+	}
+	if perm := permanentFailure(ep, perr, &c.opts); perm != nil {
+		return perm
+	}
+	// Go's TLS 1.2 server answers a missing client certificate with a
+	// handshake_failure alert: with the certificate asked for, that is it.
+	if msg := perr.Error(); asked && strings.Contains(msg, "remote error: tls: ") {
+		return clientCertRefused(ep, &c.opts, msg[strings.Index(msg, "tls: "):])
+	}
+	return nil
 }
