@@ -56,7 +56,7 @@ func permanentFailure(ep Endpoint, err error, o *Options) error {
 		if o.RootCAs != nil {
 			cas = "the CA bundle given"
 		} else {
-			cas = "the system roots (no CA bundle given: name the CA that signed it, cryptctl --kms-ca FILE)"
+			cas = "any CA in the system roots (no CA bundle given: name the CA that signed it, cryptctl --kms-ca FILE)"
 		}
 	} else {
 		cas = "the CA in " + cas

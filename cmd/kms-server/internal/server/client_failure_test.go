@@ -41,6 +41,13 @@ func TestClientUnknownCAFailsFast(t *testing.T) {
 	if !strings.Contains(err.Error(), "is not signed by the CA in --kms-ca other-ca.pem") {
 		t.Fatalf("error does not say which CA bundle to fix: %v", err)
 	}
+	// no CA bundle at all: the system roots, which do not hold the lab CA
+	sys := kms.New(kms.Options{})
+	defer sys.Close()
+	err = timed(t, "system roots", func() error { _, err := sys.Seal(context.Background(), ep, nodeA, secret); return err })
+	if !errors.Is(err, kms.ErrServerCertificate) || !strings.Contains(err.Error(), "not signed by any CA in the system roots (no CA bundle given") {
+		t.Fatalf("without a CA bundle: %v", err)
+	}
 }
 
 // TestClientMTLSRefusedFast: a server that requires client certificates
