@@ -84,7 +84,11 @@ func permanentFailure(ep Endpoint, err error, o *Options) error {
 
 // clientCertRefused says what is wrong with our side of mTLS.
 func clientCertRefused(ep Endpoint, o *Options, alert string) error {
-	have := "no client certificate was given (cryptctl: --kms-cert FILE --kms-key FILE)"
+	where := o.CertificatesFrom
+	if where == "" {
+		where = "cryptctl: --kms-cert FILE --kms-key FILE"
+	}
+	have := "no client certificate was given (" + where + ")"
 	if len(o.Certificates) > 0 {
 		have = "the client certificate given"
 		if o.CertificatesFrom != "" {
