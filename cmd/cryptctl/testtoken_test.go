@@ -183,7 +183,8 @@ func TestTestTokensSimulator(t *testing.T) {
 }
 
 // TestTestTokensNoTPMAndPIN: without a TPM every token says "no TPM"; a
-// PIN token says a PIN is required.
+// PIN token says a PIN is required; a signed token past enter-initrd says
+// no signature matches.
 func TestTestTokensNoTPMAndPIN(t *testing.T) {
 	sim, err := simulator.OpenSimulator()
 	if err != nil {
@@ -220,6 +221,17 @@ func TestTestTokensNoTPMAndPIN(t *testing.T) {
 	out.Reset()
 	if printTokenResults(&out, res) || !strings.Contains(out.String(), "FAILED: PIN required") {
 		t.Fatalf("PIN token:\n%s", out.String())
+	}
+
+	// after leave-initrd (a running system) PCR 11 has moved past the
+	// signed value: the talos-tpm2 token says so
+	if err := tpm.MeasurePhase(sim, tpm.PhaseLeaveInitrd, nil); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if printTokenResults(&out, testTokens(context.Background(), f, h, sim, nil, src, 1)) ||
+		!strings.Contains(out.String(), "FAILED: no PCR signature for the current PCR 11") {
+		t.Fatalf("talos-tpm2 token after leave-initrd:\n%s", out.String())
 	}
 }
 
