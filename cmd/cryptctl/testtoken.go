@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rsa"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -152,7 +154,7 @@ func testTalosToken(ctx context.Context, r io.ReaderAt, h *luks2.Header, sealer 
 	pass, err := key.Passphrase(ctx, keys.Slot{Slot: tok.ID, Token: tok.Raw})
 	if err != nil {
 		s := keys.SealedFromToken(t.UserData)
-		res.Detail = pcrDetail(sealer, s.PCRs, s.PCRValues, s.PolicyHash, true)
+		res.Detail = pcrDetail(sealer.TPM, s.PCRs, s.PCRValues, s.PolicyHash, sealer.Policy.PublicKey)
 		return slots, err
 	}
 	defer clear(pass)
@@ -179,7 +181,17 @@ func testSystemdToken(ctx context.Context, r io.ReaderAt, h *luks2.Header, seale
 	pass, err := sealer.UnsealSystemd(ctx, st)
 	if err != nil {
 		policy, _ := hex.DecodeString(st.PolicyHash)
-		res.Detail = pcrDetail(sealer, st.PCRs, nil, policy, st.PubKey != "")
+		var signer func() (*rsa.PublicKey, error)
+		if st.PubKey != "" {
+			signer = func() (*rsa.PublicKey, error) {
+				pemKey, err := base64.StdEncoding.DecodeString(st.PubKey)
+				if err != nil {
+					return nil, fmt.Errorf("tpm2_pubkey: %w", err)
+				}
+				return tpm.ParsePublicKeyPEM(pemKey)
+			}
+		}
+		res.Detail = pcrDetail(sealer.TPM, st.PCRs, nil, policy, signer)
 		return slots, err
 	}
 	defer clear(pass)
@@ -194,12 +206,13 @@ func noTPM(openErr error) error {
 }
 
 // pcrDetail describes the bound PCRs now and at sealing (sealed may be
-// nil), and whether the policy the current values make is the token's.
-func pcrDetail(s *tpm.Sealer, pcrs []int, sealed [][]byte, want []byte, signed bool) []string {
+// nil), and whether the policy the current values make is the token's;
+// signer is the PCR signing key of a signed policy, nil for a PCR-only one.
+func pcrDetail(t transport.TPM, pcrs []int, sealed [][]byte, want []byte, signer func() (*rsa.PublicKey, error)) []string {
 	if len(pcrs) == 0 {
 		return []string{"bound to no PCR by hash"}
 	}
-	now, err := tpm.ReadPCRs(s.TPM, pcrs)
+	now, err := tpm.ReadPCRs(t, pcrs)
 	if err != nil {
 		return []string{fmt.Sprintf("PCRs %v: cannot read them: %v", pcrs, err)}
 	}
@@ -216,8 +229,8 @@ func pcrDetail(s *tpm.Sealer, pcrs []int, sealed [][]byte, want []byte, signed b
 		d = append(d, line)
 	}
 	var got []byte
-	if signed {
-		key, kerr := s.Policy.PublicKey()
+	if signer != nil {
+		key, kerr := signer()
 		if kerr != nil {
 			return append(d, fmt.Sprintf("policy: cannot compute it: %v", kerr))
 		}
