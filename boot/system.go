@@ -65,9 +65,10 @@ func kmsClient(log *console.Logger) *kms.Client {
 		if err != nil {
 			log.Printf("kms: %s: %v", KMSCAFile, err)
 		} else {
-			opts.RootCAs = pool
+			opts.RootCAs, opts.RootCAsFrom = pool, KMSCAFile
 		}
 	}
+	opts.CertificatesFrom = KMSClientCertFile // named in certificate errors
 	if _, err := os.Stat(KMSClientCertFile); err == nil {
 		c, err := kms.LoadClientCert(KMSClientCertFile, KMSClientKeyFile)
 		if err != nil {

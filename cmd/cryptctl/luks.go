@@ -29,7 +29,7 @@ Exit codes, as in every group: 0 done, 1 error, 2 no key slot opens with the
 given key.`,
 	}
 	cmd.AddCommand(newLuksFormatCmd(), newLuksDumpCmd(), newLuksAddKeyCmd(), newLuksChangeKeyCmd(), newLuksRemoveKeyCmd(),
-		newLuksTestKeyCmd(), newLuksTokenCmd(), newLuksFlagsCmd())
+		newLuksTestKeyCmd(), newLuksTestTokenCmd(), newLuksTokenCmd(), newLuksFlagsCmd())
 	return cmd
 }
 

@@ -34,6 +34,8 @@ func newVolumeCmd() *cobra.Command {
 type volumeFlags struct {
 	config, volume, device, nodeUUID, stateDir, metaDev string
 	verbose, trustMeta                                  bool
+	tpm                                                 tpmFlags
+	kms                                                 kmsFlags
 }
 
 func newVolumeSubCmd(op, short string) *cobra.Command {
@@ -67,6 +69,8 @@ without STATE) is cleartext anyone holding the disk can write: it only opens
 	fl.StringVar(&f.metaDev, "meta", "", "META partition or image: STATE's config when the machine config has none (and kept in step with it)")
 	fl.BoolVar(&f.trustMeta, "trust-meta", false, "let STATE's config from META tag 9 format STATE and change its key slots (check it first)")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log each key tried")
+	f.tpm.register(fl, "tpm keys need it (none: they are unavailable; the host's TPM is never used unasked)")
+	f.kms.register(fl)
 	cmd.MarkFlagRequired("volume")
 	return cmd
 }
@@ -111,11 +115,22 @@ func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
 	if f.nodeUUID != "" {
 		uuid = keys.StaticUUID(f.nodeUUID)
 	}
-	kmsClient := kms.New(kms.Options{})
+	kmsOpts, err := f.kms.options()
+	if err != nil {
+		return err
+	}
+	kmsClient := kms.New(kmsOpts)
 	defer kmsClient.Close()
 	e := &unlock.Engine{
 		Env:      keys.Env{NodeUUID: uuid, KMS: kmsClient},
 		StateDir: f.stateDir,
+	}
+	if f.tpm.device != "" {
+		closeTPM, err := volumeTPM(&e.Env, &f.tpm)
+		if err != nil {
+			return err
+		}
+		defer closeTPM()
 	}
 	if metaDev != nil && write {
 		e.Journal = &meta.Journal{Dev: metaDev}

@@ -39,6 +39,10 @@ type Options struct {
 	Backoff, MaxBackoff time.Duration
 	// Logf, if set, is told about every failed attempt.
 	Logf func(format string, args ...any)
+	// RootCAsFrom and CertificatesFrom say where RootCAs and Certificates
+	// came from ("--kms-ca ca.pem", an image path), so that a certificate
+	// failure names the file to fix.
+	RootCAsFrom, CertificatesFrom string
 }
 
 // Client calls a sidero.kms.KMSService over gRPC. It satisfies the KMS
@@ -146,8 +150,18 @@ func (c *Client) call(ctx context.Context, op, method, endpoint, nodeUUID string
 			return resp.Data, nil
 		}
 		last = err
+		perm := permanentFailure(ep, err, &c.opts)
+		if perm == nil {
+			perm = c.handshakeRefusal(ctx, ep, err)
+		}
+		if perm != nil {
+			return nil, fmt.Errorf("kms %s at %s: %w", op, ep, perm)
+		}
 		var st *StatusError
-		if errors.As(err, &st) && !st.Code.retryable() {
+		if errors.As(err, &st) && !st.retryable() {
+			if errors.Is(st, ErrTooLarge) {
+				return nil, fmt.Errorf("kms %s for node %s at %s: %w (%d bytes sent; the server's limits are kms-server --max-message and --max-data): %w", op, nodeUUID, ep, ErrTooLarge, len(req), err)
+			}
 			return nil, fmt.Errorf("kms %s for node %s at %s: %w", op, nodeUUID, ep, err)
 		}
 		if ctx.Err() != nil {
@@ -173,7 +187,7 @@ func (c *Client) call(ctx context.Context, op, method, endpoint, nodeUUID string
 		wait = min(2*wait, c.opts.MaxBackoff)
 	}
 	attempt = min(attempt, c.opts.Attempts)
-	hint := plaintextHint(ep, last)
+	hint := plaintextHint(ep, last) + rateLimitHint(last)
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("kms %s at %s: %w after %d attempt(s): %w (last failure: %v)%s", op, ep, ErrUnreachable, attempt, ctx.Err(), last, hint)
 	}

@@ -73,8 +73,21 @@ func (e *StatusError) Is(target error) bool {
 		return e.Code == PermissionDenied || e.Code == Unauthenticated
 	case ErrBadBlob:
 		return e.Code == InvalidArgument || e.Code == DataLoss || e.Code == FailedPrecondition
+	case ErrTooLarge:
+		return e.Code == ResourceExhausted && resourceTooLarge(e.Message)
+	case ErrRateLimited:
+		return e.Code == ResourceExhausted && !resourceTooLarge(e.Message)
 	}
 	return false
+}
+
+// retryable reports whether the status may go away on its own: a rate
+// limit passes, a message too large stays too large.
+func (e *StatusError) retryable() bool {
+	if e.Code == ResourceExhausted && resourceTooLarge(e.Message) {
+		return false
+	}
+	return e.Code.retryable()
 }
 
 // retryable reports whether a status may go away on its own.

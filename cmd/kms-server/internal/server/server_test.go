@@ -204,8 +204,8 @@ func TestMTLSRequiredRefusesHandshake(t *testing.T) {
 		t.Fatalf("with a client cert: %v", err)
 	}
 	_, err := p.client(t, "", kms.Options{}).Seal(ctx, ep, nodeA, secret)
-	if err == nil || !errors.Is(err, kms.ErrUnreachable) {
-		t.Fatalf("without a client cert: %v, want a failed handshake", err)
+	if !errors.Is(err, kms.ErrClientCertificate) {
+		t.Fatalf("without a client cert: %v, want a refused handshake (ErrClientCertificate)", err)
 	}
 }
 

@@ -1,0 +1,162 @@
+package kms
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+)
+
+// Sentinel errors for failures that retrying cannot fix, or that need their
+// own advice.
+var (
+	// ErrServerCertificate: the KMS server's certificate does not verify
+	// (unknown CA, other name, expired). Not retried: the fix is a file.
+	ErrServerCertificate = errors.New("kms server certificate not trusted")
+	// ErrClientCertificate: the server wants a (valid) client certificate
+	// and did not get one. Not retried.
+	ErrClientCertificate = errors.New("kms server refused the TLS handshake: it requires a valid client certificate")
+	// ErrRateLimited: the server's rate limiter refused the request
+	// (ResourceExhausted). Retried with backoff; persisting means this
+	// client calls too often for the server's --rate/--burst.
+	ErrRateLimited = errors.New("kms rate limited this client")
+	// ErrTooLarge: a message exceeded a size limit (the server's
+	// --max-message or --max-data, or the client's response bound). Not
+	// retried: the same request is as large the next time.
+	ErrTooLarge = errors.New("kms message too large")
+)
+
+// resourceTooLarge reports whether a ResourceExhausted status is about a
+// message or data size rather than a rate: grpc-go's "received message
+// larger than max", kms-server's "data to seal is N bytes, at most M
+// allowed", and this client's "response is larger than".
+func resourceTooLarge(msg string) bool {
+	for _, s := range []string{"larger than max", "bytes, at most", "response is larger than", "too large"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// permanentFailure turns a transport error that no retry can fix into a
+// clear error, or returns nil when err may be transient. cas and cert name
+// where the client's CA bundle and certificate came from, for the advice.
+func permanentFailure(ep Endpoint, err error, o *Options) error {
+	var unknown x509.UnknownAuthorityError
+	var host x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	var verify *tls.CertificateVerificationError
+	cas := o.RootCAsFrom
+	if cas == "" {
+		if o.RootCAs != nil {
+			cas = "the CA bundle given"
+		} else {
+			cas = "any CA in the system roots (no CA bundle given: name the CA that signed it, cryptctl --kms-ca FILE)"
+		}
+	} else {
+		cas = "the CA in " + cas
+	}
+	switch {
+	case errors.As(err, &unknown):
+		return fmt.Errorf("%w: the server certificate of %s is not signed by %s; fix the CA bundle, or the server's certificate (%v)", ErrServerCertificate, ep.Address, cas, err)
+	case errors.As(err, &host):
+		return fmt.Errorf("%w: the server certificate is for other names than %q (%v); use a name the certificate holds in the endpoint, or reissue the certificate", ErrServerCertificate, ep.Host(), err)
+	case errors.As(err, &invalid):
+		return fmt.Errorf("%w: the server certificate of %s is not valid: %v", ErrServerCertificate, ep.Address, err)
+	case errors.As(err, &verify):
+		return fmt.Errorf("%w: the server certificate of %s does not verify against %s: %v", ErrServerCertificate, ep.Address, cas, err)
+	}
+	// A TLS alert from the server during the handshake: the client
+	// certificate is missing or not one the server's client CA signed.
+	msg := err.Error()
+	for _, alert := range []string{"tls: certificate required", "tls: bad certificate", "tls: unknown certificate authority", "tls: certificate unknown"} {
+		if strings.Contains(msg, "remote error: "+alert) {
+			return clientCertRefused(ep, o, alert)
+		}
+	}
+	return nil
+}
+
+// clientCertRefused says what is wrong with our side of mTLS.
+func clientCertRefused(ep Endpoint, o *Options, alert string) error {
+	where := o.CertificatesFrom
+	if where == "" {
+		where = "cryptctl: --kms-cert FILE --kms-key FILE"
+	}
+	have := "no client certificate was given (" + where + ")"
+	if len(o.Certificates) > 0 {
+		have = "the client certificate given"
+		if o.CertificatesFrom != "" {
+			have += " (" + o.CertificatesFrom + ")"
+		}
+		have += " is not signed by a CA the server trusts (its --client-ca)"
+	}
+	return fmt.Errorf("%w: %s: %s: %s", ErrClientCertificate, ep.Address, have, alert)
+}
+
+// rateLimitHint advises on a rate limit that outlasted every attempt.
+func rateLimitHint(err error) string {
+	if err == nil || !errors.Is(err, ErrRateLimited) {
+		return ""
+	}
+	return "; " + ErrRateLimited.Error() + ": the server's rate limit (kms-server --rate, --burst) refused every attempt: retry later, or raise the limit for this client"
+}
+
+// probeTimeout bounds the diagnostic handshake of handshakeRefusal.
+const probeTimeout = 2 * time.Second
+
+// handshakeRefusal tells a server that refused our client certificate from
+// a broken connection. Under TLS 1.3 the server checks the client
+// certificate after the client's handshake is done, so its alert races our
+// request: the call may fail with a broken pipe or a reset instead. A TLS
+// 1.2 handshake with the same certificates reads the server's verdict
+// before it completes, so it is asked when a TLS call failed on an open
+// connection. It returns the permanent failure, or nil.
+func (c *Client) handshakeRefusal(ctx context.Context, ep Endpoint, err error) error {
+	var st *StatusError
+	var op *net.OpError
+	var ne net.Error
+	if !ep.TLS || ctx.Err() != nil || errors.As(err, &st) || (errors.As(err, &op) && op.Op == "dial") ||
+		(errors.As(err, &ne) && ne.Timeout()) || errors.Is(err, context.DeadlineExceeded) {
+		return nil
+	}
+	cfg := c.tlsTransport.TLSClientConfig.Clone()
+	cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
+	cfg.NextProtos = []string{"h2"}
+	cfg.ServerName = ep.Host()
+	asked := false // the server sent a CertificateRequest
+	cfg.Certificates = nil
+	cfg.GetClientCertificate = func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		asked = true
+		for i := range c.opts.Certificates {
+			if cri.SupportsCertificate(&c.opts.Certificates[i]) == nil {
+				return &c.opts.Certificates[i], nil
+			}
+		}
+		if len(c.opts.Certificates) > 0 {
+			return &c.opts.Certificates[0], nil
+		}
+		return &tls.Certificate{}, nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, min(probeTimeout, c.opts.AttemptTimeout))
+	defer cancel()
+	conn, perr := (&tls.Dialer{Config: cfg}).DialContext(pctx, "tcp", ep.Address)
+	if perr == nil {
+		conn.Close()
+		return nil
+	}
+	if perm := permanentFailure(ep, perr, &c.opts); perm != nil {
+		return perm
+	}
+	// Go's TLS 1.2 server answers a missing client certificate with a
+	// handshake_failure alert: with the certificate asked for, that is it.
+	if msg := perr.Error(); asked && strings.Contains(msg, "remote error: tls: ") {
+		return clientCertRefused(ep, &c.opts, msg[strings.Index(msg, "tls: "):])
+	}
+	return nil
+}
