@@ -179,4 +179,30 @@ func TestClevisBoundSlotOpens(t *testing.T) {
 	} else {
 		r.Zero()
 	}
+
+	// A boot with every slot configured opens with the static key and its
+	// sync keeps the clevis slots and tokens as clevis wrote them, also the
+	// two that cannot unseal now (unavailable is not wrong).
+	conn = sw.dial(t)
+	e = &Engine{Env: keys.Env{TPM: tpm.NewSealer(conn, &tpm.StaticSource{})}}
+	all := "kind: UserVolumeConfig\nname: data\nencryption:\n  keys:\n    - {slot: 0, static: {passphrase: a}}\n" +
+		"    - {slot: 1, tpm: {}}\n    - {slot: 2, tpm: {}}\n    - {slot: 3, tpm: {}}\n" + smallKDF
+	r, err = e.Unlock(ctx, volume(t, all, "u-data"), dev, imageSize)
+	_ = conn.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Zero()
+	after, err := luks2.ReadHeader(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := slotsOf(t, dev); len(got) != 4 || len(r.Sync.Replaced)+len(r.Sync.Removed) != 0 {
+		t.Fatalf("slots %v after sync %v, want 0-3 kept", got, r.Sync)
+	}
+	for slot := 1; slot <= 3; slot++ {
+		if a, b := assignedTokens(after, slot), assignedTokens(hdr, slot); len(a) != 1 || string(a[0]) != string(b[0]) {
+			t.Errorf("slot %d: sync changed the clevis token %s to %q", slot, b, a)
+		}
+	}
 }
