@@ -7,12 +7,15 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/cryptinit/cryptinit/tpm"
 )
@@ -256,5 +259,50 @@ func TestEnrolledTokensAreTalosShaped(t *testing.T) {
 	kud := decodeAsTalos[talosKMSToken](t, ke.Token, "sideroKMS")
 	if len(kud.SealedData) == 0 {
 		t.Fatalf("sideroKMS token %s has no sealedData", ke.Token)
+	}
+}
+
+// talosCheckPCRs is the check Talos's tpm2.Unseal (and Seal) starts with
+// (validatePCRBanks): PCR 11 and every PCR of the token's pcrs must hold
+// neither all zeros nor all 0xFF.
+func talosCheckPCRs(t *testing.T, sim transport.TPM, pcrs []int) error {
+	t.Helper()
+	for _, p := range append([]int{tpm.UKIPCR}, pcrs...) {
+		v, err := tpm.ReadPCRs(sim, []int{p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Equal(v[0], make([]byte, 32)) || bytes.Equal(v[0], bytes.Repeat([]byte{0xff}, 32)) {
+			return fmt.Errorf("PCR bank %d is populated with all zeroes or 0xFF", p)
+		}
+	}
+	return nil
+}
+
+// TestEnrolledTPMTokenOnTalos pins down why a tpm slot cryptinit enrolls
+// does not open on Talos although its token has Talos's fields and policy
+// form: it also binds PCR 15 (the latch), which is zero when STATE's key is
+// enrolled, and Talos refuses to unseal a token naming an all-zero PCR
+// (for the other volumes, PCR 15 holds STATE's latch, which Talos never
+// extends). A token as Talos enrolls it (pcrs [7]) passes the same check.
+func TestEnrolledTPMTokenOnTalos(t *testing.T) {
+	ctx := context.Background()
+	sim := openTPMSimulator(t)
+	signer, sigs := bootSimulator(t, sim)
+	k := &TPMKey{TPM: tpm.NewSealer(sim, &tpm.StaticSource{Key: &signer.PublicKey, Sigs: sigs}), Rand: rand.Reader}
+	e, err := k.Enroll(ctx, Slot{VolumeID: "STATE", Slot: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Zero()
+	ud := decodeAsTalos[talosTPMToken](t, e.Token, "talos-tpm2")
+	if !slices.Contains(ud.PCRs, tpm.LatchPCR) {
+		t.Fatalf("pcrs %v: no PCR 15 bound; Talos may open these slots now: update this test and the README", ud.PCRs)
+	}
+	if err := talosCheckPCRs(t, sim, ud.PCRs); err == nil || !strings.Contains(err.Error(), "PCR bank 15") {
+		t.Errorf("Talos's PCR check on our STATE token: %v, want a refusal of PCR 15", err)
+	}
+	if err := talosCheckPCRs(t, sim, []int{tpm.SecureBootPCR}); err != nil {
+		t.Errorf("Talos's PCR check on its own pcrs [7]: %v", err)
 	}
 }
