@@ -271,7 +271,9 @@ func unsealClevisOnce(t transport.TPM, parent *primaryKey, priv *tpm2.TPM2BPriva
 
 	var auth tpm2.Session = tpm2.PasswordAuth(nil)
 	if len(pcrs) > 0 {
-		sess, closeSess, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16, tpm2.Salted(parent.handle, parent.pub))
+		// the policy digest is in the object's name algorithm (clevis's
+		// "hash": tpm2_createpolicy -g hash)
+		sess, closeSess, err := tpm2.PolicySession(t, objPub.NameAlg, 16, tpm2.Salted(parent.handle, parent.pub))
 		if err != nil {
 			return nil, fmt.Errorf("start policy session: %w", err)
 		}

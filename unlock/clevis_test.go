@@ -80,6 +80,7 @@ func (s *clevisSwtpm) reset(t *testing.T) {
 // passphrase on stdin, against the swtpm.
 func (s *clevisSwtpm) clevisBind(t *testing.T, img, existing, cfg string) {
 	t.Helper()
+	s.reset(t)
 	cmd := exec.Command("clevis", "luks", "bind", "-y", "-k", "-", "-d", img, "tpm2", cfg)
 	cmd.Env = append(os.Environ(), "TPM2TOOLS_TCTI="+s.tcti)
 	cmd.Stdin = strings.NewReader(existing)
@@ -117,16 +118,17 @@ func TestClevisBoundSlotOpens(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.Zero()
-	// clevis picks the first free slot for each bind: 1, 2, 3.
-	sw.clevisBind(t, dev.Name(), "a", `{"pcr_ids":"7"}`)                     // clevis's default bank, sha1
-	sw.clevisBind(t, dev.Name(), "a", `{"pcr_ids":"7","pcr_bank":"sha256"}`) // sha256 bank
-	sw.clevisBind(t, dev.Name(), "a", `{}`)                                  // no PCR policy
+	// clevis picks the first free slot for each bind: 1, 2, 3, 4.
+	sw.clevisBind(t, dev.Name(), "a", `{"pcr_ids":"7"}`)                           // clevis's defaults: ecc, sha256, sha1 bank
+	sw.clevisBind(t, dev.Name(), "a", `{"pcr_ids":"7","pcr_bank":"sha256"}`)       // sha256 bank
+	sw.clevisBind(t, dev.Name(), "a", `{}`)                                        // no PCR policy
+	sw.clevisBind(t, dev.Name(), "a", `{"pcr_ids":"7","key":"rsa","hash":"sha1"}`) // RSA primary, sha1 names
 	sw.reset(t)
 	hdr, err := luks2.ReadHeader(dev)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for slot := 1; slot <= 3; slot++ {
+	for slot := 1; slot <= 4; slot++ {
 		if toks := assignedTokens(hdr, slot); len(toks) != 1 || keys.TokenType(toks[0]) != keys.TokenClevis {
 			t.Fatalf("slot %d: clevis left tokens %q", slot, toks)
 		}
@@ -140,7 +142,7 @@ func TestClevisBoundSlotOpens(t *testing.T) {
 		y := "kind: UserVolumeConfig\nname: data\nencryption:\n  keys:\n    - {slot: " + strconv.Itoa(slot) + ", tpm: {}}\n" + smallKDF
 		return e.Open(ctx, volume(t, y, "u-data"), dev)
 	}
-	for slot := 1; slot <= 3; slot++ {
+	for slot := 1; slot <= 4; slot++ {
 		r, err := openSlot(t, slot)
 		if err != nil {
 			t.Fatalf("slot %d: %v", slot, err)
@@ -151,7 +153,7 @@ func TestClevisBoundSlotOpens(t *testing.T) {
 		r.Zero()
 	}
 
-	// PCR 7 moves (Secure Boot keys changed): both PCR-bound slots are
+	// PCR 7 moves (Secure Boot keys changed): the PCR-bound slots are
 	// refused by the TPM's policy, in either bank; the unbound one opens.
 	conn := sw.dial(t)
 	d := sha256.Sum256([]byte("secure boot keys changed"))
@@ -161,7 +163,7 @@ func TestClevisBoundSlotOpens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for slot := 1; slot <= 2; slot++ {
+	for _, slot := range []int{1, 2, 4} {
 		_, err := openSlot(t, slot)
 		if !errors.Is(err, ErrNoKeyOpens) || !strings.Contains(err.Error(), "key unavailable") || !strings.Contains(err.Error(), "PCRs [7]") {
 			t.Errorf("slot %d after PCR 7 changed: err = %v, want no key opens: key unavailable, PCRs [7] changed", slot, err)
@@ -186,7 +188,7 @@ func TestClevisBoundSlotOpens(t *testing.T) {
 	conn = sw.dial(t)
 	e = &Engine{Env: keys.Env{TPM: tpm.NewSealer(conn, &tpm.StaticSource{})}}
 	all := "kind: UserVolumeConfig\nname: data\nencryption:\n  keys:\n    - {slot: 0, static: {passphrase: a}}\n" +
-		"    - {slot: 1, tpm: {}}\n    - {slot: 2, tpm: {}}\n    - {slot: 3, tpm: {}}\n" + smallKDF
+		"    - {slot: 1, tpm: {}}\n    - {slot: 2, tpm: {}}\n    - {slot: 3, tpm: {}}\n    - {slot: 4, tpm: {}}\n" + smallKDF
 	r, err = e.Unlock(ctx, volume(t, all, "u-data"), dev, imageSize)
 	_ = conn.Close()
 	if err != nil {
@@ -197,10 +199,10 @@ func TestClevisBoundSlotOpens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := slotsOf(t, dev); len(got) != 4 || len(r.Sync.Replaced)+len(r.Sync.Removed) != 0 {
-		t.Fatalf("slots %v after sync %v, want 0-3 kept", got, r.Sync)
+	if got := slotsOf(t, dev); len(got) != 5 || len(r.Sync.Replaced)+len(r.Sync.Removed) != 0 {
+		t.Fatalf("slots %v after sync %v, want 0-4 kept", got, r.Sync)
 	}
-	for slot := 1; slot <= 3; slot++ {
+	for slot := 1; slot <= 4; slot++ {
 		if a, b := assignedTokens(after, slot), assignedTokens(hdr, slot); len(a) != 1 || string(a[0]) != string(b[0]) {
 			t.Errorf("slot %d: sync changed the clevis token %s to %q", slot, b, a)
 		}
