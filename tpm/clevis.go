@@ -56,7 +56,32 @@ type ClevisTPM2 struct {
 	JWKPub  string `json:"jwk_pub"`  // base64url TPM2B_PUBLIC
 	JWKPriv string `json:"jwk_priv"` // base64url TPM2B_PRIVATE
 	PCRBank string `json:"pcr_bank,omitempty"`
-	PCRIDs  string `json:"pcr_ids,omitempty"` // "7" or "0,7"; empty: no policy
+	PCRIDs  pcrIDs `json:"pcr_ids,omitempty"` // "7" or "0,7" (or [0,7]); empty: no policy
+	// PolicyPubkeyPath is set by clevis-pin-tpm2 (the Rust pin) for a
+	// signed policy, which cryptinit does not support.
+	PolicyPubkeyPath string `json:"policy_pubkey_path,omitempty"`
+}
+
+// pcrIDs is clevis's pcr_ids: clevis-encrypt-tpm2 writes the string "0,7";
+// a JSON list of numbers or strings is accepted too.
+type pcrIDs string
+
+func (p *pcrIDs) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		*p = pcrIDs(s)
+		return nil
+	}
+	var list []json.RawMessage
+	if err := json.Unmarshal(b, &list); err != nil {
+		return fmt.Errorf("pcr_ids: want a string or a list: %w", err)
+	}
+	ids := make([]string, len(list))
+	for i, v := range list {
+		ids[i] = strings.Trim(string(v), `" `)
+	}
+	*p = pcrIDs(strings.Join(ids, ","))
+	return nil
 }
 
 // ParseClevisToken decodes a clevis LUKS2 token and its JWE.
@@ -199,6 +224,9 @@ func (s *Sealer) unsealClevis(ctx context.Context, j *ClevisJWE) ([]byte, error)
 		return nil, errors.New("clevis tpm2 pin without its tpm2 header")
 	}
 	cfg := c.TPM2
+	if cfg.PolicyPubkeyPath != "" {
+		return nil, errors.New("clevis tpm2 pin with a signed policy (policy_pubkey_path) is not supported by cryptinit; use another key slot")
+	}
 	nameAlg, err := clevisHashAlg(cfg.Hash, "sha256")
 	if err != nil {
 		return nil, fmt.Errorf("clevis tpm2 hash: %w", err)
@@ -206,7 +234,7 @@ func (s *Sealer) unsealClevis(ctx context.Context, j *ClevisJWE) ([]byte, error)
 	var pcrs []int
 	var bank tpm2.TPMAlgID
 	if cfg.PCRIDs != "" {
-		if pcrs, err = parsePCRIDs(cfg.PCRIDs); err != nil {
+		if pcrs, err = parsePCRIDs(string(cfg.PCRIDs)); err != nil {
 			return nil, err
 		}
 		if bank, err = clevisHashAlg(cfg.PCRBank, "sha1"); err != nil {

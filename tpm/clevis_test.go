@@ -58,8 +58,15 @@ func TestClevisJWE(t *testing.T) {
 			t.Fatalf("decrypt %q: %q, %v", in[:10], got, err)
 		}
 	}
-	if pcrs, err := parsePCRIDs(c.TPM2.PCRIDs); err != nil || len(pcrs) != 2 || pcrs[0] != 0 || pcrs[1] != 7 {
+	if pcrs, err := parsePCRIDs(string(c.TPM2.PCRIDs)); err != nil || len(pcrs) != 2 || pcrs[0] != 0 || pcrs[1] != 7 {
 		t.Fatalf("pcr_ids: %v %v", pcrs, err)
+	}
+
+	for in, want := range map[string]pcrIDs{`"7"`: "7", `[0, 7]`: "0,7", `["0","7"]`: "0,7"} {
+		var got pcrIDs
+		if err := json.Unmarshal([]byte(in), &got); err != nil || got != want {
+			t.Errorf("pcr_ids %s: %q, %v; want %q", in, got, err, want)
+		}
 	}
 
 	// The protected header is authenticated: a header edited to bind other
@@ -99,6 +106,14 @@ func TestClevisJWE(t *testing.T) {
 // the TPM is touched.
 func TestClevisOtherPins(t *testing.T) {
 	key := make([]byte, 32)
+	signed := `{"alg":"dir","enc":"A256GCM","clevis":{"pin":"tpm2","tpm2":{"hash":"sha256","key":"ecc","jwk_pub":"AA","jwk_priv":"AA","policy_pubkey_path":"/etc/key.pem"}}}`
+	j, err := ParseClevisJWE([]byte(clevisJWE(t, signed, key, []byte("x"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&Sealer{}).UnsealClevis(context.Background(), &ClevisToken{JWE: j}); err == nil || !strings.Contains(err.Error(), "policy_pubkey_path") {
+		t.Errorf("signed-policy tpm2 pin: err = %v", err)
+	}
 	for pin, want := range map[string]string{"tang": "clevis pin tang is not supported", "sss": `clevis pin "sss" is not supported`} {
 		j, err := ParseClevisJWE([]byte(clevisJWE(t, `{"alg":"dir","enc":"A256GCM","clevis":{"pin":"`+pin+`","`+pin+`":{}}}`, key, []byte("x"))))
 		if err != nil {
