@@ -95,9 +95,11 @@ func talosSeal(t *testing.T, sim transport.TPM, signer *rsa.PublicKey, secret []
 		}
 		h.Write(rsp.PCRValues.Digests[0].Buffer)
 	}
-	sel := tpm2.TPMLPCRSelection{PCRSelections: []tpm2.TPMSPCRSelection{{Hash: tpm2.TPMAlgSHA256, PCRSelect: mask}}}
-	if err := (tpm2.PolicyPCR{PcrDigest: tpm2.TPM2BDigest{Buffer: h.Sum(nil)}, Pcrs: sel}).Update(calc); err != nil {
-		t.Fatal(err)
+	if len(pcrs) > 0 { // Talos: no PCRs, no PolicyPCR
+		sel := tpm2.TPMLPCRSelection{PCRSelections: []tpm2.TPMSPCRSelection{{Hash: tpm2.TPMAlgSHA256, PCRSelect: mask}}}
+		if err := (tpm2.PolicyPCR{PcrDigest: tpm2.TPM2BDigest{Buffer: h.Sum(nil)}, Pcrs: sel}).Update(calc); err != nil {
+			t.Fatal(err)
+		}
 	}
 	policy = calc.Hash().Digest
 
@@ -176,9 +178,10 @@ func startKMSServer(t *testing.T) string {
 // import --token-id SLOT --json-file=- --token-replace` of the token
 // JSON), holding a talos-tpm2 key of each shape (Talos before 1.12: pcrs
 // [11], no encryption_version; since: encryption_version 1) and a
-// sideroKMS key sealed by the in-repo kms-server. The engine opens each
-// with the TPM simulator and the KMS and writes nothing; after PCR 7
-// changes only the KMS key opens.
+// sideroKMS key sealed by the in-repo kms-server, and a talos-tpm2 key
+// with no bound PCRs (`pcrs: []`). The engine opens each with the TPM
+// simulator and the KMS and writes nothing; after PCR 7 changes only the
+// KMS key and the PCR-less TPM key open.
 func TestTalosMadeDiskOpens(t *testing.T) {
 	needTool(t, "cryptsetup")
 	endpoint := startKMSServer(t)
@@ -220,7 +223,7 @@ func TestTalosMadeDiskOpens(t *testing.T) {
 		pass  []byte
 		token []byte
 	}
-	var slots [3]slot
+	var slots [4]slot
 	for i, shape := range []struct {
 		legacy bool
 	}{{legacy: true}, {legacy: false}} {
@@ -249,6 +252,17 @@ func TestTalosMadeDiskOpens(t *testing.T) {
 		t.Fatal(err)
 	}
 	slots[2] = slot{[]byte(base64.StdEncoding.EncodeToString(secret)), tok}
+	// Talos 1.12 with `pcrs: []`: the signed PCR 11 policy alone, and no
+	// "pcrs" in the token (omitempty).
+	secret = random()
+	priv, pub, name, pol := talosSeal(t, sim, &signer.PublicKey, secret, nil, true)
+	tok, err = (&talosLUKSToken[*talosTPMUserData]{Type: "talos-tpm2", UserData: &talosTPMUserData{KeySlots: []int{3},
+		SealedBlobPrivate: priv, SealedBlobPublic: pub, PubKeyPCRs: []int{tpm.UKIPCR}, Alg: "sha256",
+		EncryptionVersion: "1", PolicyHash: pol, KeyName: name}}).bytes()
+	if err != nil || bytes.Contains(tok, []byte(`"pcrs"`)) {
+		t.Fatalf("token %s: %v", tok, err)
+	}
+	slots[3] = slot{[]byte(base64.StdEncoding.EncodeToString(secret)), tok}
 	if !strings.HasPrefix(string(slots[2].token), `{"UserData":{"sealedData":"`) || !strings.HasSuffix(string(slots[2].token), `"type":"sideroKMS","keyslots":[]}`) {
 		t.Fatalf("token is not go-blockdevice's layout: %s", slots[2].token)
 	}
@@ -276,7 +290,7 @@ func TestTalosMadeDiskOpens(t *testing.T) {
 	before := digest(t, dev)
 
 	e := &Engine{Env: keys.Env{TPM: tpm.NewSealer(sim, policySrc), KMS: client, NodeUUID: keys.StaticUUID(testUUID)}}
-	configs := []string{"tpm: {}", "tpm: {}", "kms: {endpoint: " + endpoint + "}"}
+	configs := []string{"tpm: {}", "tpm: {}", "kms: {endpoint: " + endpoint + "}", "tpm: {}"}
 	openSlot := func(i int) (*Result, error) {
 		y := "kind: VolumeConfig\nname: STATE\nencryption:\n  keys:\n    - {slot: " + strconv.Itoa(i) + ", " + configs[i] + "}\n"
 		return e.Open(ctx, volume(t, y, "STATE"), dev)
@@ -306,10 +320,12 @@ func TestTalosMadeDiskOpens(t *testing.T) {
 			t.Errorf("tpm slot %d after PCR 7 changed: err = %v, want key unavailable", i, err)
 		}
 	}
-	if r, err := openSlot(2); err != nil {
-		t.Errorf("kms slot after PCR 7 changed: %v", err)
-	} else {
-		r.Zero()
+	for _, i := range []int{2, 3} {
+		if r, err := openSlot(i); err != nil {
+			t.Errorf("slot %d (kms, or tpm without bound PCRs) after PCR 7 changed: %v", i, err)
+		} else {
+			r.Zero()
+		}
 	}
 }
 
