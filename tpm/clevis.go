@@ -51,25 +51,26 @@ type ClevisHeader struct {
 // primary made by `tpm2_createprimary -C o -g hash -G key`, bound by
 // PolicyPCR to pcr_ids of pcr_bank when pcr_ids is set.
 type ClevisTPM2 struct {
-	Hash    string `json:"hash"`     // name algorithm of primary and object (default sha256)
-	Key     string `json:"key"`      // primary key type: "ecc" (default) or "rsa"
-	JWKPub  string `json:"jwk_pub"`  // base64url TPM2B_PUBLIC
-	JWKPriv string `json:"jwk_priv"` // base64url TPM2B_PRIVATE
-	PCRBank string `json:"pcr_bank,omitempty"`
-	PCRIDs  pcrIDs `json:"pcr_ids,omitempty"` // "7" or "0,7" (or [0,7]); empty: no policy
+	Hash    string       `json:"hash"`     // name algorithm of primary and object (default sha256)
+	Key     string       `json:"key"`      // primary key type: "ecc" (default) or "rsa"
+	JWKPub  string       `json:"jwk_pub"`  // base64url TPM2B_PUBLIC
+	JWKPriv string       `json:"jwk_priv"` // base64url TPM2B_PRIVATE
+	PCRBank string       `json:"pcr_bank,omitempty"`
+	PCRIDs  ClevisPCRIDs `json:"pcr_ids,omitempty"` // "7" or "0,7" (or [0,7]); empty: no policy
 	// PolicyPubkeyPath is set by clevis-pin-tpm2 (the Rust pin) for a
 	// signed policy, which cryptinit does not support.
 	PolicyPubkeyPath string `json:"policy_pubkey_path,omitempty"`
 }
 
-// pcrIDs is clevis's pcr_ids: clevis-encrypt-tpm2 writes the string "0,7";
+// ClevisPCRIDs is clevis's pcr_ids: clevis-encrypt-tpm2 writes the string "0,7";
 // a JSON list of numbers or strings is accepted too.
-type pcrIDs string
+type ClevisPCRIDs string
 
-func (p *pcrIDs) UnmarshalJSON(b []byte) error {
+// UnmarshalJSON accepts "0,7", [0,7] and ["0","7"].
+func (p *ClevisPCRIDs) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err == nil {
-		*p = pcrIDs(s)
+		*p = ClevisPCRIDs(s)
 		return nil
 	}
 	var list []json.RawMessage
@@ -80,7 +81,7 @@ func (p *pcrIDs) UnmarshalJSON(b []byte) error {
 	for i, v := range list {
 		ids[i] = strings.Trim(string(v), `" `)
 	}
-	*p = pcrIDs(strings.Join(ids, ","))
+	*p = ClevisPCRIDs(strings.Join(ids, ","))
 	return nil
 }
 

@@ -62,8 +62,8 @@ func TestClevisJWE(t *testing.T) {
 		t.Fatalf("pcr_ids: %v %v", pcrs, err)
 	}
 
-	for in, want := range map[string]pcrIDs{`"7"`: "7", `[0, 7]`: "0,7", `["0","7"]`: "0,7"} {
-		var got pcrIDs
+	for in, want := range map[string]ClevisPCRIDs{`"7"`: "7", `[0, 7]`: "0,7", `["0","7"]`: "0,7"} {
+		var got ClevisPCRIDs
 		if err := json.Unmarshal([]byte(in), &got); err != nil || got != want {
 			t.Errorf("pcr_ids %s: %q, %v; want %q", in, got, err, want)
 		}
