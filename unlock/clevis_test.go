@@ -183,6 +183,16 @@ func TestClevisBoundSlotOpens(t *testing.T) {
 		r.Zero()
 	}
 
+	// Another TPM (its own owner seed: another primary) cannot load the
+	// sealed JWK, not even of the slot bound to no PCR.
+	other := swtpmtest.Start(t, "")
+	k := &keys.TPMKey{TPM: tpm.NewSealer(tpm.NewStreamTransport(other.Conn), &tpm.StaticSource{})}
+	_, err = k.Passphrase(ctx, keys.Slot{VolumeID: "u-data", Slot: 3, Assigned: assignedTokens(hdr, 3)})
+	if !errors.Is(err, tpm.ErrDifferentTPM) || !errors.Is(err, keys.ErrKeyUnavailable) {
+		t.Errorf("slot 3 on another TPM: err = %v, want ErrDifferentTPM", err)
+	}
+	other.Stop()
+
 	// A boot with every slot configured opens with the static key and its
 	// sync keeps the clevis slots and tokens as clevis wrote them, also the
 	// two that cannot unseal now (unavailable is not wrong).
