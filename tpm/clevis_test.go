@@ -1,13 +1,23 @@
 package tpm
 
 import (
+	"bytes"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/cryptinit/cryptinit/internal/testenv"
+	"github.com/cryptinit/cryptinit/tpm/swtpmtest"
 )
 
 // clevisJWE builds a JWE as `jose jwe enc -c` does for clevis: alg dir,
@@ -124,4 +134,69 @@ func TestClevisOtherPins(t *testing.T) {
 			t.Errorf("pin %s: err = %v, want %q", pin, err, want)
 		}
 	}
+}
+
+// TestClevisEncryptCompact decrypts, on a swtpm, the compact JWE that
+// Debian's real `clevis encrypt tpm2` prints (clevis luks bind stores the
+// same JWE in flattened JSON form; unlock's TestClevisBoundSlotOpens covers
+// that).
+func TestClevisEncryptCompact(t *testing.T) {
+	for _, tool := range []string{"clevis", "clevis-encrypt-tpm2", "tpm2_createprimary"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			testenv.Missing(t, "%s not installed (images/setup.sh installs clevis-tpm2 and tpm2-tools)", tool)
+		}
+	}
+	sw := swtpmtest.Start(t, "")
+	addr := sw.Conn.RemoteAddr().(*net.TCPAddr)
+	_ = sw.Conn.Close() // swtpm serves one client at a time: let tpm2-tools in
+	cmd := exec.Command("clevis", "encrypt", "tpm2", `{"pcr_ids":"7","pcr_bank":"sha256"}`)
+	cmd.Env = append(os.Environ(), "TPM2TOOLS_TCTI=swtpm:host=127.0.0.1,port="+strconv.Itoa(addr.Port))
+	cmd.Stdin = strings.NewReader("sealed by clevis")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("clevis encrypt tpm2: %v\n%s", err, stderr.String())
+	}
+	j, err := ParseClevisJWE(out)
+	if err != nil {
+		t.Fatalf("parse %q: %v", out, err)
+	}
+	if j.Header.Clevis.TPM2 == nil || j.Header.Clevis.TPM2.PCRIDs != "7" || j.Header.Clevis.TPM2.PCRBank != "sha256" {
+		t.Fatalf("header %+v", j.Header)
+	}
+	var conn net.Conn
+	for i := 0; i < 100; i++ {
+		if conn, err = net.Dial("tcp", addr.String()); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := NewStreamTransport(conn)
+	defer tr.Close()
+	s := NewSealer(tr, &StaticSource{})
+	got, err := s.UnsealClevis(context.Background(), &ClevisToken{JWE: j})
+	if err != nil || string(got) != "sealed by clevis" {
+		t.Fatalf("UnsealClevis: %q, %v", got, err)
+	}
+	if err := ExtendPCR(tr, SecureBootPCR, make([]byte, 32)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UnsealClevis(context.Background(), &ClevisToken{JWE: j}); !errors.Is(err, ErrPCRMismatch) {
+		t.Fatalf("after PCR 7 changed: err = %v, want ErrPCRMismatch", err)
+	}
+}
+
+func FuzzParseClevisToken(f *testing.F) {
+	f.Add([]byte(`{"type":"clevis","keyslots":["1"],"jwe":{"protected":"e30","iv":"","ciphertext":"","tag":""}}`))
+	f.Add([]byte(`{"type":"clevis","jwe":"a.b.c.d.e"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		tok, err := ParseClevisToken(data)
+		if err == nil && tok.JWE == nil {
+			t.Fatal("no error and no JWE")
+		}
+	})
 }
