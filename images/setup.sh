@@ -22,6 +22,10 @@ PKGS=(
   ca-certificates         # apt-get download over https mirrors
   tang                    # the KMS benchmark's side-by-side comparison
   make git curl unzip     # the Makefile itself; fetching the Go toolchain (below)
+  clevis-luks             # clevis luks bind: clevis-bound LUKS2 slots we must open
+  clevis-tpm2             # clevis's tpm2 pin (drives tpm2-tools)
+  tpm2-tools              # what clevis-tpm2 runs against the swtpm
+  libtss2-tcti-swtpm0     # TPM2TOOLS_TCTI=swtpm:... for tpm2-tools
 )
 
 missing=()

@@ -45,17 +45,30 @@ type SystemdTPM interface {
 	UnsealSystemd(ctx context.Context, tok *tpm.SystemdToken) ([]byte, error)
 }
 
+// ClevisTPM is a TPM that can also decrypt the JWE of a clevis token's
+// tpm2 pin (tpm.Sealer can), returning the LUKS passphrase.
+type ClevisTPM interface {
+	UnsealClevis(ctx context.Context, tok *tpm.ClevisToken) ([]byte, error)
+}
+
 // TokenSystemdTPM is the token type systemd-cryptenroll --tpm2-device writes.
 const TokenSystemdTPM = "systemd-tpm2"
 
+// TokenClevis is the token type clevis luks bind writes.
+const TokenClevis = "clevis"
+
 // Passphrase implements Key. A slot without a talos-tpm2 token but with a
-// systemd-tpm2 token assigned to it is opened the systemd way, so volumes
-// enrolled with systemd-cryptenroll open too.
+// systemd-tpm2 or clevis token assigned to it is opened the systemd or the
+// clevis way, so volumes enrolled with systemd-cryptenroll or clevis luks
+// bind (tpm2 pin) open too.
 func (k *TPMKey) Passphrase(ctx context.Context, s Slot) ([]byte, error) {
 	if TokenType(s.Token) != TokenTPM {
 		for _, raw := range s.Assigned {
-			if TokenType(raw) == TokenSystemdTPM {
+			switch TokenType(raw) {
+			case TokenSystemdTPM:
 				return k.systemdPassphrase(ctx, s, raw)
+			case TokenClevis:
+				return k.clevisPassphrase(ctx, s, raw)
 			}
 		}
 	}
@@ -206,6 +219,22 @@ func (k *TPMKey) systemdPassphrase(ctx context.Context, s Slot, raw []byte) ([]b
 	pass, err := st.UnsealSystemd(ctx, tok)
 	if err != nil {
 		return nil, fmt.Errorf("%w: tpm unseal (systemd-tpm2): %w", ErrKeyUnavailable, err)
+	}
+	return pass, nil
+}
+
+func (k *TPMKey) clevisPassphrase(ctx context.Context, s Slot, raw []byte) ([]byte, error) {
+	ct, ok := k.TPM.(ClevisTPM)
+	if !ok || k.TPM == nil {
+		return nil, fmt.Errorf("%w: %s slot %d has a clevis token and this TPM cannot unseal those", ErrKeyUnavailable, s.VolumeID, s.Slot)
+	}
+	tok, err := tpm.ParseClevisToken(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s slot %d: %v", ErrBadToken, s.VolumeID, s.Slot, err)
+	}
+	pass, err := ct.UnsealClevis(ctx, tok)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s slot %d: tpm unseal (clevis): %w", ErrKeyUnavailable, s.VolumeID, s.Slot, err)
 	}
 	return pass, nil
 }
