@@ -421,7 +421,9 @@ func newLuksRemoveKeyCmd() *cobra.Command {
 		Short: "Remove a key slot and wipe its key material (never the last one)",
 		Long: `Remove a key slot and wipe its key material. The last key slot of a volume is
 never removed. With --key-file, the key must open a slot other than the one
-being removed, proving you keep a way in.`,
+being removed, proving you keep a way in. Without it, as cryptsetup
+luksKillSlot, you are asked to type YES on the terminal; -q/--batch skips
+the question (without a terminal and without -q the command refuses).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fail := func(err error) error { return luksNoKey(fmt.Errorf("remove-key %s slot %d: %w", args[0], slot, err)) }
@@ -455,6 +457,14 @@ being removed, proving you keep a way in.`,
 					return fail(err)
 				}
 				clear(pass)
+			} else if _, ok := h.Keyslots[slot]; ok && len(h.Keyslots) > 1 {
+				// as luksKillSlot: no key proves another slot still opens
+				// (the last slot is refused below, without asking)
+				others := len(h.Keyslots) - 1
+				warn := fmt.Sprintf("this removes key slot %d of %s and no --key-file proves that one of the %d other key slot(s) still opens it: if you know none of their keys, the data is lost", slot, args[0], others)
+				if err := confirm(cmd, warn); err != nil {
+					return fail(err)
+				}
 			}
 			if err := luks2.KillKeyslot(dev, slot); err != nil {
 				return fail(err)

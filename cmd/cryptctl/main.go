@@ -37,6 +37,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	addBatchFlag(root) // confirm.go
 	// Each command group lives in its own file: luks.go, config.go, meta.go,
 	// volume.go, pcr.go.
 	root.AddCommand(
