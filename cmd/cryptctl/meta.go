@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -25,20 +26,23 @@ func newMetaCmd() *cobra.Command {
 	return cmd
 }
 
-// metaOpen opens a META device; create makes a missing image file.
-func metaOpen(path string, write, create bool) (*os.File, error) {
+// metaOpen opens an existing META device or image; it never creates one,
+// so a mistyped path is an error, not a new file. An empty regular file
+// opened for writing is grown to a META's size (truncate -s 1M or touch
+// makes a new image).
+func metaOpen(path string, write bool) (*os.File, error) {
 	flag := os.O_RDONLY
 	if write {
 		flag = os.O_RDWR
-		if create {
-			flag |= os.O_CREATE
-		}
 	}
-	f, err := os.OpenFile(path, flag, 0o600)
+	f, err := os.OpenFile(path, flag, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w (cryptctl never creates a META: check the path, or make a new image with truncate -s 1M %s)", err, path)
+	}
 	if err != nil {
 		return nil, err
 	}
-	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() && st.Size() == 0 && write && create {
+	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() && st.Size() == 0 && write {
 		if err := f.Truncate(meta.Size); err != nil {
 			f.Close()
 			return nil, err
@@ -49,7 +53,7 @@ func metaOpen(path string, write, create bool) (*os.File, error) {
 
 // metaRead reads the META at path; a blank one is empty.
 func metaRead(path string) (*meta.Meta, error) {
-	f, err := metaOpen(path, false, false)
+	f, err := metaOpen(path, false)
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +163,7 @@ func newMetaSetCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "set --tag N (--value S | --file F | stdin) DEVICE",
-		Short: "Set a tag (both copies are rewritten); a blank or missing image is initialised",
+		Short: "Set a tag (both copies are rewritten); a blank or empty image is initialised, tag 9 must be a valid STATE encryption config",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var v []byte
@@ -180,7 +184,12 @@ func newMetaSetCmd() *cobra.Command {
 			if tag > 0xff {
 				return fmt.Errorf("tag %d is above 255: Talos reads a tag as one byte and would take it for its tag %d", tag, tag&0xff)
 			}
-			return metaUpdate(args[0], true, func(m *meta.Meta) (bool, error) {
+			if tag == meta.TagStateEncryptionConfig {
+				if err := metaCheckStateConfig(v); err != nil {
+					return fmt.Errorf("meta set tag %d on %s: %w; nothing was written", tag, args[0], err)
+				}
+			}
+			return metaUpdate(args[0], func(m *meta.Meta) (bool, error) {
 				m.Set(tag, v)
 				return true, nil
 			})
@@ -192,6 +201,22 @@ func newMetaSetCmd() *cobra.Command {
 	return cmd
 }
 
+// metaCheckStateConfig checks a tag 9 value the way the boot reads it: JSON
+// (and nothing after it) holding a STATE encryption config that passes the
+// machine-config rules. A value the boot cannot use would leave STATE
+// unopenable from META.
+func metaCheckStateConfig(v []byte) error {
+	if !json.Valid(v) {
+		var x any
+		err := json.Unmarshal(v, &x)
+		return fmt.Errorf("the value is not valid JSON (%v): tag 9 holds STATE's encryption config as JSON, e.g. from cryptctl meta get --tag 9", err)
+	}
+	if _, err := meta.DecodeStateConfig(v); err != nil {
+		return err
+	}
+	return nil
+}
+
 func newMetaDeleteCmd() *cobra.Command {
 	var tag uint32
 	cmd := &cobra.Command{
@@ -199,7 +224,7 @@ func newMetaDeleteCmd() *cobra.Command {
 		Short: "Delete a tag",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return metaUpdate(args[0], false, func(m *meta.Meta) (bool, error) {
+			return metaUpdate(args[0], func(m *meta.Meta) (bool, error) {
 				if !m.Delete(tag) {
 					return false, &exitError{code: 2, err: fmt.Errorf("tag %d is not set in %s", tag, args[0])}
 				}
@@ -265,7 +290,7 @@ partition labelled ID on that same disk is used.`,
 				}
 				req.PartUUID = u
 			}
-			return metaUpdate(args[0], true, func(m *meta.Meta) (bool, error) {
+			return metaUpdate(args[0], func(m *meta.Meta) (bool, error) {
 				if err := meta.RequestWipe(m, req); err != nil {
 					return false, err
 				}
@@ -291,7 +316,7 @@ func newMetaCancelWipeCmd() *cobra.Command {
 		Short: "Withdraw the wipe request for a volume",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return metaUpdate(args[0], false, func(m *meta.Meta) (bool, error) {
+			return metaUpdate(args[0], func(m *meta.Meta) (bool, error) {
 				ok, err := meta.CancelWipe(m, volume)
 				if err != nil {
 					return false, err
@@ -383,8 +408,8 @@ func diskOfDev(sys, dev string, major, minor uint32) (string, error) {
 }
 
 // metaUpdate reads META, applies change and writes both copies back.
-func metaUpdate(path string, create bool, change func(*meta.Meta) (bool, error)) error {
-	f, err := metaOpen(path, true, create)
+func metaUpdate(path string, change func(*meta.Meta) (bool, error)) error {
+	f, err := metaOpen(path, true)
 	if err != nil {
 		return err
 	}
