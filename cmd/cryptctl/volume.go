@@ -27,6 +27,7 @@ func newVolumeCmd() *cobra.Command {
 		newVolumeSubCmd("format", "Format an EMPTY partition with the configured keys (refuses any signature)"),
 		newVolumeSubCmd("sync", "Open the volume and bring its keyslots in line with the config"),
 		newVolumeSubCmd("unlock", "What the boot does: open, or format if empty, then sync"),
+		newVolumeSaltCmd(),
 	)
 	return cmd
 }
@@ -74,6 +75,13 @@ func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
 	}
 	out := cmd.OutOrStdout()
 	write := op != "open"
+	if f.nodeUUID != "" {
+		u, err := checkNodeUUID(f.nodeUUID)
+		if err != nil {
+			return err
+		}
+		f.nodeUUID = u
+	}
 
 	var cfg *config.Config
 	var err error
@@ -103,14 +111,11 @@ func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
 		return err
 	}
 
-	var uuid keys.UUIDSource = keys.MachineUUID(uuidOverride)
-	if f.nodeUUID != "" {
-		uuid = keys.StaticUUID(f.nodeUUID)
-	}
+	uuid := newTracedUUID(f.nodeUUID, uuidOverride)
 	kmsClient := kms.New(kms.Options{})
 	defer kmsClient.Close()
 	e := &unlock.Engine{
-		Env:      keys.Env{NodeUUID: uuid, KMS: kmsClient},
+		Env:      keys.Env{NodeUUID: uuid, KMS: kmsClient, Salt: cmdSalt{f.stateDir}},
 		StateDir: f.stateDir,
 	}
 	if metaDev != nil && write {
@@ -141,6 +146,9 @@ func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
 		res, err = e.Unlock(ctx, *vol, dev, size)
 	}
 	if err != nil {
+		if d := uuid.describe(); d != "" {
+			err = fmt.Errorf("%w\n  (%s)", err, d)
+		}
 		return err
 	}
 	defer res.Zero()
