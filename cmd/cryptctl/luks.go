@@ -174,6 +174,7 @@ func newLuksFormatCmd() *cobra.Command {
 				return fmt.Errorf("format %s: %w", args[0], err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "formatted %s: LUKS2 UUID %s, key slot %d\n", args[0], h.UUID, slot)
+			luksWarnNoData(cmd, args[0], h, size)
 			return nil
 		},
 	}
@@ -188,6 +189,19 @@ func newLuksFormatCmd() *cobra.Command {
 	cmd.Flags().StringSliceVar(&flags, "persistent-flags", nil, "persistent activation flags, e.g. allow-discards")
 	kf.register(cmd)
 	return cmd
+}
+
+// luksWarnNoData warns, as cryptsetup 2.6 luksFormat does (it formats and
+// exits 0), when the header leaves no room for one encryption sector of
+// data: such a volume opens but cannot be activated.
+func luksWarnNoData(cmd *cobra.Command, path string, h *luks2.Header, size int64) {
+	for _, id := range luksSorted(h.Segments) {
+		s := h.Segments[id]
+		if size-int64(s.Offset) < int64(max(s.SectorSize, 512)) {
+			fmt.Fprintf(cmd.ErrOrStderr(), "warning: Device %s is too small for activation, there is no remaining space for data (%d bytes, the header area takes %d).\n", path, size, s.Offset)
+		}
+		return
+	}
 }
 
 func newLuksDumpCmd() *cobra.Command {
