@@ -35,6 +35,7 @@ func newVolumeCmd() *cobra.Command {
 type volumeFlags struct {
 	config, volume, device, nodeUUID, stateDir, metaDev string
 	verbose, trustMeta                                  bool
+	dryRun                                              bool // sync: plan only, write nothing
 }
 
 func newVolumeSubCmd(op, short string) *cobra.Command {
@@ -63,6 +64,9 @@ without STATE) is cleartext anyone holding the disk can write: it only opens
 	fl.StringVar(&f.metaDev, "meta", "", "META partition or image: STATE's config when the machine config has none (and kept in step with it)")
 	fl.BoolVar(&f.trustMeta, "trust-meta", false, "let STATE's config from META tag 9 format STATE and change its key slots (check it first)")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log each key tried")
+	if op == "sync" {
+		fl.BoolVar(&f.dryRun, "dry-run", false, "print the slots sync would add, re-key and remove, and why; write nothing (the device and META are opened read-only)")
+	}
 	cmd.MarkFlagRequired("volume")
 	cmd.MarkFlagRequired("device")
 	return cmd
@@ -74,7 +78,7 @@ func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
 		ctx = context.Background()
 	}
 	out := cmd.OutOrStdout()
-	write := op != "open"
+	write := op != "open" && !f.dryRun
 	if f.nodeUUID != "" {
 		u, err := checkNodeUUID(f.nodeUUID)
 		if err != nil {
@@ -139,7 +143,10 @@ func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
 		res, err = e.Format(ctx, *vol, dev, size)
 	case "sync":
 		res, err = e.Open(ctx, *vol, dev)
-		if err == nil {
+		if err == nil && f.dryRun {
+			e.Env.KMS = dryRunKMS{kmsClient}
+			res.Sync = e.Sync(ctx, *vol, newOverlay(dev, size), res)
+		} else if err == nil {
 			res.Sync = e.Sync(ctx, *vol, dev, res)
 		}
 	case "unlock":
@@ -157,7 +164,18 @@ func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
 			return err
 		}
 	}
-	volumePrint(out, f.device, res)
+	if f.dryRun {
+		rep := res.Sync
+		res.Sync = nil
+		volumePrint(out, f.device, res)
+		syncPlan(out, vol, rep)
+		res.Sync = rep
+	} else {
+		volumePrint(out, f.device, res)
+	}
+	if op == "open" {
+		printSyncPreview(out, vol, dev, res)
+	}
 	if res.Sync != nil && len(res.Sync.Problems) > 0 {
 		return &exitError{code: 3, err: fmt.Errorf("%s opened, but sync had problems", vol.ID)}
 	}
