@@ -267,7 +267,14 @@ lockToSTATE key: wiping it loses those volumes too, so STATE needs --yes.`,
 			}
 			f.Close()
 			if !meta.IsVolumeID(req.Volume) {
-				return (meta.WipeRequest{Volume: req.Volume}).Validate()
+				err := (meta.WipeRequest{Volume: req.Volume}).Validate()
+				if meta.SuggestVolumeID(req.Volume) == "" && disk != "" {
+					// a user volume named without its u- prefix
+					if labels, lerr := gptLabels(disk); lerr == nil {
+						err = fmt.Errorf("%w%s", err, labelHint(req.Volume, labels))
+					}
+				}
+				return err
 			}
 			for _, id := range []struct{ flag, v string }{{"--partuuid", req.PartUUID}, {"--luks-uuid", req.LUKSUUID}} {
 				if id.v != "" && !isUUID(id.v) {
@@ -343,7 +350,11 @@ func newMetaCancelWipeCmd() *cobra.Command {
 					return false, err
 				}
 				if !ok {
-					return false, &exitError{code: 2, err: fmt.Errorf("no wipe request for %s in %s", volume, args[0])}
+					hint := ""
+					if g := meta.SuggestVolumeID(volume); g != "" {
+						hint = "; did you mean " + g + "?"
+					}
+					return false, &exitError{code: 2, err: fmt.Errorf("no wipe request for %s in %s%s", volume, args[0], hint)}
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "wipe request for %s withdrawn\n", volume)
 				return true, nil

@@ -71,3 +71,12 @@ func TestMetaSetStateConfigValidated(t *testing.T) {
 		})
 	}
 }
+
+// cancel-wipe with a volume ID in the wrong case says what was meant.
+func TestCancelWipeDidYouMean(t *testing.T) {
+	img := luks2test.NewImage(t, 1<<20)
+	_, err := cryptctl(t, "meta", "cancel-wipe", "--volume", "ephemeral", img)
+	if exitCode(err) != 2 || !strings.Contains(err.Error(), "did you mean EPHEMERAL?") {
+		t.Fatalf("cancel-wipe ephemeral: %v", err)
+	}
+}

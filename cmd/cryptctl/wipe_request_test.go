@@ -79,6 +79,7 @@ func TestRequestWipeChecksTheDisk(t *testing.T) {
 		{name: "state in lower case", args: []string{"--volume", "state"}, wantErr: "did you mean STATE?"},
 		{name: "user volume not on the disk", args: []string{"--volume", "u-bogus"}, wantErr: "has no partition labelled u-bogus (its partitions: META, STATE, EPHEMERAL, u-data)"},
 		{name: "user volume without its prefix case", args: []string{"--volume", "U-data"}, wantErr: "did you mean u-data?"},
+		{name: "user volume without its prefix", args: []string{"--volume", "data"}, wantErr: "did you mean u-data?"},
 		{name: "GUID of another partition", args: []string{"--volume", "EPHEMERAL", "--partuuid", dataPartUUID}, wantErr: "labelled u-data, not EPHEMERAL"},
 		{name: "GUID not on the disk", args: []string{"--volume", "EPHEMERAL", "--partuuid", "11111111-2222-3333-4444-555555555555"}, wantErr: "no partition on"},
 		{name: "LUKS UUID on a partition without LUKS", args: []string{"--volume", "EPHEMERAL", "--luks-uuid", dataLUKS}, wantErr: "holds no LUKS header"},

@@ -88,6 +88,24 @@ func findWipeTarget(disk, volume, partUUID, luksUUID string) (*wipeTarget, error
 	return t, nil
 }
 
+// gptLabels lists the partition labels in disk's GPT.
+func gptLabels(disk string) ([]string, error) {
+	f, err := os.Open(disk)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	entries, err := devices.ReadGPT(f)
+	if err != nil {
+		return nil, err
+	}
+	var labels []string
+	for _, e := range entries {
+		labels = append(labels, e.Name)
+	}
+	return labels, nil
+}
+
 // gptSectorSize is the logical sector size the GPT header was found with.
 func gptSectorSize(r io.ReaderAt) (int64, error) {
 	sig := make([]byte, 8)
