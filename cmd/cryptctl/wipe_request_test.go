@@ -34,6 +34,7 @@ func wipeDisk(t *testing.T) (disk, dataImg, dataLUKS string) {
 		{Index: 2, Start: 2 * mib, End: 12*mib - 1, Size: 10 << 20, Type: gpt.LinuxFilesystem, Name: "STATE", GUID: statePartUUID},
 		{Index: 3, Start: 12 * mib, End: 14*mib - 1, Size: 2 << 20, Type: gpt.LinuxFilesystem, Name: "EPHEMERAL", GUID: ephPartUUID},
 		{Index: 4, Start: 14 * mib, End: 34*mib - 1, Size: 20 << 20, Type: gpt.LinuxFilesystem, Name: "u-data", GUID: dataPartUUID},
+		{Index: 5, Start: 34 * mib, End: 35*mib - 1, Size: 1 << 20, Type: gpt.LinuxFilesystem, Name: "u-broken", GUID: "d4e5f607-1829-4a3b-9c4d-5e6f708192a3"},
 	}}
 	if err := d.Partition(table); err != nil {
 		t.Fatal(err)
@@ -59,6 +60,10 @@ func wipeDisk(t *testing.T) (disk, dataImg, dataLUKS string) {
 	if _, err := f.WriteAt(b, 14*mib*512); err != nil {
 		t.Fatal(err)
 	}
+	// u-broken: a LUKS2 magic and nothing valid after it
+	if _, err := f.WriteAt([]byte("LUKS\xba\xbe\x00\x02"), 34*mib*512); err != nil {
+		t.Fatal(err)
+	}
 	return path, vol, uuid
 }
 
@@ -77,7 +82,7 @@ func TestRequestWipeChecksTheDisk(t *testing.T) {
 		{name: "bogus", args: []string{"--volume", "bogus"}, wantErr: `"bogus" is not a volume ID`},
 		{name: "ephemeral in lower case", args: []string{"--volume", "ephemeral"}, wantErr: "did you mean EPHEMERAL?"},
 		{name: "state in lower case", args: []string{"--volume", "state"}, wantErr: "did you mean STATE?"},
-		{name: "user volume not on the disk", args: []string{"--volume", "u-bogus"}, wantErr: "has no partition labelled u-bogus (its partitions: META, STATE, EPHEMERAL, u-data)"},
+		{name: "user volume not on the disk", args: []string{"--volume", "u-bogus"}, wantErr: "has no partition labelled u-bogus (its partitions: META, STATE, EPHEMERAL, u-data, u-broken)"},
 		{name: "user volume without its prefix case", args: []string{"--volume", "U-data"}, wantErr: "did you mean u-data?"},
 		{name: "user volume without its prefix", args: []string{"--volume", "data"}, wantErr: "did you mean u-data?"},
 		{name: "GUID of another partition", args: []string{"--volume", "EPHEMERAL", "--partuuid", dataPartUUID}, wantErr: "labelled u-data, not EPHEMERAL"},
@@ -90,8 +95,11 @@ func TestRequestWipeChecksTheDisk(t *testing.T) {
 			"no LUKS header", "cryptctl meta cancel-wipe --volume EPHEMERAL"}},
 		{name: "u-data by LUKS UUID", args: []string{"--volume", "u-data", "--luks-uuid", strings.ToUpper(dataLUKS)}, want: []string{
 			"PARTUUID=" + dataPartUUID + ", LUKS UUID=" + dataLUKS, "20.0 MiB (20971520 bytes)", "LUKS2 UUID " + dataLUKS}},
+		{name: "damaged LUKS header", args: []string{"--volume", "u-broken"}, want: []string{
+			"partition 5 of", "a LUKS header that cannot be read"}},
+		{name: "damaged LUKS header by LUKS UUID", args: []string{"--volume", "u-broken", "--luks-uuid", dataLUKS}, wantErr: "no readable LUKS header"},
 		{name: "STATE with --yes", args: []string{"--volume", "STATE", "--yes"}, want: []string{
-			"salt (encryption-salt.yaml)", "EPHEMERAL, u-data on this disk", "partition 2 of", "10.0 MiB",
+			"salt (encryption-salt.yaml)", "EPHEMERAL, u-data, u-broken on this disk", "partition 2 of", "10.0 MiB",
 			"cryptctl meta cancel-wipe --volume STATE"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -21,6 +21,7 @@ type wipeTarget struct {
 	size     int64  // bytes
 	luksUUID string // "" when the partition holds no LUKS header
 	luksVer  int
+	luksErr  error    // a LUKS header that cannot be read (damaged): still wipeable
 	labels   []string // every partition label on the disk, in GPT order
 }
 
@@ -76,12 +77,15 @@ func findWipeTarget(disk, volume, partUUID, luksUUID string) (*wipeTarget, error
 	if h, err := luks2.ReadHeader(part); err == nil {
 		t.luksUUID, t.luksVer = strings.ToLower(h.UUID), h.Version
 	} else if !errors.Is(err, luks2.ErrNotLUKS) {
-		return nil, fmt.Errorf("%s partition %d (%s): LUKS header: %w", disk, t.entry.Index, volume, err)
+		t.luksErr = err
 	}
 	if luksUUID != "" && !strings.EqualFold(luksUUID, t.luksUUID) {
 		has := "no LUKS header"
-		if t.luksUUID != "" {
+		switch {
+		case t.luksUUID != "":
 			has = "LUKS UUID " + t.luksUUID
+		case t.luksErr != nil:
+			has = fmt.Sprintf("no readable LUKS header (%v): name it by --partuuid", t.luksErr)
 		}
 		return nil, fmt.Errorf("--luks-uuid %s, but partition %d of %s (%s) holds %s", luksUUID, t.entry.Index, disk, volume, has)
 	}
@@ -131,8 +135,11 @@ func labelHint(volume string, labels []string) string {
 // describe says what a wipe of t destroys.
 func (t *wipeTarget) describe(volume string) string {
 	luks := "no LUKS header (unencrypted data)"
-	if t.luksUUID != "" {
+	switch {
+	case t.luksUUID != "":
 		luks = fmt.Sprintf("LUKS%d UUID %s", t.luksVer, t.luksUUID)
+	case t.luksErr != nil:
+		luks = fmt.Sprintf("a LUKS header that cannot be read (%v)", t.luksErr)
 	}
 	return fmt.Sprintf("partition %d of %s, labelled %s, PARTUUID %s, %s (%d bytes), %s",
 		t.entry.Index, t.disk, volume, t.entry.PartUUID, humanSize(t.size), t.size, luks)
