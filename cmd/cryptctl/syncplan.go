@@ -144,8 +144,9 @@ func syncPlan(w io.Writer, vol *config.Volume, rep *unlock.SyncReport) {
 // syncPreview lists what `volume sync` would change, seen from the header
 // and from the keys open tried (no key is asked, no KDF runs): configured
 // slots that are empty or whose key did not open them, recovery marks
-// missing, slots the config does not name. Configured slots after the one
-// that opened were not tried; sync checks them.
+// missing, slots the config does not name, slots whose key could not be
+// checked (KMS down, no salt). Configured slots after the one that opened
+// were not tried; sync checks them.
 func syncPreview(vol *config.Volume, hdr *luks2.Header, res *unlock.Result) []string {
 	var out []string
 	tried := map[int]error{}
@@ -179,6 +180,8 @@ func syncPreview(vol *config.Volume, hdr *luks2.Header, res *unlock.Result) []st
 			continue
 		case !wasTried:
 			unchecked = append(unchecked, k.Slot)
+		case err != nil:
+			out = append(out, fmt.Sprintf("leave slot %d (%s) as it is: its key cannot be checked now (%v)", k.Slot, k.Kind(), err))
 		}
 		if k.Recovery && !keys.IsRecovery(token(k.Slot)) {
 			out = append(out, fmt.Sprintf("mark slot %d (%s) as a recovery key", k.Slot, k.Kind()))

@@ -142,3 +142,34 @@ func TestOverlay(t *testing.T) {
 		t.Error("write past the end accepted")
 	}
 }
+
+// volume open says which configured slot it could not check (here: a
+// lockToSTATE key without --state-dir) and that sync leaves it.
+func TestVolumeOpenUncheckedSlot(t *testing.T) {
+	img := luks2test.NewImage(t, 20<<20)
+	if out, err := cryptctl(t, "volume", "format", "--config", ephemeralConfig(t, map[int]string{1: "newkey"}), "--volume", "EPHEMERAL", "--device", img); err != nil {
+		t.Fatalf("format: %v\n%s", err, out)
+	}
+	if out, code := cryptctlIn(nil, append([]string{"luks", "add-key", img, "--key-file", luks2test.KeyFile(t, []byte("newkey")),
+		"--new-key-file", luks2test.KeyFile(t, []byte("locked")), "--key-slot", "0"}, cheapKDF...)...); code != 0 {
+		t.Fatalf("add-key: %s", out)
+	}
+	cfg := filepath.Join(t.TempDir(), "locked.yaml")
+	os.WriteFile(cfg, []byte(`apiVersion: v1alpha1
+kind: VolumeConfig
+name: EPHEMERAL
+encryption:
+  keys:
+    - static: {passphrase: locked}
+      slot: 0
+      lockToSTATE: true
+    - static: {passphrase: newkey}
+      slot: 1
+  kdf: {type: argon2id, memoryKiB: 16384, iterations: 2, parallelism: 1}
+`), 0o600)
+	out, err := cryptctl(t, "volume", "open", "--config", cfg, "--volume", "EPHEMERAL", "--device", img)
+	if err != nil || !strings.Contains(out, "with slot 1") ||
+		!strings.Contains(out, "sync would: leave slot 0 (static) as it is: its key cannot be checked now") {
+		t.Fatalf("%v\n%s", err, out)
+	}
+}
