@@ -173,3 +173,28 @@ encryption:
 		t.Fatalf("%v\n%s", err, out)
 	}
 }
+
+// A dry run of STATE with --meta leaves META as it was and says that a
+// sync would update tag 9 to match the machine config.
+func TestVolumeSyncDryRunMETA(t *testing.T) {
+	const uuid = "8c4b2a34-7d2e-4c1f-9a55-3e0f6d21b9a7"
+	img, metaImg := luks2test.NewImage(t, 20<<20), luks2test.NewImage(t, 1<<20)
+	cfg := "../../configs/nodeid.yaml"
+	if out, err := cryptctl(t, "volume", "format", "--config", cfg, "--volume", "STATE", "--device", img, "--node-uuid", uuid); err != nil {
+		t.Fatalf("format: %v\n%s", err, out)
+	}
+	before, _ := os.ReadFile(metaImg)
+	out, err := cryptctl(t, "volume", "sync", "--dry-run", "--config", cfg, "--volume", "STATE", "--device", img, "--node-uuid", uuid, "--meta", metaImg)
+	if err != nil || !strings.Contains(out, "a sync would update META tag 9") || !strings.Contains(out, "nothing: in sync") {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if after, _ := os.ReadFile(metaImg); !bytes.Equal(before, after) {
+		t.Error("the dry run wrote META")
+	}
+	if out, err := cryptctl(t, "volume", "sync", "--config", cfg, "--volume", "STATE", "--device", img, "--node-uuid", uuid, "--meta", metaImg); err != nil {
+		t.Fatalf("sync: %v\n%s", err, out)
+	}
+	if out, err := cryptctl(t, "volume", "sync", "--dry-run", "--config", cfg, "--volume", "STATE", "--device", img, "--node-uuid", uuid, "--meta", metaImg); err != nil || strings.Contains(out, "update META tag 9") {
+		t.Errorf("after a sync, tag 9 still to update: %v\n%s", err, out)
+	}
+}

@@ -203,7 +203,11 @@ func volumeConfig(log io.Writer, cfg *config.Config, f *volumeFlags, mf *os.File
 				if m == nil {
 					m = meta.New()
 				}
-				vol, src, _, err = meta.StateConfig(cfg, m)
+				var changed bool
+				vol, src, changed, err = meta.StateConfig(cfg, m)
+				if changed && f.dryRun {
+					fmt.Fprintf(log, "dry run: a sync would update META tag %d to match the machine config (not written)\n", meta.TagStateEncryptionConfig)
+				}
 			}
 			if err != nil {
 				return nil, nil, err
