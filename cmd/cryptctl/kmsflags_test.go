@@ -75,7 +75,7 @@ func TestVolumeKMSFlagsMTLS(t *testing.T) {
 	os.WriteFile(cfg, []byte(fmt.Sprintf("kind: VolumeConfig\nname: EPHEMERAL\nencryption:\n  keys:\n    - {slot: 0, kms: {endpoint: %q}}\n"+
 		"  kdf: {type: pbkdf2, iterations: 1000}\n", ep)), 0o600)
 	img := luks2test.NewImage(t, 20<<20)
-	base := []string{"--config", cfg, "--volume", "EPHEMERAL", "--device", img, "--node-uuid", node}
+	base := []string{"--config", cfg, "--volume", "EPHEMERAL", img, "--node-uuid", node}
 	ca := []string{"--kms-ca", filepath.Join(pki, "ca.pem")}
 	cert := []string{"--kms-cert", filepath.Join(pki, "client-"+node+".pem"), "--kms-key", filepath.Join(pki, "client-"+node+"-key.pem")}
 	run := func(op string, flags ...[]string) (string, error, time.Duration) {

@@ -170,6 +170,7 @@ func newLuksFormatCmd() *cobra.Command {
 				return fmt.Errorf("format %s: %w", args[0], err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "formatted %s: LUKS2 UUID %s, key slot %d\n", args[0], h.UUID, slot)
+			luksWarnNoData(cmd, args[0], h, size)
 			return nil
 		},
 	}
@@ -198,6 +199,19 @@ func luksCheckWritable(luksType, cipher string) error {
 		return fmt.Errorf("--cipher %q: cryptctl writes only aes-xts-plain64 (the cipher cryptsetup and Talos use by default)", cipher)
 	}
 	return nil
+}
+
+// luksWarnNoData warns, as cryptsetup 2.6 luksFormat does (it formats and
+// exits 0), when the header leaves no room for one encryption sector of
+// data: such a volume opens but cannot be activated.
+func luksWarnNoData(cmd *cobra.Command, path string, h *luks2.Header, size int64) {
+	for _, id := range luksSorted(h.Segments) {
+		s := h.Segments[id]
+		if size-int64(s.Offset) < int64(max(s.SectorSize, 512)) {
+			fmt.Fprintf(cmd.ErrOrStderr(), "warning: Device %s is too small for activation, there is no remaining space for data (%d bytes, the header area takes %d).\n", path, size, s.Offset)
+		}
+		return
+	}
 }
 
 func newLuksDumpCmd() *cobra.Command {
@@ -431,7 +445,9 @@ func newLuksRemoveKeyCmd() *cobra.Command {
 		Short: "Remove a key slot and wipe its key material (never the last one)",
 		Long: `Remove a key slot and wipe its key material. The last key slot of a volume is
 never removed. With --key-file, the key must open a slot other than the one
-being removed, proving you keep a way in.`,
+being removed, proving you keep a way in. Without it, as cryptsetup
+luksKillSlot, you are asked to type YES on the terminal; -q/--batch skips
+the question (without a terminal and without -q the command refuses).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fail := func(err error) error { return fmt.Errorf("remove-key %s slot %d: %w", args[0], slot, err) }
@@ -465,6 +481,14 @@ being removed, proving you keep a way in.`,
 					return fail(err)
 				}
 				clear(pass)
+			} else if _, ok := h.Keyslots[slot]; ok && len(h.Keyslots) > 1 {
+				// as luksKillSlot: no key proves another slot still opens
+				// (the last slot is refused below, without asking)
+				others := len(h.Keyslots) - 1
+				warn := fmt.Sprintf("this removes key slot %d of %s and no --key-file proves that one of the %d other key slot(s) still opens it: if you know none of their keys, the data is lost", slot, args[0], others)
+				if err := confirm(cmd, warn); err != nil {
+					return fail(err)
+				}
 			}
 			if err := luks2.KillKeyslot(dev, slot); err != nil {
 				return fail(err)

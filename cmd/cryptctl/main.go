@@ -62,6 +62,7 @@ Exit codes, the same in every command group:
   1  an error (bad input, I/O, a refusal)
   2  no key (or no key slot) opens the volume
   3  the volume opened, but bringing its key slots in line had problems`
+	addBatchFlag(root) // confirm.go
 	// Each command group lives in its own file: luks.go, config.go, meta.go,
 	// volume.go, pcr.go.
 	root.AddCommand(

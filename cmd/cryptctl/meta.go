@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,7 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
-	"github.com/cryptinit/cryptinit/boot/devices"
+	"github.com/cryptinit/cryptinit/unlock/keys"
 	"github.com/cryptinit/cryptinit/unlock/luks2"
 	"github.com/cryptinit/cryptinit/unlock/meta"
 )
@@ -25,20 +26,23 @@ func newMetaCmd() *cobra.Command {
 	return cmd
 }
 
-// metaOpen opens a META device; create makes a missing image file.
-func metaOpen(path string, write, create bool) (*os.File, error) {
+// metaOpen opens an existing META device or image; it never creates one,
+// so a mistyped path is an error, not a new file. An empty regular file
+// opened for writing is grown to a META's size (truncate -s 1M or touch
+// makes a new image).
+func metaOpen(path string, write bool) (*os.File, error) {
 	flag := os.O_RDONLY
 	if write {
 		flag = os.O_RDWR
-		if create {
-			flag |= os.O_CREATE
-		}
 	}
-	f, err := os.OpenFile(path, flag, 0o600)
+	f, err := os.OpenFile(path, flag, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w (cryptctl never creates a META: check the path, or make a new image with truncate -s 1M %s)", err, path)
+	}
 	if err != nil {
 		return nil, err
 	}
-	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() && st.Size() == 0 && write && create {
+	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() && st.Size() == 0 && write {
 		if err := f.Truncate(meta.Size); err != nil {
 			f.Close()
 			return nil, err
@@ -49,7 +53,7 @@ func metaOpen(path string, write, create bool) (*os.File, error) {
 
 // metaRead reads the META at path; a blank one is empty.
 func metaRead(path string) (*meta.Meta, error) {
-	f, err := metaOpen(path, false, false)
+	f, err := metaOpen(path, false)
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +163,7 @@ func newMetaSetCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "set --tag N (--value S | --file F | stdin) DEVICE",
-		Short: "Set a tag (both copies are rewritten); a blank or missing image is initialised",
+		Short: "Set a tag (both copies are rewritten); a blank or empty image is initialised, tag 9 must be a valid STATE encryption config",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var v []byte
@@ -180,7 +184,12 @@ func newMetaSetCmd() *cobra.Command {
 			if tag > 0xff {
 				return fmt.Errorf("tag %d is above 255: Talos reads a tag as one byte and would take it for its tag %d", tag, tag&0xff)
 			}
-			return metaUpdate(args[0], true, func(m *meta.Meta) (bool, error) {
+			if tag == meta.TagStateEncryptionConfig {
+				if err := metaCheckStateConfig(v); err != nil {
+					return fmt.Errorf("meta set tag %d on %s: %w; nothing was written", tag, args[0], err)
+				}
+			}
+			return metaUpdate(args[0], func(m *meta.Meta) (bool, error) {
 				m.Set(tag, v)
 				return true, nil
 			})
@@ -192,6 +201,22 @@ func newMetaSetCmd() *cobra.Command {
 	return cmd
 }
 
+// metaCheckStateConfig checks a tag 9 value the way the boot reads it: JSON
+// (and nothing after it) holding a STATE encryption config that passes the
+// machine-config rules. A value the boot cannot use would leave STATE
+// unopenable from META.
+func metaCheckStateConfig(v []byte) error {
+	if !json.Valid(v) {
+		var x any
+		err := json.Unmarshal(v, &x)
+		return fmt.Errorf("the value is not valid JSON (%v): tag 9 holds STATE's encryption config as JSON, e.g. from cryptctl meta get --tag 9", err)
+	}
+	if _, err := meta.DecodeStateConfig(v); err != nil {
+		return err
+	}
+	return nil
+}
+
 func newMetaDeleteCmd() *cobra.Command {
 	var tag uint32
 	cmd := &cobra.Command{
@@ -199,7 +224,7 @@ func newMetaDeleteCmd() *cobra.Command {
 		Short: "Delete a tag",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return metaUpdate(args[0], false, func(m *meta.Meta) (bool, error) {
+			return metaUpdate(args[0], func(m *meta.Meta) (bool, error) {
 				if !m.Delete(tag) {
 					return false, fmt.Errorf("tag %d is not set in %s", tag, args[0])
 				}
@@ -216,9 +241,10 @@ func newMetaWipeCmd() *cobra.Command {
 		req       meta.WipeRequest
 		partition string
 		disk      string
+		yes       bool
 	)
 	cmd := &cobra.Command{
-		Use:   "request-wipe --volume ID (--partuuid GUID | --luks-uuid UUID | --partition DEV | --disk DISK) META-DEVICE",
+		Use:   "request-wipe --volume ID [--partuuid GUID | --luks-uuid UUID | --partition DEV] [--disk DISK] [--yes] META-DEVICE",
 		Short: "Ask the next boot to wipe a volume's partition (e.g. EPHEMERAL, to encrypt it); the request names the partition",
 		Long: `Ask the next boot to wipe a volume's partition, so that it is formatted
 (encrypted) again. The request (META tag 0xC1) names the partition it targets
@@ -226,13 +252,30 @@ by GPT partition GUID (PARTUUID) and/or the UUID of the LUKS header on it; the
 boot wipes only a partition that matches, and leaves a request that does not
 match in META with a warning on every boot (cancel it with cancel-wipe).
 
-The target comes from --partuuid and --luks-uuid, or is read: --partition DEV
-reads the LUKS UUID from DEV's header, --disk DISK reads the PARTUUID of the
-partition labelled ID from DISK's GPT (a disk or a whole-disk image). With
-none of these and META-DEVICE a partition of a disk, the PARTUUID of the
-partition labelled ID on that same disk is used.`,
+Only a volume that exists is accepted: the GPT of the disk holding META (when
+META-DEVICE is a partition) or of --disk DISK (a disk or a whole-disk image)
+must have exactly one partition labelled ID, with the GUID of --partuuid and
+the LUKS UUID of --luks-uuid (or of the header on --partition DEV) when those
+are given. The command prints what the wipe destroys (partition, label, size,
+LUKS UUID) and how to cancel it. STATE holds the salt of every volume with a
+lockToSTATE key: wiping it loses those volumes too, so STATE needs --yes.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := metaOpen(args[0], false) // before anything else: a mistyped path
+			if err != nil {
+				return err
+			}
+			f.Close()
+			if !meta.IsVolumeID(req.Volume) {
+				err := (meta.WipeRequest{Volume: req.Volume}).Validate()
+				if meta.SuggestVolumeID(req.Volume) == "" && disk != "" {
+					// a user volume named without its u- prefix
+					if labels, lerr := gptLabels(disk); lerr == nil {
+						err = fmt.Errorf("%w%s", err, labelHint(req.Volume, labels))
+					}
+				}
+				return err
+			}
 			for _, id := range []struct{ flag, v string }{{"--partuuid", req.PartUUID}, {"--luks-uuid", req.LUKSUUID}} {
 				if id.v != "" && !isUUID(id.v) {
 					return fmt.Errorf("%s %q is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", id.flag, id.v)
@@ -248,29 +291,38 @@ partition labelled ID on that same disk is used.`,
 				}
 				req.LUKSUUID = u
 			}
-			if disk == "" && req.PartUUID == "" && req.LUKSUUID == "" {
+			if disk == "" {
 				d, err := diskOfPartition(args[0])
 				if err != nil {
-					return fmt.Errorf("name the partition to wipe: --partuuid, --luks-uuid, --partition or --disk (%v)", err)
+					return fmt.Errorf("name the partition to wipe on its disk: give --disk DISK (the disk or whole-disk image holding %s), whose GPT is checked for it (%v)", req.Volume, err)
 				}
 				disk = d
 			}
-			if disk != "" {
-				u, err := readPartUUID(disk, req.Volume)
-				if err != nil {
-					return err
-				}
-				if req.PartUUID != "" && !strings.EqualFold(req.PartUUID, u) {
-					return fmt.Errorf("--partuuid %s, but the partition labelled %s on %s has PARTUUID %s", req.PartUUID, req.Volume, disk, u)
-				}
-				req.PartUUID = u
+			t, err := findWipeTarget(disk, req.Volume, req.PartUUID, req.LUKSUUID)
+			if err != nil {
+				return err
 			}
-			return metaUpdate(args[0], true, func(m *meta.Meta) (bool, error) {
+			req.PartUUID = t.entry.PartUUID
+			out := cmd.OutOrStdout()
+			if req.Volume == "STATE" {
+				lost := "EPHEMERAL and user volumes"
+				if c := t.lockedCandidates(); len(c) > 0 {
+					lost = strings.Join(c, ", ") + " on this disk"
+				}
+				warn := fmt.Sprintf("wiping STATE destroys %s and, with it, STATE's lockToSTATE salt (%s): every volume with a lockToSTATE key (%s, if so configured) can never be opened again", t.describe(req.Volume), keys.SaltFile, lost)
+				if !yes {
+					return fmt.Errorf("%s; add --yes if that is what you want (nothing was written)", warn)
+				}
+				fmt.Fprintf(out, "warning: %s\n", warn)
+			}
+			return metaUpdate(args[0], func(m *meta.Meta) (bool, error) {
 				if err := meta.RequestWipe(m, req); err != nil {
 					return false, err
 				}
 				reqs, _ := meta.WipeRequests(m)
-				fmt.Fprintf(cmd.OutOrStdout(), "the next boot wipes %s if its partition has %s\n", req.Volume, reqs[len(reqs)-1].Target())
+				fmt.Fprintf(out, "the next boot wipes %s if its partition has %s\n", req.Volume, reqs[len(reqs)-1].Target())
+				fmt.Fprintf(out, "  it destroys: %s\n", t.describe(req.Volume))
+				fmt.Fprintf(out, "  to cancel before then: cryptctl meta cancel-wipe --volume %s %s\n", req.Volume, args[0])
 				return true, nil
 			})
 		},
@@ -279,7 +331,8 @@ partition labelled ID on that same disk is used.`,
 	cmd.Flags().StringVar(&req.PartUUID, "partuuid", "", "GPT partition GUID of the partition to wipe")
 	cmd.Flags().StringVar(&req.LUKSUUID, "luks-uuid", "", "UUID of the LUKS header on the partition to wipe")
 	cmd.Flags().StringVar(&partition, "partition", "", "read the LUKS UUID from this partition (or image)")
-	cmd.Flags().StringVar(&disk, "disk", "", "read the PARTUUID of the partition labelled --volume from this disk's GPT (or whole-disk image)")
+	cmd.Flags().StringVar(&disk, "disk", "", "the disk (or whole-disk image) holding the volume: its GPT is checked for the partition labelled --volume (default: the disk holding META-DEVICE)")
+	cmd.Flags().BoolVar(&yes, "yes", false, "confirm a wipe of STATE (it loses every lockToSTATE volume's salt)")
 	cmd.MarkFlagRequired("volume")
 	return cmd
 }
@@ -291,13 +344,17 @@ func newMetaCancelWipeCmd() *cobra.Command {
 		Short: "Withdraw the wipe request for a volume",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return metaUpdate(args[0], false, func(m *meta.Meta) (bool, error) {
+			return metaUpdate(args[0], func(m *meta.Meta) (bool, error) {
 				ok, err := meta.CancelWipe(m, volume)
 				if err != nil {
 					return false, err
 				}
 				if !ok {
-					return false, fmt.Errorf("no wipe request for %s in %s", volume, args[0])
+					hint := ""
+					if g := meta.SuggestVolumeID(volume); g != "" {
+						hint = "; did you mean " + g + "?"
+					}
+					return false, fmt.Errorf("no wipe request for %s in %s%s", volume, args[0], hint)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "wipe request for %s withdrawn\n", volume)
 				return true, nil
@@ -325,33 +382,6 @@ func readLUKSUUID(path string) (string, error) {
 		return "", fmt.Errorf("%s: %w", path, err)
 	}
 	return h.UUID, nil
-}
-
-// readPartUUID reads the PARTUUID of the one partition labelled label in
-// the GPT of disk.
-func readPartUUID(disk, label string) (string, error) {
-	f, err := os.Open(disk)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	entries, err := devices.ReadGPT(f)
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", disk, err)
-	}
-	var found []devices.GPTEntry
-	for _, e := range entries {
-		if e.Name == label {
-			found = append(found, e)
-		}
-	}
-	switch len(found) {
-	case 0:
-		return "", fmt.Errorf("%s: no partition labelled %s", disk, label)
-	case 1:
-		return found[0].PartUUID, nil
-	}
-	return "", fmt.Errorf("%s: %d partitions are labelled %s: name one with --partuuid", disk, len(found), label)
 }
 
 // diskOfPartition returns the disk (/dev/<name>) that holds the partition
@@ -383,8 +413,8 @@ func diskOfDev(sys, dev string, major, minor uint32) (string, error) {
 }
 
 // metaUpdate reads META, applies change and writes both copies back.
-func metaUpdate(path string, create bool, change func(*meta.Meta) (bool, error)) error {
-	f, err := metaOpen(path, true, create)
+func metaUpdate(path string, change func(*meta.Meta) (bool, error)) error {
+	f, err := metaOpen(path, true)
 	if err != nil {
 		return err
 	}

@@ -49,7 +49,7 @@ func metaRequests(t *testing.T, path string) []meta.WipeRequest {
 }
 
 func TestMetaWipeCmds(t *testing.T) {
-	metaImg := filepath.Join(t.TempDir(), "meta.img")
+	metaImg := luks2test.NewImage(t, 1<<20)
 	// a Talos user's own value in tag 12 stays as it is
 	if _, err := cryptctl(t, "meta", "set", "--tag", "12", "--value", "STATE\n", metaImg); err != nil {
 		t.Fatal(err)
@@ -83,31 +83,28 @@ func TestMetaWipeCmds(t *testing.T) {
 		t.Fatalf("--disk without that label: %v", err)
 	}
 
-	// --partition: the UUID of the LUKS header on it
-	img := luks2test.NewImage(t, 20<<20)
-	if _, err := cryptctl(t, "volume", "format", img, "--config", "../../configs/static-rotation-1.yaml", "--volume", "EPHEMERAL"); err != nil {
-		t.Fatal(err)
-	}
-	luksUUID, err := readLUKSUUID(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cryptctl(t, "meta", "request-wipe", "--volume", "u-data", "--partition", img, "--partuuid", strings.ToUpper(ephPartUUID), metaImg); err != nil {
+	// --partition: the UUID of the LUKS header on it, which must be the one
+	// on the disk's partition labelled --volume
+	disk, img, luksUUID := wipeDisk(t)
+	if _, err := cryptctl(t, "meta", "request-wipe", "--volume", "u-data", "--partition", img, "--partuuid", strings.ToUpper(dataPartUUID), "--disk", disk, metaImg); err != nil {
 		t.Fatal(err)
 	}
 	reqs := metaRequests(t, metaImg)
 	if len(reqs) != 2 || reqs[0] != (meta.WipeRequest{Volume: "EPHEMERAL", PartUUID: ephPartUUID}) ||
-		reqs[1] != (meta.WipeRequest{Volume: "u-data", PartUUID: ephPartUUID, LUKSUUID: luksUUID}) {
+		reqs[1] != (meta.WipeRequest{Volume: "u-data", PartUUID: dataPartUUID, LUKSUUID: luksUUID}) {
 		t.Fatalf("requests %+v", reqs)
 	}
-	if _, err := cryptctl(t, "meta", "request-wipe", "--volume", "u-data", "--partition", img, "--luks-uuid", ephPartUUID, metaImg); err == nil || !strings.Contains(err.Error(), "holds LUKS UUID") {
+	if _, err := cryptctl(t, "meta", "request-wipe", "--volume", "u-data", "--partition", img, "--luks-uuid", ephPartUUID, "--disk", disk, metaImg); err == nil || !strings.Contains(err.Error(), "holds LUKS UUID") {
 		t.Fatalf("--luks-uuid that --partition contradicts: %v", err)
+	}
+	if _, err := cryptctl(t, "meta", "request-wipe", "--volume", "EPHEMERAL", "--partition", img, "--disk", disk, metaImg); err == nil || !strings.Contains(err.Error(), "holds no LUKS header") {
+		t.Fatalf("--partition of another volume: %v", err)
 	}
 
 	// list names the tags, shows the requests and reports tag 12
 	out, err = cryptctl(t, "meta", "list", metaImg)
 	for _, want := range []string{"193/0xc1", "cryptinit WipeRequest", "UserReserved1 (user's)",
-		"wipe request: EPHEMERAL at PARTUUID=" + ephPartUUID, "wipe request: u-data at PARTUUID=" + ephPartUUID + ", LUKS UUID=" + luksUUID,
+		"wipe request: EPHEMERAL at PARTUUID=" + ephPartUUID, "wipe request: u-data at PARTUUID=" + dataPartUUID + ", LUKS UUID=" + luksUUID,
 		"note: META tag 12 holds \"STATE\""} {
 		if err != nil || !strings.Contains(out, want) {
 			t.Errorf("list lacks %q: %v\n%s", want, err, out)

@@ -265,7 +265,7 @@ func TestLuksTestTokenSwtpm(t *testing.T) {
 	policy := []string{"--pcr-public-key", pub, "--pcr-signature", sig}
 
 	img := luks2test.NewImage(t, 20<<20)
-	vol := append([]string{"--config", cfg, "--volume", "EPHEMERAL", "--device", img, "--tpm", spec}, policy...)
+	vol := append([]string{"--config", cfg, "--volume", "EPHEMERAL", img, "--tpm", spec}, policy...)
 	if out, err := cryptctl(t, append([]string{"volume", "format"}, vol...)...); err != nil || !strings.Contains(out, "formatted EPHEMERAL") {
 		t.Fatalf("volume format --tpm: %v\n%s", err, out)
 	}

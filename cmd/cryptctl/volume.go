@@ -27,6 +27,7 @@ func newVolumeCmd() *cobra.Command {
 		newVolumeSubCmd("format", "Format an EMPTY partition with the configured keys (refuses any signature)"),
 		newVolumeSubCmd("sync", "Open the volume and bring its keyslots in line with the config"),
 		newVolumeSubCmd("unlock", "What the boot does: open, or format if empty, then sync"),
+		newVolumeSaltCmd(),
 	)
 	return cmd
 }
@@ -36,6 +37,7 @@ type volumeFlags struct {
 	verbose, trustMeta                                  bool
 	tpm                                                 tpmFlags
 	kms                                                 kmsFlags
+	dryRun                                              bool // sync: plan only, write nothing
 }
 
 func newVolumeSubCmd(op, short string) *cobra.Command {
@@ -71,6 +73,9 @@ without STATE) is cleartext anyone holding the disk can write: it only opens
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log each key tried")
 	f.tpm.register(fl, "tpm keys need it (none: they are unavailable; the host's TPM is never used unasked)")
 	f.kms.register(fl)
+	if op == "sync" {
+		fl.BoolVar(&f.dryRun, "dry-run", false, "print the slots sync would add, re-key and remove, and why; write nothing (the device and META are opened read-only)")
+	}
 	cmd.MarkFlagRequired("volume")
 	return cmd
 }
@@ -81,7 +86,14 @@ func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
 		ctx = context.Background()
 	}
 	out := cmd.OutOrStdout()
-	write := op != "open"
+	write := op != "open" && !f.dryRun
+	if f.nodeUUID != "" {
+		u, err := checkNodeUUID(f.nodeUUID)
+		if err != nil {
+			return err
+		}
+		f.nodeUUID = u
+	}
 
 	var cfg *config.Config
 	var err error
@@ -111,10 +123,7 @@ func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
 		return err
 	}
 
-	var uuid keys.UUIDSource = keys.MachineUUID(uuidOverride)
-	if f.nodeUUID != "" {
-		uuid = keys.StaticUUID(f.nodeUUID)
-	}
+	uuid := newTracedUUID(f.nodeUUID, uuidOverride)
 	kmsOpts, err := f.kms.options()
 	if err != nil {
 		return err
@@ -122,7 +131,7 @@ func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
 	kmsClient := kms.New(kmsOpts)
 	defer kmsClient.Close()
 	e := &unlock.Engine{
-		Env:      keys.Env{NodeUUID: uuid, KMS: kmsClient},
+		Env:      keys.Env{NodeUUID: uuid, KMS: kmsClient, Salt: cmdSalt{f.stateDir}},
 		StateDir: f.stateDir,
 	}
 	if f.tpm.device != "" {
@@ -153,13 +162,19 @@ func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
 		res, err = e.Format(ctx, *vol, dev, size)
 	case "sync":
 		res, err = e.Open(ctx, *vol, dev)
-		if err == nil {
+		if err == nil && f.dryRun {
+			e.Env.KMS = dryRunKMS{kmsClient}
+			res.Sync = e.Sync(ctx, *vol, newOverlay(dev, size), res)
+		} else if err == nil {
 			res.Sync = e.Sync(ctx, *vol, dev, res)
 		}
 	case "unlock":
 		res, err = e.Unlock(ctx, *vol, dev, size)
 	}
 	if err != nil {
+		if d := uuid.describe(); d != "" {
+			err = fmt.Errorf("%w\n  (%s)", err, d)
+		}
 		return err
 	}
 	defer res.Zero()
@@ -168,7 +183,18 @@ func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
 			return err
 		}
 	}
-	volumePrint(out, f.device, res)
+	if f.dryRun {
+		rep := res.Sync
+		res.Sync = nil
+		volumePrint(out, f.device, res)
+		syncPlan(out, vol, rep)
+		res.Sync = rep
+	} else {
+		volumePrint(out, f.device, res)
+	}
+	if op == "open" {
+		printSyncPreview(out, vol, dev, res)
+	}
 	if res.Sync != nil && len(res.Sync.Problems) > 0 {
 		return &exitError{code: exitSyncProblems, err: fmt.Errorf("%s opened, but sync had problems", vol.ID)}
 	}
@@ -196,7 +222,11 @@ func volumeConfig(log io.Writer, cfg *config.Config, f *volumeFlags, mf *os.File
 				if m == nil {
 					m = meta.New()
 				}
-				vol, src, _, err = meta.StateConfig(cfg, m)
+				var changed bool
+				vol, src, changed, err = meta.StateConfig(cfg, m)
+				if changed && f.dryRun {
+					fmt.Fprintf(log, "dry run: a sync would update META tag %d to match the machine config (not written)\n", meta.TagStateEncryptionConfig)
+				}
 			}
 			if err != nil {
 				return nil, nil, err

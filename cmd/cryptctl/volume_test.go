@@ -27,7 +27,7 @@ func TestConfigValidateCmd(t *testing.T) {
 }
 
 func TestVolumeAndMetaCmds(t *testing.T) {
-	img, metaImg := luks2test.NewImage(t, 20<<20), filepath.Join(t.TempDir(), "meta.img")
+	img, metaImg := luks2test.NewImage(t, 20<<20), luks2test.NewImage(t, 1<<20)
 	cfg := "../../configs/static-rotation-"
 	if out, err := cryptctl(t, "volume", "format", "--config", cfg+"1.yaml", "--volume", "EPHEMERAL", img); err != nil || !strings.Contains(out, "formatted EPHEMERAL") {
 		t.Fatalf("format: %v\n%s", err, out)

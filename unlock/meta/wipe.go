@@ -99,10 +99,31 @@ func IsVolumeID(id string) bool {
 	return id == "STATE" || id == "EPHEMERAL" || (strings.HasPrefix(id, "u-") && len(id) > 2 && !strings.ContainsAny(id, " \t\r\n"))
 }
 
+// SuggestVolumeID returns the volume ID an operator probably meant by s
+// when s is not one: STATE or EPHEMERAL in another case ("ephemeral"), a
+// user volume in another case of its prefix ("U-data"). It returns "" when
+// it has no guess.
+func SuggestVolumeID(s string) string {
+	if IsVolumeID(s) {
+		return ""
+	}
+	switch u := strings.ToUpper(strings.TrimSpace(s)); {
+	case u == "STATE" || u == "EPHEMERAL":
+		return u
+	case strings.HasPrefix(u, "U-") && IsVolumeID("u-"+s[2:]):
+		return "u-" + s[2:]
+	}
+	return ""
+}
+
 // Validate checks that r names a volume and at least one identifier.
 func (r WipeRequest) Validate() error {
 	if !IsVolumeID(r.Volume) {
-		return fmt.Errorf("wipe request: %q is not a volume ID (STATE, EPHEMERAL, u-<name>)", r.Volume)
+		hint := ""
+		if g := SuggestVolumeID(r.Volume); g != "" {
+			hint = "; did you mean " + g + "?"
+		}
+		return fmt.Errorf("wipe request: %q is not a volume ID (STATE, EPHEMERAL, u-<name>)%s", r.Volume, hint)
 	}
 	if r.PartUUID == "" && r.LUKSUUID == "" {
 		return fmt.Errorf("wipe request for %s names no target: give its partition GUID (PARTUUID) or its LUKS UUID", r.Volume)
