@@ -26,6 +26,7 @@ PKGS=(
   clevis-tpm2             # clevis's tpm2 pin (drives tpm2-tools)
   tpm2-tools              # what clevis-tpm2 runs against the swtpm
   libtss2-tcti-swtpm0     # TPM2TOOLS_TCTI=swtpm:... for tpm2-tools
+  fdisk                   # sfdisk: the README's request-a-wipe session partitions a disk image
 )
 
 missing=()

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,8 +22,9 @@ type session struct {
 const marker = "<!-- session: "
 
 // parseSessions returns the marked sessions of a README. A marker not
-// followed (after blank lines) by a ```sh block, an unterminated block or
-// two sessions of the same name are errors.
+// followed (after blank lines) by a ```sh block, an unterminated block, two
+// sessions of the same name and a line starting with "! " (a check that
+// bash -e never acts on) are errors.
 func parseSessions(readme string) ([]session, error) {
 	var out []session
 	seen := map[string]bool{}
@@ -50,6 +52,9 @@ func parseSessions(readme string) ([]session, error) {
 		var body []string
 		k := j + 1
 		for ; k < len(lines) && strings.TrimSpace(lines[k]) != "```"; k++ {
+			if strings.HasPrefix(strings.TrimSpace(lines[k]), "! ") {
+				return nil, fmt.Errorf("line %d: session %s: bash -e ignores the status of a command inverted with !, so it can never fail the session; write: code=0; CMD || code=$?; test $code -eq N", k+1, name)
+			}
 			body = append(body, lines[k])
 		}
 		if k == len(lines) {
@@ -72,8 +77,50 @@ func runSession(ctx context.Context, s session, dir, bin string) (string, error)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"), "HOME="+dir)
 	cmd.Stdin = nil // sessions never wait for a terminal
+	// a session killed at its time limit may leave children holding the
+	// output pipe: stop waiting for them
+	cmd.WaitDelay = 10 * time.Second
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// leftovers returns the processes, other than this one, that still run in
+// dir or name a path in it on their command line: what a session started
+// (kms-server in the background, swtpm --daemon in /) and did not stop.
+func leftovers(dir string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cwd, _ := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
+		args, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if cwd == dir || strings.HasPrefix(cwd, dir+"/") || strings.Contains(string(args), dir) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// stopLeftovers waits up to grace for the processes a session left in dir
+// to end (a trap's kill takes a moment), then kills those that remain and
+// returns their command lines.
+func stopLeftovers(dir string, grace time.Duration) []string {
+	deadline := time.Now().Add(grace)
+	for len(leftovers(dir)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	var left []string
+	for _, pid := range leftovers(dir) {
+		args, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		left = append(left, fmt.Sprintf("%d: %s", pid, strings.ReplaceAll(strings.TrimRight(string(args), "\x00"), "\x00", " ")))
+		if p, err := os.FindProcess(pid); err == nil {
+			p.Kill()
+		}
+	}
+	return left
 }
 
 // TestREADMESessions runs every marked session of the top-level README.
@@ -114,9 +161,13 @@ func TestREADMESessions(t *testing.T) {
 		t.Run(s.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
-			out, err := runSession(ctx, s, t.TempDir(), bin)
+			dir := t.TempDir()
+			out, err := runSession(ctx, s, dir, bin)
 			if err != nil {
 				t.Errorf("README.md line %d, session %s: %v\n%s", s.line, s.name, err, indent(out))
+			}
+			if left := stopLeftovers(dir, 5*time.Second); len(left) > 0 {
+				t.Errorf("README.md line %d, session %s left processes running (killed now); stop them at its end, e.g. trap 'kill $pid' EXIT:\n%s", s.line, s.name, indent(strings.Join(left, "\n")))
 			}
 		})
 	}
@@ -146,6 +197,7 @@ func TestSessionRunnerFails(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{
+		"<!-- session: a -->\n```sh\n! false\ntrue\n```\n",
 		"<!-- session: a -->\ntext\n```sh\ntrue\n```\n",
 		"<!-- session: a -->\n```sh\ntrue\n",
 		"<!-- session: -->\n```sh\ntrue\n```\n",
@@ -164,4 +216,32 @@ func indent(s string) string {
 		b.WriteString("    " + sc.Text() + "\n")
 	}
 	return b.String()
+}
+
+// TestLeftovers: a process a session leaves running in its directory is
+// found and stopped; one it stopped itself is not reported.
+func TestLeftovers(t *testing.T) {
+	for _, c := range []struct {
+		script string
+		left   bool
+	}{
+		{"sleep 300 >/dev/null 2>&1 &\n", true},
+		{"sleep 300 >/dev/null 2>&1 &\npid=$!; trap 'kill $pid' EXIT\n", false},
+	} {
+		dir := t.TempDir()
+		if _, err := runSession(context.Background(), session{name: "t", script: c.script}, dir, t.TempDir()); err != nil {
+			t.Fatalf("%q: %v", c.script, err)
+		}
+		left := stopLeftovers(dir, time.Second)
+		if (len(left) > 0) != c.left {
+			t.Errorf("%q: left %q, want some: %v", c.script, left, c.left)
+		}
+		if len(leftovers(dir)) > 0 {
+			// killed, not yet gone: give it a moment
+			time.Sleep(200 * time.Millisecond)
+		}
+		if l := leftovers(dir); len(l) > 0 {
+			t.Errorf("%q: still running after stopLeftovers: %v", c.script, l)
+		}
+	}
 }
