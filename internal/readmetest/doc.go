@@ -5,6 +5,7 @@
 //
 // Each runs in its own empty temporary directory under bash -e -u -o
 // pipefail, with freshly built cmd/... binaries (cryptctl, kms-server, ...)
-// first on PATH; any failing command fails the test. The package has no
-// code besides the test.
+// first on PATH; any failing command fails the test, and so does a process
+// the session leaves running (it is killed). The package has no code
+// besides the test.
 package readmetest
