@@ -77,8 +77,9 @@ func runSession(ctx context.Context, s session, dir, bin string) (string, error)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"), "HOME="+dir)
 	cmd.Stdin = nil // sessions never wait for a terminal
-	// a session killed at its time limit may leave children holding the
-	// output pipe: stop waiting for them
+	// a session that ends (or is killed at its time limit) while a process
+	// it started still holds the output pipe would keep the wait open
+	// forever: give up after 10 s (an error; the process is a leftover)
 	cmd.WaitDelay = 10 * time.Second
 	out, err := cmd.CombinedOutput()
 	return string(out), err
