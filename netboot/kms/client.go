@@ -2,6 +2,7 @@ package kms
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -125,6 +127,32 @@ func (c *Client) Unseal(ctx context.Context, endpoint, nodeUUID string, sealed [
 	return c.call(ctx, "unseal", MethodUnseal, endpoint, nodeUUID, sealed)
 }
 
+// NodeFingerprint names a node UUID in errors and logs: the first 3 bytes
+// of its SHA-256 (compare: printf %s UUID | sha256sum), enough to tell two
+// UUIDs apart, too short to stand for one.
+func NodeFingerprint(nodeUUID string) string {
+	sum := sha256.Sum256([]byte(nodeUUID))
+	return fmt.Sprintf("sha256 %x…", sum[:3])
+}
+
+// redactStatus replaces nodeUUID, in any case, in the message of the
+// server's status in err by its fingerprint, before err is wrapped.
+func redactStatus(err error, nodeUUID string) error {
+	var st *StatusError
+	if nodeUUID == "" || !errors.As(err, &st) {
+		return err
+	}
+	fp := NodeFingerprint(nodeUUID)
+	for _, u := range []string{nodeUUID, strings.ToLower(nodeUUID), strings.ToUpper(nodeUUID)} {
+		st.Message = strings.ReplaceAll(st.Message, u, fp)
+	}
+	return err
+}
+
+// call runs one Seal or Unseal. Its errors, and the retries it logs, name
+// the node by NodeFingerprint, never by its UUID, also where the server's
+// status message echoes the UUID: the UUID is the passphrase of nodeID keys
+// (with the volume ID), and these errors reach the boot console.
 func (c *Client) call(ctx context.Context, op, method, endpoint, nodeUUID string, data []byte) ([]byte, error) {
 	ep, err := ParseEndpoint(endpoint)
 	if err != nil {
@@ -140,6 +168,7 @@ func (c *Client) call(ctx context.Context, op, method, endpoint, nodeUUID string
 		actx, cancel := context.WithTimeout(ctx, c.opts.AttemptTimeout)
 		msg, err := c.unary(actx, ep, method, req, c.opts.AttemptTimeout)
 		cancel()
+		err = redactStatus(err, nodeUUID)
 		if err == nil {
 			var resp Response
 			uerr := resp.Unmarshal(msg)
@@ -160,9 +189,9 @@ func (c *Client) call(ctx context.Context, op, method, endpoint, nodeUUID string
 		var st *StatusError
 		if errors.As(err, &st) && !st.retryable() {
 			if errors.Is(st, ErrTooLarge) {
-				return nil, fmt.Errorf("kms %s for node %s at %s: %w (%d bytes sent; the server's limits are kms-server --max-message and --max-data): %w", op, nodeUUID, ep, ErrTooLarge, len(req), err)
+				return nil, fmt.Errorf("kms %s for node %s at %s: %w (%d bytes sent; the server's limits are kms-server --max-message and --max-data): %w", op, NodeFingerprint(nodeUUID), ep, ErrTooLarge, len(req), err)
 			}
-			return nil, fmt.Errorf("kms %s for node %s at %s: %w", op, nodeUUID, ep, err)
+			return nil, fmt.Errorf("kms %s for node %s at %s: %w", op, NodeFingerprint(nodeUUID), ep, err)
 		}
 		if ctx.Err() != nil {
 			break

@@ -3,6 +3,7 @@ package kms
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -194,5 +195,48 @@ func TestClientBareEndpointIsTLS(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
+	}
+}
+
+// TestClientErrorsHideNodeUUID: the node UUID is the passphrase of nodeID
+// keys (with the volume ID), and KMS errors reach the boot console. An error,
+// and each retry logged, names the node by fingerprint, also where the
+// server's message echoes the UUID (in any case); the status stays
+// inspectable.
+func TestClientErrorsHideNodeUUID(t *testing.T) {
+	const node = "5d1c6a0e-3b7f-4c2a-9e8d-7f6a5b4c3d2e"
+	for _, c := range []struct {
+		name     string
+		code     Code
+		attempts int
+		want     error
+	}{
+		{"refused", PermissionDenied, 3, ErrRefused},
+		{"retried until it gives up", Unavailable, 2, ErrUnreachable},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ep := h2cServer(t, func(w http.ResponseWriter, r *http.Request) {
+				grpcReply(w, c.code, "sealed data does not open for this node: node "+strings.ToUpper(node)+" ("+node+")", nil)
+			})
+			var logged []string
+			opts := fastOptions(c.attempts)
+			opts.Logf = func(format string, args ...any) { logged = append(logged, fmt.Sprintf(format, args...)) }
+			_, err := New(opts).Unseal(context.Background(), ep, node, []byte("blob"))
+			var st *StatusError
+			if !errors.Is(err, c.want) || !errors.As(err, &st) || st.Code != c.code {
+				t.Fatalf("err = %v, want %v with status %v", err, c.want, c.code)
+			}
+			if c.code == Unavailable && len(logged) == 0 {
+				t.Fatal("no retry logged")
+			}
+			for _, msg := range append(logged, err.Error()) {
+				if strings.Contains(strings.ToLower(msg), node) {
+					t.Errorf("%q shows the node UUID", msg)
+				}
+				if !strings.Contains(msg, NodeFingerprint(node)) {
+					t.Errorf("%q does not name the node by %s", msg, NodeFingerprint(node))
+				}
+			}
+		})
 	}
 }

@@ -158,8 +158,8 @@ func TestSealUnsealTLS(t *testing.T) {
 	// Node binding: A's blob does not open for B, with a clear refusal.
 	_, err = cl.Unseal(ctx, ep, nodeB, blob)
 	wantCode(t, err, kms.PermissionDenied)
-	if !errors.Is(err, kms.ErrRefused) || !strings.Contains(err.Error(), nodeB) {
-		t.Fatalf("wrong-node error %q should be ErrRefused and name the node", err)
+	if !errors.Is(err, kms.ErrRefused) || !strings.Contains(err.Error(), kms.NodeFingerprint(nodeB)) || strings.Contains(err.Error(), nodeB) {
+		t.Fatalf("wrong-node error %q should be ErrRefused and name the node by fingerprint (%s), never by UUID", err, kms.NodeFingerprint(nodeB))
 	}
 }
 
