@@ -24,7 +24,7 @@ func TestVolumeNodeUUID(t *testing.T) {
 		t.Fatalf("format: %v\n%s", err, out)
 	}
 	other := "0f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9"
-	if _, err := cryptctl(t, "meta", "set", "--tag", "15", "--value", other, metaImg); err != nil {
+	if _, err := cryptctl(t, "meta", "set", "--init", "--tag", "15", "--value", other, metaImg); err != nil {
 		t.Fatal(err)
 	}
 	hashes := func(u string) []string {
@@ -80,7 +80,7 @@ func TestVolumeNodeUUIDCaseKept(t *testing.T) {
 	const upper = "8C4B2A34-7D2E-4C1F-9A55-3E0F6D21B9A7"
 	img, metaImg := luks2test.NewImage(t, 20<<20), luks2test.NewImage(t, 1<<20)
 	cfg := "../../configs/nodeid.yaml"
-	if _, err := cryptctl(t, "meta", "set", "--tag", "15", "--value", upper, metaImg); err != nil {
+	if _, err := cryptctl(t, "meta", "set", "--init", "--tag", "15", "--value", upper, metaImg); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := cryptctl(t, "volume", "format", "--config", cfg, "--volume", "STATE", img, "--meta", metaImg); err != nil {
