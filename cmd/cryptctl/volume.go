@@ -73,6 +73,9 @@ without STATE) is cleartext anyone holding the disk can write: it only opens
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log each key tried")
 	f.tpm.register(fl, "tpm keys need it (none: they are unavailable; the host's TPM is never used unasked)")
 	f.kms.register(fl)
+	if op != "open" {
+		fl.BoolVar(&f.tpm.allowPCR15, "allow-pcr15", false, "seal new tpm slots even though the TPM's PCR 15 is not zero (such a slot unseals only while PCR 15 holds that value again)")
+	}
 	if op == "sync" {
 		fl.BoolVar(&f.dryRun, "dry-run", false, "print the slots sync would add, re-key and remove, and why; write nothing (the device and META are opened read-only)")
 	}
