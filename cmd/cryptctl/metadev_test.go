@@ -181,3 +181,26 @@ func TestRequestWipeDiskMustHoldMETA(t *testing.T) {
 		}
 	}
 }
+
+// volume format/sync/unlock write META (tag 9, the format journal) only
+// when --meta is the partition labelled META: a zeroed EPHEMERAL given as
+// --meta is refused before anything is written, to it or to the volume.
+func TestVolumeMetaOnlyThePartitionLabelledMETA(t *testing.T) {
+	h := newFakeHost(t)
+	cfg := tpmEphConfig(t, "")
+	img := luks2test.NewImage(t, 20<<20)
+	metaBefore, _ := os.ReadFile(h.eph)
+	_, err := runSub(newVolumeSubCmd(h.v, "format", ""), "--config", cfg, "--volume", "EPHEMERAL", img, "--meta", h.eph)
+	if err == nil || !strings.Contains(err.Error(), "--meta: ") || !strings.Contains(err.Error(), "labelled EPHEMERAL, not META") {
+		t.Fatalf("format --meta EPHEMERAL: %v", err)
+	}
+	if after, _ := os.ReadFile(h.eph); !bytes.Equal(metaBefore, after) {
+		t.Error("--meta EPHEMERAL was written")
+	}
+	if b, _ := os.ReadFile(img); bytes.Count(b, []byte{0}) != len(b) {
+		t.Error("the volume was formatted although --meta was refused")
+	}
+	if out, err := runSub(newVolumeSubCmd(h.v, "format", ""), "--config", cfg, "--volume", "EPHEMERAL", img, "--meta", h.metaPart); err != nil {
+		t.Fatalf("format --meta on the partition labelled META: %v\n%s", err, out)
+	}
+}

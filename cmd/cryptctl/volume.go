@@ -22,11 +22,12 @@ import (
 // (without device-mapper: it proves a key opens, it does not map).
 func newVolumeCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "volume", Short: "Work with volumes with the unlock engine"}
+	dv := hostDevView()
 	cmd.AddCommand(
-		newVolumeSubCmd("open", "Find the configured key that opens the volume and prove it (writes nothing)"),
-		newVolumeSubCmd("format", "Format an EMPTY partition with the configured keys (refuses any signature)"),
-		newVolumeSubCmd("sync", "Open the volume and bring its keyslots in line with the config"),
-		newVolumeSubCmd("unlock", "What the boot does: open, or format if empty, then sync"),
+		newVolumeSubCmd(dv, "open", "Find the configured key that opens the volume and prove it (writes nothing)"),
+		newVolumeSubCmd(dv, "format", "Format an EMPTY partition with the configured keys (refuses any signature)"),
+		newVolumeSubCmd(dv, "sync", "Open the volume and bring its keyslots in line with the config"),
+		newVolumeSubCmd(dv, "unlock", "What the boot does: open, or format if empty, then sync"),
 		newVolumeSaltCmd(),
 	)
 	return cmd
@@ -38,10 +39,11 @@ type volumeFlags struct {
 	tpm                                                 tpmFlags
 	kms                                                 kmsFlags
 	dryRun                                              bool // sync: plan only, write nothing
+	dv                                                  devView
 }
 
-func newVolumeSubCmd(op, short string) *cobra.Command {
-	var f volumeFlags
+func newVolumeSubCmd(dv devView, op, short string) *cobra.Command {
+	f := volumeFlags{dv: dv}
 	cmd := &cobra.Command{
 		Use:   op + " DEVICE --volume ID [--config machine.yaml] [--meta META [--trust-meta]] [--node-uuid U] [--state-dir DIR]",
 		Short: short,
@@ -90,7 +92,8 @@ without STATE) is cleartext anyone holding the disk can write: it only opens
 // slot changes (sync, unlock: only slots that differ from the config, never
 // the last key that opened it); with --meta, META gets tag 9 brought in
 // line with the machine config's STATE (meta.ReadStateConfig) and the
-// engine's format journal.
+// engine's format journal, and only when --meta is not a block device or is
+// the partition labelled META (checkMETAPartition).
 func volumeWrites(op string, dryRun bool) (dev, metaTags, journal bool) {
 	w := op != "open" && !dryRun
 	return w, w, w
@@ -110,6 +113,11 @@ func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
 	}
 	var metaDev *os.File
 	if f.metaDev != "" {
+		if writeMeta {
+			if _, err := f.dv.checkMETAPartition(f.metaDev); err != nil {
+				return fmt.Errorf("--meta: %w", err)
+			}
+		}
 		if metaDev, _, err = openDevice(f.metaDev, writeMeta); err != nil {
 			return err
 		}
