@@ -52,7 +52,9 @@ var examples = map[string]string{
 	"cryptctl meta list": `  cryptctl meta list /dev/disk/by-partlabel/META`,
 	"cryptctl meta get":  `  cryptctl meta get --tag 9 meta.img`,
 	"cryptctl meta set": `  cryptctl meta set --tag 9 --file state-encryption.json meta.img
-  cryptctl meta set --tag 15 --value 5d1c6a0e-3b7f-4c2a-9e8d-7f6a5b4c3d2e meta.img`,
+  # a new META image: a blank file is written only with --init
+  truncate -s 1M meta.img
+  cryptctl meta set --init --tag 15 --value 5d1c6a0e-3b7f-4c2a-9e8d-7f6a5b4c3d2e meta.img`,
 	"cryptctl meta delete": `  cryptctl meta delete --tag 15 meta.img`,
 	"cryptctl meta request-wipe": `  # the partition labelled EPHEMERAL on the disk holding META
   cryptctl meta request-wipe --volume EPHEMERAL /dev/sda4

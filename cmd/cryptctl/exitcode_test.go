@@ -42,7 +42,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"volume", "format", img, "--config", cfg, "--volume", "EPHEMERAL"}, 0},
 		{[]string{"volume", "open", img, "--config", cfg, "--volume", "EPHEMERAL"}, 0},
 		{[]string{"luks", "test-key", img, "--key-file", good}, 0},
-		{[]string{"meta", "set", "--tag", "15", "--value", "x", metaImg}, 0},
+		{[]string{"meta", "set", "--init", "--tag", "15", "--value", "x", metaImg}, 0},
 		{[]string{"version"}, 0},
 
 		{[]string{"volume", "open", img, "--config", filepath.Join(dir, "missing.yaml"), "--volume", "EPHEMERAL"}, 1},

@@ -12,7 +12,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/cryptinit/cryptinit/unlock/keys"
 	"github.com/cryptinit/cryptinit/unlock/luks2"
@@ -22,14 +21,13 @@ import (
 // newMetaCmd works with the META partition (or a 1 MiB image of it).
 func newMetaCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "meta", Short: "Work with the META partition"}
-	cmd.AddCommand(newMetaListCmd(), newMetaGetCmd(), newMetaSetCmd(), newMetaDeleteCmd(), newMetaWipeCmd(), newMetaCancelWipeCmd())
+	v := hostDevView()
+	cmd.AddCommand(newMetaListCmd(), newMetaGetCmd(), newMetaSetCmd(v), newMetaDeleteCmd(v), newMetaWipeCmd(v), newMetaCancelWipeCmd(v))
 	return cmd
 }
 
 // metaOpen opens an existing META device or image; it never creates one,
-// so a mistyped path is an error, not a new file. An empty regular file
-// opened for writing is grown to a META's size (truncate -s 1M or touch
-// makes a new image).
+// so a mistyped path is an error, not a new file.
 func metaOpen(path string, write bool) (*os.File, error) {
 	flag := os.O_RDONLY
 	if write {
@@ -41,12 +39,6 @@ func metaOpen(path string, write bool) (*os.File, error) {
 	}
 	if err != nil {
 		return nil, err
-	}
-	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() && st.Size() == 0 && write {
-		if err := f.Truncate(meta.Size); err != nil {
-			f.Close()
-			return nil, err
-		}
 	}
 	return f, nil
 }
@@ -155,15 +147,22 @@ func metaIsTerminal(w io.Writer) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-func newMetaSetCmd() *cobra.Command {
+// initFlag is --init: a blank (all-zero or empty) image file is not taken
+// for a META unless the operator says to make one there.
+func initFlag(cmd *cobra.Command, init *bool) {
+	cmd.Flags().BoolVar(init, "init", false, "make a new META in a blank (all-zero or empty) image file; without it a blank image is refused (a partition must be labelled META instead)")
+}
+
+func newMetaSetCmd(dv devView) *cobra.Command {
 	var (
 		tag   uint32
 		value string
 		file  string
+		init  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "set --tag N (--value S | --file F | stdin) DEVICE",
-		Short: "Set a tag (both copies are rewritten); a blank or empty image is initialised, tag 9 must be a valid STATE encryption config",
+		Short: "Set a tag (both copies are rewritten); a blank or empty image needs --init, tag 9 must be a valid STATE encryption config",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var v []byte
@@ -189,13 +188,14 @@ func newMetaSetCmd() *cobra.Command {
 					return fmt.Errorf("meta set tag %d on %s: %w; nothing was written", tag, args[0], err)
 				}
 			}
-			return metaUpdate(args[0], func(m *meta.Meta) (bool, error) {
+			return metaUpdate(dv, args[0], init, func(m *meta.Meta) (bool, error) {
 				m.Set(tag, v)
 				return true, nil
 			})
 		},
 	}
 	metaTagFlag(cmd, &tag)
+	initFlag(cmd, &init)
 	cmd.Flags().StringVar(&value, "value", "", "the value")
 	cmd.Flags().StringVar(&file, "file", "", "read the value from this file")
 	return cmd
@@ -217,14 +217,14 @@ func metaCheckStateConfig(v []byte) error {
 	return nil
 }
 
-func newMetaDeleteCmd() *cobra.Command {
+func newMetaDeleteCmd(dv devView) *cobra.Command {
 	var tag uint32
 	cmd := &cobra.Command{
 		Use:   "delete --tag N DEVICE",
 		Short: "Delete a tag",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return metaUpdate(args[0], func(m *meta.Meta) (bool, error) {
+			return metaUpdate(dv, args[0], false, func(m *meta.Meta) (bool, error) {
 				if !m.Delete(tag) {
 					return false, fmt.Errorf("tag %d is not set in %s", tag, args[0])
 				}
@@ -236,15 +236,19 @@ func newMetaDeleteCmd() *cobra.Command {
 	return cmd
 }
 
-func newMetaWipeCmd() *cobra.Command {
-	var (
-		req       meta.WipeRequest
-		partition string
-		disk      string
-		yes       bool
-	)
+// wipeFlags are meta request-wipe's inputs.
+type wipeFlags struct {
+	req       meta.WipeRequest
+	partition string // read the LUKS UUID from this partition or image
+	disk      string // the disk whose GPT is checked ("" = the disk holding META)
+	yes       bool   // confirm a wipe of STATE
+	init      bool   // a blank META image may be made
+}
+
+func newMetaWipeCmd(dv devView) *cobra.Command {
+	var f wipeFlags
 	cmd := &cobra.Command{
-		Use:   "request-wipe --volume ID [--partuuid GUID | --luks-uuid UUID | --partition DEV] [--disk DISK] [--yes] META-DEVICE",
+		Use:   "request-wipe --volume ID [--partuuid GUID | --luks-uuid UUID | --partition DEV] [--disk DISK] [--yes] [--init] META-DEVICE",
 		Short: "Ask the next boot to wipe a volume's partition (e.g. EPHEMERAL, to encrypt it); the request names the partition",
 		Long: `Ask the next boot to wipe a volume's partition, so that it is formatted
 (encrypted) again. The request (META tag 0xC1) names the partition it targets
@@ -261,90 +265,116 @@ LUKS UUID) and how to cancel it. STATE holds the salt of every volume with a
 lockToSTATE key: wiping it loses those volumes too, so STATE needs --yes.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			f, err := metaOpen(args[0], false) // before anything else: a mistyped path
-			if err != nil {
-				return err
-			}
-			f.Close()
-			if !meta.IsVolumeID(req.Volume) {
-				err := (meta.WipeRequest{Volume: req.Volume}).Validate()
-				if meta.SuggestVolumeID(req.Volume) == "" && disk != "" {
-					// a user volume named without its u- prefix
-					if labels, lerr := gptLabels(disk); lerr == nil {
-						err = fmt.Errorf("%w%s", err, labelHint(req.Volume, labels))
-					}
-				}
-				return err
-			}
-			for _, id := range []struct{ flag, v string }{{"--partuuid", req.PartUUID}, {"--luks-uuid", req.LUKSUUID}} {
-				if id.v != "" && !isUUID(id.v) {
-					return fmt.Errorf("%s %q is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", id.flag, id.v)
-				}
-			}
-			if partition != "" {
-				u, err := readLUKSUUID(partition)
-				if err != nil {
-					return fmt.Errorf("--partition: %w (a partition without a LUKS header is named by --partuuid or --disk)", err)
-				}
-				if req.LUKSUUID != "" && !strings.EqualFold(req.LUKSUUID, u) {
-					return fmt.Errorf("--luks-uuid %s, but %s holds LUKS UUID %s", req.LUKSUUID, partition, u)
-				}
-				req.LUKSUUID = u
-			}
-			if disk == "" {
-				d, err := diskOfPartition(args[0])
-				if err != nil {
-					return fmt.Errorf("name the partition to wipe on its disk: give --disk DISK (the disk or whole-disk image holding %s), whose GPT is checked for it (%v)", req.Volume, err)
-				}
-				disk = d
-			}
-			t, err := findWipeTarget(disk, req.Volume, req.PartUUID, req.LUKSUUID)
-			if err != nil {
-				return err
-			}
-			req.PartUUID = t.entry.PartUUID
-			out := cmd.OutOrStdout()
-			if req.Volume == "STATE" {
-				lost := "EPHEMERAL and user volumes"
-				if c := t.lockedCandidates(); len(c) > 0 {
-					lost = strings.Join(c, ", ") + " on this disk"
-				}
-				warn := fmt.Sprintf("wiping STATE destroys %s and, with it, STATE's lockToSTATE salt (%s): every volume with a lockToSTATE key (%s, if so configured) can never be opened again", t.describe(req.Volume), keys.SaltFile, lost)
-				if !yes {
-					return fmt.Errorf("%s; add --yes if that is what you want (nothing was written)", warn)
-				}
-				fmt.Fprintf(out, "warning: %s\n", warn)
-			}
-			return metaUpdate(args[0], func(m *meta.Meta) (bool, error) {
-				if err := meta.RequestWipe(m, req); err != nil {
-					return false, err
-				}
-				reqs, _ := meta.WipeRequests(m)
-				fmt.Fprintf(out, "the next boot wipes %s if its partition has %s\n", req.Volume, reqs[len(reqs)-1].Target())
-				fmt.Fprintf(out, "  it destroys: %s\n", t.describe(req.Volume))
-				fmt.Fprintf(out, "  to cancel before then: cryptctl meta cancel-wipe --volume %s %s\n", req.Volume, args[0])
-				return true, nil
-			})
+			return requestWipe(dv, cmd.OutOrStdout(), args[0], f)
 		},
 	}
-	cmd.Flags().StringVar(&req.Volume, "volume", "", "volume ID to wipe (EPHEMERAL, u-<name>, STATE)")
-	cmd.Flags().StringVar(&req.PartUUID, "partuuid", "", "GPT partition GUID of the partition to wipe")
-	cmd.Flags().StringVar(&req.LUKSUUID, "luks-uuid", "", "UUID of the LUKS header on the partition to wipe")
-	cmd.Flags().StringVar(&partition, "partition", "", "read the LUKS UUID from this partition (or image)")
-	cmd.Flags().StringVar(&disk, "disk", "", "the disk (or whole-disk image) holding the volume: its GPT is checked for the partition labelled --volume (default: the disk holding META-DEVICE)")
-	cmd.Flags().BoolVar(&yes, "yes", false, "confirm a wipe of STATE (it loses every lockToSTATE volume's salt)")
+	cmd.Flags().StringVar(&f.req.Volume, "volume", "", "volume ID to wipe (EPHEMERAL, u-<name>, STATE)")
+	cmd.Flags().StringVar(&f.req.PartUUID, "partuuid", "", "GPT partition GUID of the partition to wipe")
+	cmd.Flags().StringVar(&f.req.LUKSUUID, "luks-uuid", "", "UUID of the LUKS header on the partition to wipe")
+	cmd.Flags().StringVar(&f.partition, "partition", "", "read the LUKS UUID from this partition (or image)")
+	cmd.Flags().StringVar(&f.disk, "disk", "", "the disk (or whole-disk image) holding the volume: its GPT is checked for the partition labelled --volume (default, and when META-DEVICE is a partition the only disk allowed: the disk holding META-DEVICE)")
+	cmd.Flags().BoolVar(&f.yes, "yes", false, "confirm a wipe of STATE (it loses every lockToSTATE volume's salt)")
+	initFlag(cmd, &f.init)
 	cmd.MarkFlagRequired("volume")
 	return cmd
 }
 
-func newMetaCancelWipeCmd() *cobra.Command {
+// requestWipe adds a wipe request for f.req.Volume to the META at metaPath.
+// It writes META only when all of these hold: the volume ID and GUIDs are
+// well formed (checkWipeIDs); the disk (wipeDisk: --disk, or the disk
+// holding a META partition, and no other) has exactly one partition with
+// that label matching --partuuid and the LUKS UUID (findWipeTarget); for
+// STATE, --yes is given; metaUpdate's conditions hold (metaPath exists and
+// is the partition labelled META, or an image holding a META, or a blank
+// image with --init); and meta.RequestWipe accepts the request.
+func requestWipe(dv devView, out io.Writer, metaPath string, f wipeFlags) error {
+	mf, err := metaOpen(metaPath, false) // before anything else: a mistyped path
+	if err != nil {
+		return err
+	}
+	mf.Close()
+	req := f.req
+	if err := checkWipeIDs(&req, f.partition, f.disk); err != nil {
+		return err
+	}
+	disk, err := dv.wipeDisk(metaPath, f.disk, req.Volume)
+	if err != nil {
+		return err
+	}
+	t, err := findWipeTarget(disk, req.Volume, req.PartUUID, req.LUKSUUID)
+	if err != nil {
+		return err
+	}
+	req.PartUUID = t.entry.PartUUID
+	if req.Volume == "STATE" {
+		lost := "EPHEMERAL and user volumes"
+		if c := t.lockedCandidates(); len(c) > 0 {
+			lost = strings.Join(c, ", ") + " on this disk"
+		}
+		warn := fmt.Sprintf("wiping STATE destroys %s and, with it, STATE's lockToSTATE salt (%s): every volume with a lockToSTATE key (%s, if so configured) can never be opened again", t.describe(req.Volume), keys.SaltFile, lost)
+		if !f.yes {
+			return fmt.Errorf("%s; add --yes if that is what you want (nothing was written)", warn)
+		}
+		fmt.Fprintf(out, "warning: %s\n", warn)
+	}
+	var target string
+	err = metaUpdate(dv, metaPath, f.init, func(m *meta.Meta) (bool, error) {
+		if err := meta.RequestWipe(m, req); err != nil {
+			return false, err
+		}
+		reqs, _ := meta.WipeRequests(m)
+		target = reqs[len(reqs)-1].Target()
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "the next boot wipes %s if its partition has %s\n", req.Volume, target)
+	fmt.Fprintf(out, "  it destroys: %s\n", t.describe(req.Volume))
+	fmt.Fprintf(out, "  to cancel before then: cryptctl meta cancel-wipe --volume %s %s\n", req.Volume, metaPath)
+	return nil
+}
+
+// checkWipeIDs checks request-wipe's volume ID and GUIDs and fills in the
+// LUKS UUID from the header on partition when given; disk, when given,
+// helps name a user volume typed without its u- prefix.
+func checkWipeIDs(req *meta.WipeRequest, partition, disk string) error {
+	if !meta.IsVolumeID(req.Volume) {
+		err := (meta.WipeRequest{Volume: req.Volume}).Validate()
+		if meta.SuggestVolumeID(req.Volume) == "" && disk != "" {
+			// a user volume named without its u- prefix
+			if labels, lerr := gptLabels(disk); lerr == nil {
+				err = fmt.Errorf("%w%s", err, labelHint(req.Volume, labels))
+			}
+		}
+		return err
+	}
+	for _, id := range []struct{ flag, v string }{{"--partuuid", req.PartUUID}, {"--luks-uuid", req.LUKSUUID}} {
+		if id.v != "" && !isUUID(id.v) {
+			return fmt.Errorf("%s %q is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", id.flag, id.v)
+		}
+	}
+	if partition != "" {
+		u, err := readLUKSUUID(partition)
+		if err != nil {
+			return fmt.Errorf("--partition: %w (a partition without a LUKS header is named by --partuuid or --disk)", err)
+		}
+		if req.LUKSUUID != "" && !strings.EqualFold(req.LUKSUUID, u) {
+			return fmt.Errorf("--luks-uuid %s, but %s holds LUKS UUID %s", req.LUKSUUID, partition, u)
+		}
+		req.LUKSUUID = u
+	}
+	return nil
+}
+
+func newMetaCancelWipeCmd(dv devView) *cobra.Command {
 	var volume string
 	cmd := &cobra.Command{
 		Use:   "cancel-wipe --volume ID META-DEVICE",
 		Short: "Withdraw the wipe request for a volume",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return metaUpdate(args[0], func(m *meta.Meta) (bool, error) {
+			return metaUpdate(dv, args[0], false, func(m *meta.Meta) (bool, error) {
 				ok, err := meta.CancelWipe(m, volume)
 				if err != nil {
 					return false, err
@@ -384,19 +414,6 @@ func readLUKSUUID(path string) (string, error) {
 	return h.UUID, nil
 }
 
-// diskOfPartition returns the disk (/dev/<name>) that holds the partition
-// block device path, through sysfs.
-func diskOfPartition(path string) (string, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		return "", err
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
-		return "", fmt.Errorf("%s is not a block device", path)
-	}
-	return diskOfDev("/sys", "/dev", unix.Major(st.Rdev), unix.Minor(st.Rdev))
-}
-
 // diskOfDev names the disk holding partition major:minor: sysfs links
 // dev/block/M:m to .../block/<disk>/<partition>, which has a "partition"
 // file.
@@ -412,20 +429,48 @@ func diskOfDev(sys, dev string, major, minor uint32) (string, error) {
 	return filepath.Join(dev, filepath.Base(filepath.Dir(real))), nil
 }
 
-// metaUpdate reads META, applies change and writes both copies back.
-func metaUpdate(path string, change func(*meta.Meta) (bool, error)) error {
+// metaUpdate reads the META at path, applies change and writes both
+// copies back. It writes only when all of these hold: path exists (it is
+// never created); a block device is the partition labelled META
+// (checkMETAPartition); META reads, or it is blank (all zeros; an empty
+// regular file is grown to META's size) and is either a partition or init
+// is set; and change returns true without an error.
+func metaUpdate(dv devView, path string, init bool, change func(*meta.Meta) (bool, error)) error {
 	f, err := metaOpen(path, true)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	m, err := metaLoad(f, true)
+	part, err := dv.checkMETAPartition(path)
 	if err != nil {
-		return fmt.Errorf("%w (not rewriting a META that cannot be read)", err)
+		return err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	empty := st.Mode().IsRegular() && st.Size() == 0
+	m := meta.New()
+	if !empty {
+		m, err = meta.Read(f)
+	}
+	blank := empty || errors.Is(err, meta.ErrBlank)
+	if blank {
+		m = meta.New()
+	} else if err != nil {
+		return fmt.Errorf("%s: %w (not rewriting a META that cannot be read)", path, err)
 	}
 	changed, err := change(m)
 	if err != nil || !changed {
 		return err
+	}
+	if blank && !part && !init {
+		return fmt.Errorf("%s is blank (all zeros or empty), not a META: give --init to make a new META there (is it the right file?); nothing was written", path)
+	}
+	if empty {
+		if err := f.Truncate(meta.Size); err != nil {
+			return err
+		}
 	}
 	if err := m.Write(f); err != nil {
 		return err

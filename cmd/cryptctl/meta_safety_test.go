@@ -52,7 +52,7 @@ func TestMetaSetStateConfigValidated(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			img := luks2test.NewImage(t, 1<<20)
 			before, _ := os.ReadFile(img)
-			_, err := cryptctl(t, "meta", "set", "--tag", "9", "--value", c.value, img)
+			_, err := cryptctl(t, "meta", "set", "--init", "--tag", "9", "--value", c.value, img)
 			if c.wantErr == "" {
 				if err != nil {
 					t.Fatalf("valid tag 9 refused: %v", err)

@@ -51,7 +51,7 @@ func metaRequests(t *testing.T, path string) []meta.WipeRequest {
 func TestMetaWipeCmds(t *testing.T) {
 	metaImg := luks2test.NewImage(t, 1<<20)
 	// a Talos user's own value in tag 12 stays as it is
-	if _, err := cryptctl(t, "meta", "set", "--tag", "12", "--value", "STATE\n", metaImg); err != nil {
+	if _, err := cryptctl(t, "meta", "set", "--init", "--tag", "12", "--value", "STATE\n", metaImg); err != nil {
 		t.Fatal(err)
 	}
 

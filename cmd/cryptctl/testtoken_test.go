@@ -133,18 +133,26 @@ func readHeader(t *testing.T, img string) (*os.File, *luks2.Header) {
 	return f, h
 }
 
-// TestTestTokensSimulator: on the go-tpm-tools simulator, both token shapes
-// our enrollment writes unseal and open their slots; after PCR 7 changes
-// neither does, and the report names PCR 7 and the policy mismatch.
-func TestTestTokensSimulator(t *testing.T) {
+// simulatorImage boots the go-tpm-tools simulator (bootTPM) and enrolls an
+// image with both token shapes on it (enrolledImage); the simulator is
+// closed at cleanup.
+func simulatorImage(t *testing.T) (transport.TPMCloser, tpm.StaticSource, string) {
+	t.Helper()
 	sim, err := simulator.OpenSimulator()
 	if err != nil {
 		t.Fatalf("TPM simulator: %v", err)
 	}
-	defer sim.Close()
+	t.Cleanup(func() { sim.Close() })
 	key, sigs := bootTPM(t, sim)
 	src := tpm.StaticSource{Key: &key.PublicKey, Sigs: sigs}
-	img := enrolledImage(t, sim, src)
+	return sim, src, enrolledImage(t, sim, src)
+}
+
+// TestTestTokensSimulator: on the go-tpm-tools simulator, both token shapes
+// our enrollment writes unseal and open their slots; after PCR 7 changes
+// neither does, and the report names PCR 7 and the policy mismatch.
+func TestTestTokensSimulator(t *testing.T) {
+	sim, src, img := simulatorImage(t)
 	f, h := readHeader(t, img)
 	ctx := context.Background()
 
@@ -186,15 +194,7 @@ func TestTestTokensSimulator(t *testing.T) {
 // PIN token says a PIN is required; a signed token past enter-initrd says
 // no signature matches.
 func TestTestTokensNoTPMAndPIN(t *testing.T) {
-	sim, err := simulator.OpenSimulator()
-	if err != nil {
-		t.Fatalf("TPM simulator: %v", err)
-	}
-	defer sim.Close()
-	key, sigs := bootTPM(t, sim)
-	src := tpm.StaticSource{Key: &key.PublicKey, Sigs: sigs}
-	img := enrolledImage(t, sim, src)
-
+	sim, src, img := simulatorImage(t)
 	f, h := readHeader(t, img)
 	openErr := fmt.Errorf("open TPM: %w", tpm.ErrNoTPM)
 	var out bytes.Buffer

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"crypto/rsa"
+	"errors"
 	"fmt"
+	"os"
 
 	"github.com/google/go-tpm/tpm2/transport"
 	"github.com/spf13/pflag"
@@ -18,6 +21,7 @@ type tpmFlags struct {
 	uki          string
 	pcrPublicKey string
 	pcrSignature string
+	allowPCR15   bool // seal new tpm slots while PCR 15 is not zero
 }
 
 // register adds the flags. deviceUsage says what happens without --tpm.
@@ -78,13 +82,65 @@ func trimNUL(b []byte) []byte {
 }
 
 // volumeTPM opens the TPM --tpm names for a volume's tpm keys and puts it
-// in env, with the host's EFI variables for checkSecurebootStatusOnEnroll.
+// in env. The Secure Boot state checkSecurebootStatusOnEnroll asks for is
+// read from this host's EFI variables only when --tpm is this host's TPM
+// device; for a swtpm or any other TPM it is unknown, and such a key is not
+// enrolled. New tpm slots are sealed only while PCR 15 is zero, unless
+// --allow-pcr15 (pcr15Guard).
 func volumeTPM(env *keys.Env, f *tpmFlags) (func(), error) {
 	t, err := f.open()
 	if err != nil {
 		return nil, err
 	}
-	env.TPM = tpm.NewSealer(t, f.policy())
-	env.SecureBoot = tpm.EFIVars{}
+	env.TPM = &pcr15Guard{Sealer: tpm.NewSealer(t, f.policy()), allow: f.allowPCR15}
+	env.SecureBoot = unknownSecureBoot(f.device)
+	if hostTPM(f.device) {
+		env.SecureBoot = tpm.EFIVars{}
+	}
 	return func() { t.Close() }, nil
+}
+
+// hostTPM says whether spec names a TPM character device of this host,
+// whose firmware's EFI variables are the ones cryptctl can read.
+func hostTPM(spec string) bool {
+	d, err := tpm.ParseDevice(spec)
+	if err != nil || d.Path == "" {
+		return false
+	}
+	st, err := os.Stat(d.Path)
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// unknownSecureBoot is the Secure Boot state of the machine behind a TPM
+// that is not this host's: cryptctl cannot read it.
+type unknownSecureBoot string
+
+func (u unknownSecureBoot) SecureBootEnabled(context.Context) (bool, error) {
+	return false, fmt.Errorf("unknown for --tpm %s, which is not this host's TPM device (cryptctl reads only this host's EFI variables): enroll this tpm key on that machine (its boot does, checking its own Secure Boot state), or drop checkSecurebootStatusOnEnroll", string(u))
+}
+
+// errPCR15 explains why a tpm slot is not sealed while PCR 15 is not zero.
+var errPCR15 = errors.New("PCR 15 of this TPM is not zero: a tpm key sealed now is bound to its current value, but at boot PCR 15 is zero when STATE opens and holds STATE's latch for the volumes after it, so the slot could never unseal; let the boot enroll it, reset the TPM (reboot, or a fresh swtpm), or pass --allow-pcr15 if PCR 15 holds exactly what it will hold when this volume opens")
+
+// pcr15Guard is a tpm.Sealer that refuses to seal while PCR 15 (the
+// latch PCR every tpm key is bound to) is not zero, unless allow.
+type pcr15Guard struct {
+	*tpm.Sealer
+	allow bool
+}
+
+// Seal implements keys.TPM.
+func (g *pcr15Guard) Seal(ctx context.Context, secret []byte, pcrs []int) (*tpm.Sealed, error) {
+	if !g.allow {
+		v, err := tpm.ReadPCRs(g.Sealer.TPM, []int{tpm.LatchPCR})
+		if err != nil {
+			return nil, fmt.Errorf("read PCR %d: %w", tpm.LatchPCR, err)
+		}
+		for _, b := range v[0] {
+			if b != 0 {
+				return nil, errPCR15
+			}
+		}
+	}
+	return g.Sealer.Seal(ctx, secret, pcrs)
 }

@@ -22,11 +22,12 @@ import (
 // (without device-mapper: it proves a key opens, it does not map).
 func newVolumeCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "volume", Short: "Work with volumes with the unlock engine"}
+	dv := hostDevView()
 	cmd.AddCommand(
-		newVolumeSubCmd("open", "Find the configured key that opens the volume and prove it (writes nothing)"),
-		newVolumeSubCmd("format", "Format an EMPTY partition with the configured keys (refuses any signature)"),
-		newVolumeSubCmd("sync", "Open the volume and bring its keyslots in line with the config"),
-		newVolumeSubCmd("unlock", "What the boot does: open, or format if empty, then sync"),
+		newVolumeSubCmd(dv, "open", "Find the configured key that opens the volume and prove it (writes nothing)"),
+		newVolumeSubCmd(dv, "format", "Format an EMPTY partition with the configured keys (refuses any signature)"),
+		newVolumeSubCmd(dv, "sync", "Open the volume and bring its keyslots in line with the config"),
+		newVolumeSubCmd(dv, "unlock", "What the boot does: open, or format if empty, then sync"),
 		newVolumeSaltCmd(),
 	)
 	return cmd
@@ -38,10 +39,11 @@ type volumeFlags struct {
 	tpm                                                 tpmFlags
 	kms                                                 kmsFlags
 	dryRun                                              bool // sync: plan only, write nothing
+	dv                                                  devView
 }
 
-func newVolumeSubCmd(op, short string) *cobra.Command {
-	var f volumeFlags
+func newVolumeSubCmd(dv devView, op, short string) *cobra.Command {
+	f := volumeFlags{dv: dv}
 	cmd := &cobra.Command{
 		Use:   op + " DEVICE --volume ID [--config machine.yaml] [--meta META [--trust-meta]] [--node-uuid U] [--state-dir DIR]",
 		Short: short,
@@ -73,6 +75,9 @@ without STATE) is cleartext anyone holding the disk can write: it only opens
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log each key tried")
 	f.tpm.register(fl, "tpm keys need it (none: they are unavailable; the host's TPM is never used unasked)")
 	f.kms.register(fl)
+	if op != "open" {
+		fl.BoolVar(&f.tpm.allowPCR15, "allow-pcr15", false, "seal new tpm slots even though the TPM's PCR 15 is not zero (such a slot unseals only while PCR 15 holds that value again)")
+	}
 	if op == "sync" {
 		fl.BoolVar(&f.dryRun, "dry-run", false, "print the slots sync would add, re-key and remove, and why; write nothing (the device and META are opened read-only)")
 	}
@@ -80,97 +85,63 @@ without STATE) is cleartext anyone holding the disk can write: it only opens
 	return cmd
 }
 
+// volumeWrites says what a volume command writes. open and sync --dry-run
+// write nothing: the device and META are opened read-only. format, sync and
+// unlock open both for writing: the device gets a LUKS2 header (format, and
+// unlock of an EMPTY partition; the engine refuses any signature) and key
+// slot changes (sync, unlock: only slots that differ from the config, never
+// the last key that opened it); with --meta, META gets tag 9 brought in
+// line with the machine config's STATE (meta.ReadStateConfig) and the
+// engine's format journal, and only when --meta is not a block device or is
+// the partition labelled META (checkMETAPartition).
+func volumeWrites(op string, dryRun bool) (dev, metaTags, journal bool) {
+	w := op != "open" && !dryRun
+	return w, w, w
+}
+
+// volumeRun runs op (open, format, sync, unlock) on f.device; what it may
+// write is volumeWrites'.
 func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
 	ctx := cmd.Context()
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	out := cmd.OutOrStdout()
-	write := op != "open" && !f.dryRun
-	if f.nodeUUID != "" {
-		u, err := checkNodeUUID(f.nodeUUID)
-		if err != nil {
-			return err
-		}
-		f.nodeUUID = u
-	}
-
-	var cfg *config.Config
-	var err error
-	if f.config != "" {
-		c, err := config.ParseFile(f.config)
-		if err != nil {
-			return err
-		}
-		for _, w := range c.Warnings {
-			fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", w)
-		}
-		// the operator named this file: they vouch for it
-		for i := range c.Volumes {
-			c.Volumes[i].Trust = config.Trust{Source: f.config, Authenticated: true}
-		}
-		cfg = c
+	writeDev, writeMeta, writeJournal := volumeWrites(op, f.dryRun)
+	cfg, err := volumeMachineConfig(cmd.ErrOrStderr(), f)
+	if err != nil {
+		return err
 	}
 	var metaDev *os.File
 	if f.metaDev != "" {
-		if metaDev, _, err = openDevice(f.metaDev, write); err != nil {
+		if writeMeta {
+			if _, err := f.dv.checkMETAPartition(f.metaDev); err != nil {
+				return fmt.Errorf("--meta: %w", err)
+			}
+		}
+		if metaDev, _, err = openDevice(f.metaDev, writeMeta); err != nil {
 			return err
 		}
 		defer metaDev.Close()
 	}
-	vol, uuidOverride, err := volumeConfig(cmd.ErrOrStderr(), cfg, f, metaDev, write)
+	vol, uuidOverride, err := volumeConfig(cmd.ErrOrStderr(), cfg, f, metaDev, writeMeta)
 	if err != nil {
 		return err
 	}
-
 	uuid := newTracedUUID(f.nodeUUID, uuidOverride)
-	kmsOpts, err := f.kms.options()
+	e, kmsClient, done, err := volumeEngine(cmd.ErrOrStderr(), f, uuid)
 	if err != nil {
 		return err
 	}
-	kmsClient := kms.New(kmsOpts)
-	defer kmsClient.Close()
-	e := &unlock.Engine{
-		Env:      keys.Env{NodeUUID: uuid, KMS: kmsClient, Salt: cmdSalt{f.stateDir}},
-		StateDir: f.stateDir,
-	}
-	if f.tpm.device != "" {
-		closeTPM, err := volumeTPM(&e.Env, &f.tpm)
-		if err != nil {
-			return err
-		}
-		defer closeTPM()
-	}
-	if metaDev != nil && write {
+	defer done()
+	if metaDev != nil && writeJournal {
 		e.Journal = &meta.Journal{Dev: metaDev}
 	}
-	if f.verbose {
-		e.Log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
-	}
-
-	dev, size, err := openDevice(f.device, write)
+	dev, size, err := openDevice(f.device, writeDev)
 	if err != nil {
 		return err
 	}
 	defer dev.Close()
-
-	var res *unlock.Result
-	switch op {
-	case "open":
-		res, err = e.Open(ctx, *vol, dev)
-	case "format":
-		res, err = e.Format(ctx, *vol, dev, size)
-	case "sync":
-		res, err = e.Open(ctx, *vol, dev)
-		if err == nil && f.dryRun {
-			e.Env.KMS = dryRunKMS{kmsClient}
-			res.Sync = e.Sync(ctx, *vol, newOverlay(dev, size), res)
-		} else if err == nil {
-			res.Sync = e.Sync(ctx, *vol, dev, res)
-		}
-	case "unlock":
-		res, err = e.Unlock(ctx, *vol, dev, size)
-	}
+	res, err := volumeOp(ctx, e, op, f.dryRun, vol, dev, size, kmsClient)
 	if err != nil {
 		if d := uuid.describe(); d != "" {
 			err = fmt.Errorf("%w\n  (%s)", err, d)
@@ -178,11 +149,92 @@ func volumeRun(cmd *cobra.Command, op string, f *volumeFlags) error {
 		return err
 	}
 	defer res.Zero()
-	if write {
+	if writeDev {
 		if err := dev.Sync(); err != nil {
 			return err
 		}
 	}
+	return volumeReport(cmd.OutOrStdout(), op, f, vol, dev, res)
+}
+
+// volumeMachineConfig checks --node-uuid and reads --config, if given, as
+// a config the operator vouches for.
+func volumeMachineConfig(log io.Writer, f *volumeFlags) (*config.Config, error) {
+	if f.nodeUUID != "" {
+		u, err := checkNodeUUID(f.nodeUUID)
+		if err != nil {
+			return nil, err
+		}
+		f.nodeUUID = u
+	}
+	if f.config == "" {
+		return nil, nil
+	}
+	c, err := config.ParseFile(f.config)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range c.Warnings {
+		fmt.Fprintf(log, "warning: %s\n", w)
+	}
+	// the operator named this file: they vouch for it
+	for i := range c.Volumes {
+		c.Volumes[i].Trust = config.Trust{Source: f.config, Authenticated: true}
+	}
+	return c, nil
+}
+
+// volumeEngine makes the unlock engine with the key sources the flags name
+// (node UUID, KMS, lockToSTATE salt, TPM); done releases them.
+func volumeEngine(log io.Writer, f *volumeFlags, uuid *tracedUUID) (*unlock.Engine, *kms.Client, func(), error) {
+	kmsOpts, err := f.kms.options()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	kmsClient := kms.New(kmsOpts)
+	e := &unlock.Engine{
+		Env:      keys.Env{NodeUUID: uuid, KMS: kmsClient, Salt: cmdSalt{f.stateDir}},
+		StateDir: f.stateDir,
+	}
+	closeTPM := func() {}
+	if f.tpm.device != "" {
+		if closeTPM, err = volumeTPM(&e.Env, &f.tpm); err != nil {
+			kmsClient.Close()
+			return nil, nil, nil, err
+		}
+	}
+	if f.verbose {
+		e.Log = slog.New(slog.NewTextHandler(log, nil))
+	}
+	return e, kmsClient, func() { closeTPM(); kmsClient.Close() }, nil
+}
+
+// volumeOp runs op with e; sync --dry-run syncs an in-memory overlay of
+// dev, with a KMS that seals nothing.
+func volumeOp(ctx context.Context, e *unlock.Engine, op string, dryRun bool, vol *config.Volume, dev *os.File, size int64, kmsClient *kms.Client) (*unlock.Result, error) {
+	switch op {
+	case "open":
+		return e.Open(ctx, *vol, dev)
+	case "format":
+		return e.Format(ctx, *vol, dev, size)
+	case "sync":
+		res, err := e.Open(ctx, *vol, dev)
+		if err == nil && dryRun {
+			e.Env.KMS = dryRunKMS{kmsClient}
+			res.Sync = e.Sync(ctx, *vol, newOverlay(dev, size), res)
+		} else if err == nil {
+			res.Sync = e.Sync(ctx, *vol, dev, res)
+		}
+		return res, err
+	case "unlock":
+		return e.Unlock(ctx, *vol, dev, size)
+	}
+	return nil, fmt.Errorf("unknown volume operation %q", op)
+}
+
+// volumeReport prints res (and for sync --dry-run the plan, for open what
+// sync would change); a sync with problems is exitSyncProblems.
+func volumeReport(out io.Writer, op string, f *volumeFlags, vol *config.Volume, dev *os.File, res *unlock.Result) error {
 	if f.dryRun {
 		rep := res.Sync
 		res.Sync = nil

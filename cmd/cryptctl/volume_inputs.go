@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -13,14 +12,15 @@ import (
 	"github.com/cryptinit/cryptinit/unlock/keys"
 )
 
-// checkNodeUUID checks --node-uuid at the door: it must be a UUID, and is
-// returned in lower case, as the kernel and Talos spell it (the nodeID
-// passphrase is the UUID string itself, so case matters).
+// checkNodeUUID checks --node-uuid at the door: it must be a UUID. It is
+// kept as typed, not normalised: the nodeID passphrase is the UUID string
+// itself, and the boot uses META tag 15 verbatim (as Talos does), so a
+// volume made from an upper-case tag 15 opens only with that spelling.
 func checkNodeUUID(s string) (string, error) {
 	if !isUUID(s) {
 		return "", fmt.Errorf("--node-uuid: not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, as in /sys/class/dmi/id/product_uuid)")
 	}
-	return strings.ToLower(s), nil
+	return s, nil
 }
 
 // namedUUIDSource is one place a node UUID can come from, named for
@@ -70,17 +70,19 @@ func (t *tracedUUID) NodeUUID(ctx context.Context) (string, error) {
 	return "", fmt.Errorf("no node UUID (%s): give it with --node-uuid", strings.Join(errs, "; "))
 }
 
-// describe names the UUID nodeID and kms keys used and its source, or ""
-// when no UUID was asked for. The UUID is the nodeID passphrase (with the
-// volume ID), so it is shown only as a short fingerprint (the first 3 bytes
-// of its SHA-256): enough to tell two UUIDs apart, too short to stand for
-// it; compare with printf %s UUID | sha256sum.
+// describe names the source of the UUID nodeID and kms keys used, or ""
+// when no UUID was asked for. Neither the UUID (the nodeID passphrase, with
+// the volume ID) nor any hash of it is shown: SMBIOS UUIDs often have little
+// entropy, and even a short hash lets an attacker test guesses offline.
 func (t *tracedUUID) describe() string {
 	if t.used == "" {
 		return ""
 	}
-	sum := sha256.Sum256([]byte(t.uuid))
-	return fmt.Sprintf("nodeID and kms keys used the node UUID from %s, sha256 %x… (compare: printf %%s UUID | sha256sum); give the UUID the volume was made with as --node-uuid", t.used, sum[:3])
+	hint := ""
+	if t.uuid != strings.ToLower(t.uuid) {
+		hint = "; it has upper-case letters: the boot lower-cases the SMBIOS UUID but uses META tag 15 as written, and so does cryptctl"
+	}
+	return fmt.Sprintf("nodeID and kms keys used the node UUID from %s%s; give the UUID the volume was made with as --node-uuid, spelled as the boot reads it", t.used, hint)
 }
 
 // cmdSalt is the lockToSTATE salt for cryptctl: the salt file under

@@ -13,9 +13,9 @@ import (
 	"github.com/cryptinit/cryptinit/unlock/luks2/luks2test"
 )
 
-// --node-uuid is checked at the door and normalised to lower case; a nodeID
-// key that does not open names the source of its UUID and a fingerprint of
-// it, never the UUID (the nodeID passphrase) itself.
+// --node-uuid is checked at the door and kept as typed; a nodeID key that
+// does not open names the source of its UUID, never the UUID (the nodeID
+// passphrase) itself nor any hash of it.
 func TestVolumeNodeUUID(t *testing.T) {
 	const made = "8c4b2a34-7d2e-4c1f-9a55-3e0f6d21b9a7"
 	img, metaImg := luks2test.NewImage(t, 20<<20), luks2test.NewImage(t, 1<<20)
@@ -24,25 +24,29 @@ func TestVolumeNodeUUID(t *testing.T) {
 		t.Fatalf("format: %v\n%s", err, out)
 	}
 	other := "0f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9"
-	if _, err := cryptctl(t, "meta", "set", "--tag", "15", "--value", other, metaImg); err != nil {
+	if _, err := cryptctl(t, "meta", "set", "--init", "--tag", "15", "--value", other, metaImg); err != nil {
 		t.Fatal(err)
 	}
-	fp := func(u string) string { s := sha256.Sum256([]byte(u)); return fmt.Sprintf("sha256 %x", s[:3]) }
+	hashes := func(u string) []string {
+		s := sha256.Sum256([]byte(u))
+		return []string{u, fmt.Sprintf("%x", s[:3]), fmt.Sprintf("%x", s[len(s)-3:])}
+	}
 	for _, c := range []struct {
 		name      string
 		args      []string
 		wantErr   []string
 		opens     bool
-		notInErrs string
+		notInErrs []string
 	}{
 		{name: "as made", args: []string{"--node-uuid", made}, opens: true},
-		{name: "upper case", args: []string{"--node-uuid", strings.ToUpper(made)}, opens: true},
+		{name: "upper case is another passphrase", args: []string{"--node-uuid", strings.ToUpper(made)},
+			wantErr: []string{"from --node-uuid", "upper-case"}, notInErrs: hashes(strings.ToUpper(made))},
 		{name: "not a UUID", args: []string{"--node-uuid", "node-1"}, wantErr: []string{"--node-uuid: not a UUID"}},
 		{name: "no hyphens", args: []string{"--node-uuid", strings.ReplaceAll(made, "-", "")}, wantErr: []string{"--node-uuid: not a UUID"}},
 		{name: "another UUID from the flag", args: []string{"--node-uuid", other},
-			wantErr: []string{"from --node-uuid", fp(other)}, notInErrs: other},
+			wantErr: []string{"from --node-uuid"}, notInErrs: hashes(other)},
 		{name: "another UUID from META tag 15", args: []string{"--meta", metaImg},
-			wantErr: []string{"from META tag 15", fp(other)}, notInErrs: other},
+			wantErr: []string{"from META tag 15"}, notInErrs: hashes(other)},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			args := append([]string{"volume", "open", "--config", cfg, "--volume", "STATE", img}, c.args...)
@@ -61,10 +65,29 @@ func TestVolumeNodeUUID(t *testing.T) {
 					t.Errorf("error lacks %q: %v", w, err)
 				}
 			}
-			if c.notInErrs != "" && strings.Contains(err.Error()+out, c.notInErrs) {
-				t.Errorf("the node UUID (the nodeID passphrase) is printed: %v\n%s", err, out)
+			for _, n := range c.notInErrs {
+				if strings.Contains(err.Error()+out, n) {
+					t.Errorf("the node UUID (the nodeID passphrase) or a hash of it (%s) is printed: %v\n%s", n, err, out)
+				}
 			}
 		})
+	}
+}
+
+// A volume made from an upper-case META tag 15 UUID (used verbatim, as the
+// boot does) opens with --node-uuid of that same spelling.
+func TestVolumeNodeUUIDCaseKept(t *testing.T) {
+	const upper = "8C4B2A34-7D2E-4C1F-9A55-3E0F6D21B9A7"
+	img, metaImg := luks2test.NewImage(t, 20<<20), luks2test.NewImage(t, 1<<20)
+	cfg := "../../configs/nodeid.yaml"
+	if _, err := cryptctl(t, "meta", "set", "--init", "--tag", "15", "--value", upper, metaImg); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cryptctl(t, "volume", "format", "--config", cfg, "--volume", "STATE", img, "--meta", metaImg); err != nil {
+		t.Fatalf("format: %v\n%s", err, out)
+	}
+	if out, err := cryptctl(t, "volume", "open", "--config", cfg, "--volume", "STATE", img, "--node-uuid", upper); err != nil || !strings.Contains(out, "opened STATE") {
+		t.Fatalf("open with --node-uuid %s: %v\n%s", upper, err, out)
 	}
 }
 

@@ -42,7 +42,7 @@ func TestVolumeAndMetaCmds(t *testing.T) {
 		t.Fatalf("open: %v\n%s", err, out)
 	}
 
-	if _, err := cryptctl(t, "meta", "set", "--tag", "15", "--value", "abc", metaImg); err != nil {
+	if _, err := cryptctl(t, "meta", "set", "--init", "--tag", "15", "--value", "abc", metaImg); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := cryptctl(t, "meta", "get", "--tag", "15", metaImg); err != nil || out != "abc" {
@@ -67,7 +67,7 @@ func TestVolumeStateFromMETA(t *testing.T) {
 		t.Fatalf("unlock: %v\n%s", err, out)
 	}
 	// no machine config: META tag 9, and tag 15 as the node UUID
-	if _, err := cryptctl(t, "meta", "set", "--tag", "15", "--value", uuid, metaImg); err != nil {
+	if _, err := cryptctl(t, "meta", "set", "--init", "--tag", "15", "--value", uuid, metaImg); err != nil {
 		t.Fatal(err)
 	}
 	out, err = cryptctl(t, "volume", "open", "--volume", "STATE", img, "--meta", metaImg)

@@ -105,7 +105,7 @@ func TestRequestWipeChecksTheDisk(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			metaImg := luks2test.NewImage(t, 1<<20)
 			before, _ := os.ReadFile(metaImg)
-			out, err := cryptctl(t, append(append([]string{"meta", "request-wipe"}, c.args...), "--disk", disk, metaImg)...)
+			out, err := cryptctl(t, append(append([]string{"meta", "request-wipe", "--init"}, c.args...), "--disk", disk, metaImg)...)
 			if c.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
 					t.Errorf("err %v, want one with %q", err, c.wantErr)

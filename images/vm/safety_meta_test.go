@@ -46,7 +46,7 @@ func TestVMUserMetaTags(t *testing.T) {
 	users := map[uint32]string{12: "STATE\n", 13: "EPHEMERAL\n", 14: "u-data\n", 16: "talos-machine-token", 200: "odd tag"}
 	err := n.Disks[0].EditPartition("META", func(file string) error {
 		for tag, v := range users {
-			out, err := exec.Command(a.Cryptctl, "meta", "set", "--tag", fmt.Sprint(tag), "--value", v, file).CombinedOutput()
+			out, err := exec.Command(a.Cryptctl, "meta", "set", "--init", "--tag", fmt.Sprint(tag), "--value", v, file).CombinedOutput()
 			if err != nil {
 				return fmt.Errorf("%w: %s", err, out)
 			}

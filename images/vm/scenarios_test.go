@@ -206,7 +206,7 @@ func TestVMStagedWipeEncrypts(t *testing.T) {
 	}
 	mustMarker(t, r, "/var", 0)
 	err := n.Disks[0].EditPartition("META", func(file string) error {
-		out, err := exec.Command(a.Cryptctl, "meta", "request-wipe", "--volume", "EPHEMERAL", "--disk", n.Disks[0].Path, file).CombinedOutput()
+		out, err := exec.Command(a.Cryptctl, "meta", "request-wipe", "--init", "--volume", "EPHEMERAL", "--disk", n.Disks[0].Path, file).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("%w: %s", err, out)
 		}

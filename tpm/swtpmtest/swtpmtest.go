@@ -35,6 +35,32 @@ func (s *Swtpm) Stop() { s.stop() }
 // CRYPTINIT_STRICT=1 or CRYPTINIT_VM=1); it stops swtpm at cleanup.
 func Start(tb testing.TB, dir string) *Swtpm {
 	tb.Helper()
+	_, conn, kill := start(tb, dir, dataPort, "--flags", "not-need-init,startup-clear")
+	var once sync.Once
+	s := &Swtpm{Conn: conn, stop: func() {
+		once.Do(func() {
+			_ = conn.Close()
+			kill()
+		})
+	}}
+	tb.Cleanup(s.Stop)
+	return s
+}
+
+// Which port start waits on: a connection to the data port lets a client
+// send commands; probing the control port sends none.
+const (
+	dataPort = 0
+	ctrlPort = 1
+)
+
+// start runs swtpm socket --tpm2 over dir (a fresh temporary directory when
+// "") with extraArgs, on a loopback port pair (data port, control port + 1),
+// until the port at offset probe (dataPort or ctrlPort) answers. It returns
+// the data port, the connection to the probed port and a kill that ends
+// swtpm; the caller registers the cleanup.
+func start(tb testing.TB, dir string, probe int, extraArgs ...string) (int, net.Conn, func()) {
+	tb.Helper()
 	bin, err := exec.LookPath("swtpm")
 	if err != nil {
 		testenv.Missing(tb, "swtpm not installed (apt-get install swtpm): %v", err)
@@ -50,11 +76,11 @@ func Start(tb testing.TB, dir string) *Swtpm {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		cmd := exec.Command(bin, "socket", "--tpm2",
+		args := append([]string{"socket", "--tpm2",
 			"--server", fmt.Sprintf("type=tcp,port=%d,bindaddr=127.0.0.1", port),
 			"--ctrl", fmt.Sprintf("type=tcp,port=%d,bindaddr=127.0.0.1", port+1),
-			"--flags", "not-need-init,startup-clear",
-			"--tpmstate", "dir="+dir)
+			"--tpmstate", "dir=" + dir}, extraArgs...)
+		cmd := exec.Command(bin, args...)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -67,24 +93,16 @@ func Start(tb testing.TB, dir string) *Swtpm {
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			<-exited
 		}
-		conn, err := dialUntil(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), exited, 10*time.Second)
+		conn, err := dialUntil(net.JoinHostPort("127.0.0.1", strconv.Itoa(port+probe)), exited, 10*time.Second)
 		if err != nil {
 			kill()
 			lastErr = fmt.Errorf("%w (swtpm: %s)", err, stderr.String())
 			continue
 		}
-		var once sync.Once
-		s := &Swtpm{Conn: conn, stop: func() {
-			once.Do(func() {
-				_ = conn.Close()
-				kill()
-			})
-		}}
-		tb.Cleanup(s.Stop)
-		return s
+		return port, conn, kill
 	}
 	tb.Fatalf("swtpm on %s did not come up: %v", dir, lastErr)
-	return nil
+	return 0, nil, nil
 }
 
 // freePortPair finds a loopback port p with p+1 also free (data, control).

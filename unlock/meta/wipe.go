@@ -107,7 +107,8 @@ func SuggestVolumeID(s string) string {
 	if IsVolumeID(s) {
 		return ""
 	}
-	switch u := strings.ToUpper(strings.TrimSpace(s)); {
+	s = strings.TrimSpace(s) // " u-data" means u-data, not u--data
+	switch u := strings.ToUpper(s); {
 	case u == "STATE" || u == "EPHEMERAL":
 		return u
 	case strings.HasPrefix(u, "U-") && IsVolumeID("u-"+s[2:]):
