@@ -12,15 +12,15 @@ import (
 	"github.com/cryptinit/cryptinit/unlock/keys"
 )
 
-// checkNodeUUID checks --node-uuid at the door: it must be a UUID. It is
-// kept as typed, not normalised: the nodeID passphrase is the UUID string
-// itself, and the boot uses META tag 15 verbatim (as Talos does), so a
-// volume made from an upper-case tag 15 opens only with that spelling.
+// checkNodeUUID checks --node-uuid at the door: it must be a UUID, and it
+// is lower-cased, as the boot reads the SMBIOS UUID (dmidecode prints it in
+// capitals). Only a UUID from META tag 15 is used as written, by the boot
+// and by cryptctl alike; such a volume opens with --meta.
 func checkNodeUUID(s string) (string, error) {
 	if !isUUID(s) {
 		return "", fmt.Errorf("--node-uuid: not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, as in /sys/class/dmi/id/product_uuid)")
 	}
-	return s, nil
+	return strings.ToLower(s), nil
 }
 
 // namedUUIDSource is one place a node UUID can come from, named for
@@ -78,11 +78,7 @@ func (t *tracedUUID) describe() string {
 	if t.used == "" {
 		return ""
 	}
-	hint := ""
-	if t.uuid != strings.ToLower(t.uuid) {
-		hint = "; it has upper-case letters: the boot lower-cases the SMBIOS UUID but uses META tag 15 as written, and so does cryptctl"
-	}
-	return fmt.Sprintf("nodeID and kms keys used the node UUID from %s%s; give the UUID the volume was made with as --node-uuid, spelled as the boot reads it", t.used, hint)
+	return fmt.Sprintf("nodeID and kms keys used the node UUID from %s; give the UUID the volume was made with as --node-uuid (any case: it is lower-cased, as the boot reads SMBIOS), or --meta META when it came from META tag 15, which is used as written", t.used)
 }
 
 // cmdSalt is the lockToSTATE salt for cryptctl: the salt file under

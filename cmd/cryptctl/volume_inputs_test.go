@@ -39,8 +39,7 @@ func TestVolumeNodeUUID(t *testing.T) {
 		notInErrs []string
 	}{
 		{name: "as made", args: []string{"--node-uuid", made}, opens: true},
-		{name: "upper case is another passphrase", args: []string{"--node-uuid", strings.ToUpper(made)},
-			wantErr: []string{"from --node-uuid", "upper-case"}, notInErrs: hashes(strings.ToUpper(made))},
+		{name: "upper case, as dmidecode prints it", args: []string{"--node-uuid", strings.ToUpper(made)}, opens: true},
 		{name: "not a UUID", args: []string{"--node-uuid", "node-1"}, wantErr: []string{"--node-uuid: not a UUID"}},
 		{name: "no hyphens", args: []string{"--node-uuid", strings.ReplaceAll(made, "-", "")}, wantErr: []string{"--node-uuid: not a UUID"}},
 		{name: "another UUID from the flag", args: []string{"--node-uuid", other},
@@ -75,8 +74,9 @@ func TestVolumeNodeUUID(t *testing.T) {
 }
 
 // A volume made from an upper-case META tag 15 UUID (used verbatim, as the
-// boot does) opens with --node-uuid of that same spelling.
-func TestVolumeNodeUUIDCaseKept(t *testing.T) {
+// boot does) opens with --meta; --node-uuid, lower-cased as the boot reads
+// SMBIOS, is another passphrase, and the error says to use --meta.
+func TestVolumeNodeUUIDTag15AsWritten(t *testing.T) {
 	const upper = "8C4B2A34-7D2E-4C1F-9A55-3E0F6D21B9A7"
 	img, metaImg := luks2test.NewImage(t, 20<<20), luks2test.NewImage(t, 1<<20)
 	cfg := "../../configs/nodeid.yaml"
@@ -86,8 +86,12 @@ func TestVolumeNodeUUIDCaseKept(t *testing.T) {
 	if out, err := cryptctl(t, "volume", "format", "--config", cfg, "--volume", "STATE", img, "--meta", metaImg); err != nil {
 		t.Fatalf("format: %v\n%s", err, out)
 	}
-	if out, err := cryptctl(t, "volume", "open", "--config", cfg, "--volume", "STATE", img, "--node-uuid", upper); err != nil || !strings.Contains(out, "opened STATE") {
-		t.Fatalf("open with --node-uuid %s: %v\n%s", upper, err, out)
+	if out, err := cryptctl(t, "volume", "open", "--config", cfg, "--volume", "STATE", img, "--meta", metaImg); err != nil || !strings.Contains(out, "opened STATE") {
+		t.Fatalf("open with --meta: %v\n%s", err, out)
+	}
+	_, err := cryptctl(t, "volume", "open", "--config", cfg, "--volume", "STATE", img, "--node-uuid", upper)
+	if err == nil || !strings.Contains(err.Error(), "--meta META when it came from META tag 15") {
+		t.Fatalf("open with --node-uuid %s: %v; want a hint to use --meta", upper, err)
 	}
 }
 
