@@ -20,6 +20,8 @@ PKGS=(
   openssl cpio xz-utils zstd kmod iproute2 # keys, initramfs packing, depmod, netns tests
   ca-certificates         # apt-get download over https mirrors
   tang                    # the KMS benchmark's side-by-side comparison
+  libtss2-esys-3.0.2-0 libtss2-rc0 # systemd-cryptenroll/-cryptsetup dlopen them for TPM2 support
+  libtss2-tcti-swtpm0     # systemd-cryptenroll --tpm2-device=swtpm:host=...,port=... (interop tests)
 )
 
 missing=()
