@@ -32,6 +32,9 @@ func (b *Boot) unlocker(p *plan) Unlocker {
 		env.NodeUUID = keys.MachineUUID(p.uuidOverride)
 	}
 	env.Salt = keys.SaltDir(b.stagingDir(config.StateVolume))
+	if pp, ok := b.Prompt.(keys.PINPrompt); ok && env.PIN == nil && b.Cmdline.PromptTimeout > 0 {
+		env.PIN = consolePIN{mu: &b.promptMu, p: pp}
+	}
 	if b.NewUnlocker != nil {
 		return b.NewUnlocker(env, b.Log)
 	}
@@ -42,6 +45,19 @@ func (b *Boot) unlocker(p *plan) Unlocker {
 		e.Journal, e.KeepFormatRecord = p.journal, true
 	}
 	return e
+}
+
+// consolePIN asks the console for a TPM PIN, one question on the console
+// at a time (volumes open in parallel).
+type consolePIN struct {
+	mu *sync.Mutex
+	p  keys.PINPrompt
+}
+
+func (c consolePIN) TPMPIN(volume string, try, tries int) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.p.TPMPIN(volume, try, tries)
 }
 
 // engineLog passes the engine's warnings (interrupted format redone, damaged
