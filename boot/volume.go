@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -479,6 +480,14 @@ func (b *Boot) promptOpen(ctx context.Context, v *volume, dev BlockDevice, lim *
 		}
 		span := b.Timeline.Begin("prompt-kdf", v.ID)
 		key, slot, _, err := hdr.UnlockWithin(dev, pass, kdfLim) // skips the slots logged above
+		if rk := keys.NormalizeRecoveryKey(pass); err != nil && rk != nil {
+			// a systemd recovery key typed with spaces, without dashes or
+			// in capitals: its slot holds the key as systemd printed it
+			if !bytes.Equal(rk, pass) {
+				key, slot, _, err = hdr.UnlockWithin(dev, rk, kdfLim)
+			}
+			keys.Zero(rk)
+		}
 		release()
 		span.End(err)
 		keys.Zero(pass)
