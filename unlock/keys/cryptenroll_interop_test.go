@@ -12,8 +12,10 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -596,4 +598,112 @@ func TestSystemdOpensOurToken(t *testing.T) {
 	if log := attach(); strings.Contains(log, "Completed TPM2 key unsealing") {
 		t.Fatalf("systemd-cryptsetup unsealed our PCR 7 token after PCR 7 changed:\n%s", log)
 	}
+}
+
+// TestCryptenrollInteropSystemdMeasure: a slot systemd-cryptenroll bound to
+// a PCR 11 signing key, with the .pcrsig that the real systemd-measure signs
+// for a UKI, opens with us once the swtpm's PCR 11 holds what OUR
+// prediction (tpm.PredictPCR11) says systemd-stub 252 measures for that
+// UKI, plus enter-initrd: our PCR 11 prediction, systemd's signature JSON
+// and systemd's token all agree.
+func TestCryptenrollInteropSystemdMeasure(t *testing.T) {
+	measure := needTool(t, "systemd-measure", "systemd")
+	const stub = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
+	if _, err := os.Stat(stub); err != nil {
+		t.Fatalf("systemd-stub not installed (apt-get install systemd-boot-efi): %v", err)
+	}
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemPub, err := tpm.MarshalPublicKeyPEM(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	write := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	sections := []tpm.UKISection{
+		{Name: ".osrel", Data: []byte("ID=cryptinit\nVERSION_ID=11\n")},
+		{Name: ".cmdline", Data: []byte("console=ttyS0 cryptinit.interop=1")},
+		{Name: ".linux", Data: bytes.Repeat([]byte("kernel"), 4000)},
+		{Name: ".initrd", Data: bytes.Repeat([]byte{9, 8, 7}, 7000)},
+		{Name: ".pcrpkey", Data: pemPub},
+	}
+	// systemd-measure 252 computes the policy digests in a TPM trial session
+	sd := startSdTPM(t)
+	args := []string{"sign", "--bank=sha256", "--phase=enter-initrd", "--tpm2-device=" + sd.device(),
+		"--private-key=" + write("priv.pem", pemPrivate(t, key)), "--public-key=" + write("pub.pem", pemPub)}
+	for _, s := range sections {
+		args = append(args, fmt.Sprintf("--%s=%s", strings.TrimPrefix(s.Name, "."), write(s.Name[1:], s.Data)))
+	}
+	cmd := exec.Command(measure, args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("systemd-measure %v: %v\n%s", args, err, stderr.String())
+	}
+	sigs, err := tpm.ParseSignatures(out)
+	if err != nil {
+		t.Fatalf("our parser refuses systemd-measure's signature JSON: %v\n%s", err, out)
+	}
+	uki := filepath.Join(dir, "uki.efi")
+	if err := tpm.AddUKISections(context.Background(), stub, uki, sections...); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(uki)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	predicted, events, err := tpm.PredictPCR11(f, tpm.PhaseEnterInitrd)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	img := luksImage(t)
+	cryptenroll(t, img, nil, "--tpm2-device="+sd.device(), "--tpm2-pcrs=",
+		"--tpm2-public-key="+filepath.Join(dir, "pub.pem"), "--tpm2-public-key-pcrs=11")
+	hdr, s, tok := systemdSlot(t, img)
+	if len(tok.PCRs) != 0 || !slices.Equal(tok.PubKeyPCRs, []int{11}) {
+		t.Fatalf("token as we read it: pcrs %v pubkey pcrs %v; want none and [11]", tok.PCRs, tok.PubKeyPCRs)
+	}
+	src := tpm.StaticSource{Key: &key.PublicKey, Sigs: sigs}
+	sd.with(t, func(tr transport.TPM) {
+		for _, ev := range events {
+			if err := tpm.ExtendPCR(tr, tpm.UKIPCR, ev.Digest); err != nil {
+				t.Fatal(err)
+			}
+		}
+		v, err := tpm.ReadPCRs(tr, []int{tpm.UKIPCR})
+		if err != nil || !bytes.Equal(v[0], predicted) {
+			t.Fatalf("PCR 11 %x after our events, predicted %x (%v)", v, predicted, err)
+		}
+	})
+	if err := openWithUs(t, sd, img, hdr, s, src, nil); err != nil {
+		t.Fatalf("open with systemd-measure's signature over our predicted PCR 11: %v", err)
+	}
+	sd.with(t, func(tr transport.TPM) {
+		if err := tpm.MeasurePhase(tr, tpm.PhaseLeaveInitrd, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if err := openWithUs(t, sd, img, hdr, s, src, nil); !errors.Is(err, tpm.ErrNoSignature) {
+		t.Fatalf("after leave-initrd: %v, want ErrNoSignature", err)
+	}
+}
+
+func pemPrivate(t *testing.T, key *rsa.PrivateKey) []byte {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 }
