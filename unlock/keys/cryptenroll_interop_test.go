@@ -534,14 +534,16 @@ func enrollOursAsSystemd(t *testing.T, sd *sdTPM, img string) (token []byte) {
 // systemd-tpm2 (tpm.EnrollSystemd) is opened by systemd's own tooling.
 //
 // Debian 12's cryptsetup token plugin (libcryptsetup-token-systemd-tpm2.so,
-// systemd 252) finds its TPM only through sysfs (/sys/class/tpmrm) and takes
-// no TPM device from cryptsetup's command line or the environment, so
-// `cryptsetup open --test-passphrase --token-only` cannot reach a swtpm on
-// a host without a TPM: the test accepts exactly that failure ("TPM2 device
-// not found") there, and requires success where a tpmrm device exists.
-// systemd-cryptsetup takes tpm2-device=swtpm:port=P: it must unseal our
-// token with our policy and go on to activate keyslot 1; on a host without
-// device-mapper the activation itself fails, which the test asserts too.
+// systemd 252) takes its TPM only from sysfs (/sys/class/tpmrm, opened as
+// /dev/tpmrm0), never from cryptsetup's command line or the environment:
+// pointed at a swtpm with SYSTEMD_TPM2_DEVICE on a host without a TPM it
+// says "TPM2 device not found", which the test checks and logs. Given the
+// swtpm as the machine's TPM (pluginOverSwtpm: a private mount namespace),
+// `cryptsetup open --test-passphrase --token-only` must unlock keyslot 1, and
+// must not once PCR 7 changed. systemd-cryptsetup takes
+// tpm2-device=swtpm:port=P: it must unseal our token with our policy digest
+// and go on to activate keyslot 1; without device-mapper (this host) the
+// activation itself fails, which the test accepts only for that reason.
 func TestSystemdOpensOurToken(t *testing.T) {
 	sd := startSdTPM(t)
 	sd.extend(t, tpm.SecureBootPCR, "secureboot-on")
@@ -564,6 +566,14 @@ func TestSystemdOpensOurToken(t *testing.T) {
 		t.Logf("known gap: systemd 252's cryptsetup token plugin finds TPMs only in sysfs; this host has none, so it cannot reach the swtpm")
 	default:
 		t.Fatalf("cryptsetup open --token-only (systemd-tpm2 plugin): %v\n%s", err, out)
+	}
+
+	// the same plugin, given the swtpm as the machine's only TPM: it must
+	// unseal our object and open keyslot 1 with the secret
+	testOpen := []string{"open", "-v", "--test-passphrase", "--token-only", "--token-type", "systemd-tpm2", img}
+	out, err = pluginOverSwtpm(t, sd, testOpen...)
+	if err != nil || !strings.Contains(string(out), "Key slot 1 unlocked.") {
+		t.Fatalf("cryptsetup open --test-passphrase --token-only with systemd's plugin on our slot: %v\n%s", err, out)
 	}
 
 	// systemd-cryptsetup, told to use the swtpm
@@ -597,6 +607,9 @@ func TestSystemdOpensOurToken(t *testing.T) {
 	sd.extend(t, tpm.SecureBootPCR, "secureboot-keys-changed")
 	if log := attach(); strings.Contains(log, "Completed TPM2 key unsealing") {
 		t.Fatalf("systemd-cryptsetup unsealed our PCR 7 token after PCR 7 changed:\n%s", log)
+	}
+	if out, err := pluginOverSwtpm(t, sd, testOpen...); err == nil || strings.Contains(string(out), "unlocked") {
+		t.Fatalf("systemd's plugin opened our PCR 7 slot after PCR 7 changed: %v\n%s", err, out)
 	}
 }
 
