@@ -720,3 +720,46 @@ func pemPrivate(t *testing.T, key *rsa.PrivateKey) []byte {
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 }
+
+// TestCryptenrollInteropSignedPIN: signed PCR 11, PCR 7 and a PIN in one
+// token; systemd 252 chains PolicyAuthorize, PolicyPCR, PolicyAuthValue.
+func TestCryptenrollInteropSignedPIN(t *testing.T) {
+	sd := startSdTPM(t)
+	sd.extend(t, tpm.SecureBootPCR, "secureboot-on")
+	sd.extend(t, tpm.UKIPCR, ".linux kernel")
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemKey, err := tpm.MarshalPublicKeyPEM(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubFile := filepath.Join(t.TempDir(), "tpm2-pcr-public-key.pem")
+	if err := os.WriteFile(pubFile, pemKey, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	img := luksImage(t)
+	cryptenroll(t, img, []string{"NEWPIN=0815"}, "--tpm2-device="+sd.device(), "--tpm2-pcrs=7",
+		"--tpm2-public-key="+pubFile, "--tpm2-public-key-pcrs=11", "--tpm2-with-pin=yes")
+	hdr, s, tok := systemdSlot(t, img)
+	if !tok.PIN || !slices.Equal(tok.PCRs, []int{7}) || !slices.Equal(tok.PubKeyPCRs, []int{11}) {
+		t.Fatalf("token as we read it: pin %v pcrs %v pubkey pcrs %v", tok.PIN, tok.PCRs, tok.PubKeyPCRs)
+	}
+	var src tpm.StaticSource
+	sd.with(t, func(tr transport.TPM) {
+		v, err := tpm.ReadPCRs(tr, []int{tpm.UKIPCR})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sig, err := tpm.SignPolicy(key, []int{tpm.UKIPCR}, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src = tpm.StaticSource{Key: &key.PublicKey, Sigs: tpm.Signatures{"sha256": {sig}}}
+	})
+	typed := &pinsTyped{pins: []string{"0816", "0815"}}
+	if err := openWithUs(t, sd, img, hdr, s, src, typed); err != nil || len(typed.asked) != 2 {
+		t.Fatalf("open: %v (asked %v)", err, typed.asked)
+	}
+}
