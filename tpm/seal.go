@@ -383,17 +383,17 @@ func checkLockout(t transport.TPM) error {
 	if err != nil {
 		return fmt.Errorf("read the TPM's lockout counter: %w", err)
 	}
-	var counter, max uint32
+	var counter, limit uint32
 	for _, p := range props.TPMProperty {
 		switch p.Property {
 		case tpm2.TPMPTLockoutCounter:
 			counter = p.Value
 		case tpm2.TPMPTMaxAuthFail:
-			max = p.Value
+			limit = p.Value
 		}
 	}
-	if max > 0 && counter+1 >= max {
-		return fmt.Errorf("%w (%d of %d failed authorizations; wait for the TPM's recovery time or use another key slot)", ErrPINLockout, counter, max)
+	if limit > 0 && counter+1 >= limit {
+		return fmt.Errorf("%w (%d of %d failed authorizations; wait for the TPM's recovery time or use another key slot)", ErrPINLockout, counter, limit)
 	}
 	return nil
 }

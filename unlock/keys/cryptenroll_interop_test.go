@@ -383,7 +383,7 @@ func (p *pinsTyped) TPMPIN(volume string, try, tries int) ([]byte, error) {
 }
 
 // lockoutCounter reads the TPM's dictionary-attack failure count and limit.
-func lockoutCounter(t *testing.T, sd *sdTPM) (counter, max uint32) {
+func lockoutCounter(t *testing.T, sd *sdTPM) (counter, limit uint32) {
 	t.Helper()
 	sd.with(t, func(tr transport.TPM) {
 		rsp, err := tpm2.GetCapability{Capability: tpm2.TPMCapTPMProperties, Property: uint32(tpm2.TPMPTLockoutCounter), PropertyCount: 2}.Execute(tr)
@@ -399,11 +399,11 @@ func lockoutCounter(t *testing.T, sd *sdTPM) (counter, max uint32) {
 			case tpm2.TPMPTLockoutCounter:
 				counter = p.Value
 			case tpm2.TPMPTMaxAuthFail:
-				max = p.Value
+				limit = p.Value
 			}
 		}
 	})
-	return counter, max
+	return counter, limit
 }
 
 func TestCryptenrollInteropPIN(t *testing.T) {
