@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -32,6 +33,9 @@ func (b *Boot) unlocker(p *plan) Unlocker {
 		env.NodeUUID = keys.MachineUUID(p.uuidOverride)
 	}
 	env.Salt = keys.SaltDir(b.stagingDir(config.StateVolume))
+	if pp, ok := b.Prompt.(keys.PINPrompt); ok && env.PIN == nil && b.Cmdline.PromptTimeout > 0 {
+		env.PIN = consolePIN{mu: &b.promptMu, p: pp}
+	}
 	if b.NewUnlocker != nil {
 		return b.NewUnlocker(env, b.Log)
 	}
@@ -42,6 +46,19 @@ func (b *Boot) unlocker(p *plan) Unlocker {
 		e.Journal, e.KeepFormatRecord = p.journal, true
 	}
 	return e
+}
+
+// consolePIN asks the console for a TPM PIN, one question on the console
+// at a time (volumes open in parallel).
+type consolePIN struct {
+	mu *sync.Mutex
+	p  keys.PINPrompt
+}
+
+func (c consolePIN) TPMPIN(volume string, try, tries int) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.p.TPMPIN(volume, try, tries)
 }
 
 // engineLog passes the engine's warnings (interrupted format redone, damaged
@@ -463,6 +480,14 @@ func (b *Boot) promptOpen(ctx context.Context, v *volume, dev BlockDevice, lim *
 		}
 		span := b.Timeline.Begin("prompt-kdf", v.ID)
 		key, slot, _, err := hdr.UnlockWithin(dev, pass, kdfLim) // skips the slots logged above
+		if rk := keys.NormalizeRecoveryKey(pass); err != nil && rk != nil {
+			// a systemd recovery key typed with spaces, without dashes or
+			// in capitals: its slot holds the key as systemd printed it
+			if !bytes.Equal(rk, pass) {
+				key, slot, _, err = hdr.UnlockWithin(dev, rk, kdfLim)
+			}
+			keys.Zero(rk)
+		}
 		release()
 		span.End(err)
 		keys.Zero(pass)

@@ -27,6 +27,7 @@ PKGS=(
   tpm2-tools              # what clevis-tpm2 runs against the swtpm
   libtss2-tcti-swtpm0     # TPM2TOOLS_TCTI=swtpm:... for tpm2-tools
   fdisk                   # sfdisk: the README's request-a-wipe session partitions a disk image
+  libtss2-esys-3.0.2-0 libtss2-rc0 # systemd-cryptenroll/-cryptsetup dlopen them for TPM2 support
 )
 
 missing=()

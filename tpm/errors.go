@@ -33,6 +33,15 @@ var (
 	// (a planted or swapped STATE), or a volume was opened out of order. It
 	// comes with ErrPCRMismatch.
 	ErrLatchMismatch = errors.New("PCR 15 differs from its value at sealing time (another volume was latched first: a planted or swapped STATE?)")
+	// ErrPINRequired means the sealed object needs a TPM PIN (systemd-tpm2
+	// token with tpm2-pin) and none was given.
+	ErrPINRequired = errors.New("token needs a TPM PIN")
+	// ErrWrongPIN means the TPM refused the PIN (TPM_RC_AUTH_FAIL); the TPM
+	// counted it against its dictionary-attack lockout.
+	ErrWrongPIN = errors.New("the TPM refused the PIN")
+	// ErrPINLockout means the TPM is in (or one failure away from) its
+	// dictionary-attack lockout, so no PIN was sent.
+	ErrPINLockout = errors.New("the TPM's dictionary-attack lockout is (nearly) reached; no PIN tried")
 	// ErrSecureBootOff means Secure Boot is disabled or in setup mode.
 	ErrSecureBootOff = errors.New("secure boot is not enabled")
 )

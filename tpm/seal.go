@@ -228,6 +228,10 @@ type unsealRequest struct {
 	// sealedValues are the token's PCR values at sealing (pcrs order), or
 	// nil; trusted only when they reproduce the object's authPolicy.
 	sealedValues [][]byte
+	// authValue, when not nil, is the object's authValue (a systemd TPM
+	// PIN): the policy ends with PolicyAuthValue and the unseal is
+	// authorized with it.
+	authValue []byte
 }
 
 // pcrChangedRetries bounds how often an unseal is restarted because some
@@ -299,7 +303,11 @@ func unsealOnce(ctx context.Context, t transport.TPM, r unsealRequest) ([]byte, 
 	}
 	defer flush(t, load.ObjectHandle)
 
-	sess, closeSess, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16, tpm2.Salted(r.parent.handle, r.parent.pub))
+	sessOpts := []tpm2.AuthOption{tpm2.Salted(r.parent.handle, r.parent.pub)}
+	if r.authValue != nil {
+		sessOpts = append(sessOpts, tpm2.Auth(r.authValue))
+	}
+	sess, closeSess, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16, sessOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("start policy session: %w", err)
 	}
@@ -319,6 +327,11 @@ func unsealOnce(ctx context.Context, t transport.TPM, r unsealRequest) ([]byte, 
 			return nil, fmt.Errorf("policy PCR %v: %w", pcrs, err)
 		}
 	}
+	if r.authValue != nil {
+		if _, err := (tpm2.PolicyAuthValue{PolicySession: sess.Handle()}).Execute(t); err != nil {
+			return nil, fmt.Errorf("policy auth value: %w", err)
+		}
+	}
 	got, err := tpm2.PolicyGetDigest{PolicySession: sess.Handle()}.Execute(t)
 	if err != nil {
 		return nil, fmt.Errorf("get policy digest: %w", err)
@@ -333,13 +346,56 @@ func unsealOnce(ctx context.Context, t transport.TPM, r unsealRequest) ([]byte, 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if r.authValue != nil {
+		// The policy passed, so only the PIN can fail now: send it only
+		// when a failure cannot lock the TPM out.
+		if err := checkLockout(t); err != nil {
+			return nil, err
+		}
+	}
 	rsp, err := tpm2.Unseal{
 		ItemHandle: tpm2.AuthHandle{Handle: load.ObjectHandle, Name: load.Name, Auth: sess},
 	}.Execute(t, r.parent.session(tpm2.AESEncryption(128, tpm2.EncryptOut)))
 	if err != nil {
+		if r.authValue != nil && errors.Is(err, tpm2.TPMRCAuthFail) {
+			return nil, fmt.Errorf("unseal object: %w", ErrWrongPIN)
+		}
+		if errors.Is(err, tpm2.TPMRCLockout) {
+			return nil, fmt.Errorf("unseal object: %w: %w", ErrPINLockout, err)
+		}
 		return nil, fmt.Errorf("unseal object: %w", err)
 	}
 	return rsp.OutData.Buffer, nil
+}
+
+// checkLockout fails with ErrPINLockout when the TPM is in its
+// dictionary-attack lockout or one more authorization failure would put it
+// there (lockout counter + 1 >= maxAuthFail), so a mistyped PIN never locks
+// the TPM for every DA-protected key on it.
+func checkLockout(t transport.TPM) error {
+	rsp, err := tpm2.GetCapability{
+		Capability: tpm2.TPMCapTPMProperties, Property: uint32(tpm2.TPMPTLockoutCounter), PropertyCount: 2,
+	}.Execute(t)
+	if err != nil {
+		return fmt.Errorf("read the TPM's lockout counter: %w", err)
+	}
+	props, err := rsp.CapabilityData.Data.TPMProperties()
+	if err != nil {
+		return fmt.Errorf("read the TPM's lockout counter: %w", err)
+	}
+	var counter, limit uint32
+	for _, p := range props.TPMProperty {
+		switch p.Property {
+		case tpm2.TPMPTLockoutCounter:
+			counter = p.Value
+		case tpm2.TPMPTMaxAuthFail:
+			limit = p.Value
+		}
+	}
+	if limit > 0 && counter+1 >= limit {
+		return fmt.Errorf("%w (%d of %d failed authorizations; wait for the TPM's recovery time or use another key slot)", ErrPINLockout, counter, limit)
+	}
+	return nil
 }
 
 // authorizeSigned runs PolicyPCR(pubKeyPCRs) on session, finds the signature

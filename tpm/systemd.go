@@ -3,6 +3,7 @@ package tpm
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
@@ -16,7 +17,8 @@ import (
 
 // SystemdToken is a LUKS2 token of type "systemd-tpm2", written by
 // systemd-cryptenroll --tpm2-device. Only the fields needed to unseal are
-// interpreted; PIN-protected and pcrlock tokens are refused.
+// interpreted; pcrlock tokens, and PIN tokens with a salt (systemd ≥ 253),
+// are refused.
 type SystemdToken struct {
 	Type       string   `json:"type"`
 	Keyslots   []string `json:"keyslots"`
@@ -55,10 +57,22 @@ const systemdPersistentSRK tpm2.TPMHandle = 0x81000001
 // the standard base64 of the sealed secret, as systemd-cryptsetup passes it.
 // The PCR signing key comes from the token (tpm2_pubkey), the signatures from
 // s.Policy (systemd-stub's /.extra file). Zero the result after use.
+// A token that needs a PIN (tpm2-pin) fails with ErrPINRequired: use
+// UnsealSystemdPIN.
 func (s *Sealer) UnsealSystemd(ctx context.Context, tok *SystemdToken) ([]byte, error) {
+	return s.UnsealSystemdPIN(ctx, tok, nil)
+}
+
+// UnsealSystemdPIN is UnsealSystemd for a token enrolled with
+// systemd-cryptenroll --tpm2-with-pin; pin is ignored for a token without
+// one. A wrong PIN fails with ErrWrongPIN and counts against the TPM's
+// dictionary-attack lockout (systemd's sealed objects are not noDA), so the
+// PIN is sent only after the PCR policy is known to pass, and not at all when
+// one more failure could lock the TPM out (ErrPINLockout).
+func (s *Sealer) UnsealSystemdPIN(ctx context.Context, tok *SystemdToken, pin []byte) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	secret, err := s.unsealSystemd(ctx, tok)
+	secret, err := s.unsealSystemd(ctx, tok, pin)
 	if err != nil {
 		return nil, fmt.Errorf("unseal systemd-tpm2 token (keyslots %v): %w", tok.Keyslots, err)
 	}
@@ -68,10 +82,12 @@ func (s *Sealer) UnsealSystemd(ctx context.Context, tok *SystemdToken) ([]byte, 
 	return pass, nil
 }
 
-func (s *Sealer) unsealSystemd(ctx context.Context, tok *SystemdToken) ([]byte, error) {
+func (s *Sealer) unsealSystemd(ctx context.Context, tok *SystemdToken, pin []byte) ([]byte, error) {
 	switch {
-	case tok.PIN:
-		return nil, errors.New("token needs a TPM PIN, which cryptinit does not support; use another key slot")
+	case tok.PIN && tok.Salt != "":
+		return nil, errors.New("token's TPM PIN is salted (systemd ≥ 253), which cryptinit does not support; use another key slot")
+	case tok.PIN && pin == nil:
+		return nil, ErrPINRequired
 	case tok.PCRLock:
 		return nil, errors.New("token uses a systemd-pcrlock policy, which cryptinit does not support")
 	case tok.PCRBank != "" && tok.PCRBank != "sha256":
@@ -99,6 +115,11 @@ func (s *Sealer) unsealSystemd(ctx context.Context, tok *SystemdToken) ([]byte, 
 		}
 	}
 	req := unsealRequest{private: priv, public: pub, pcrs: tok.PCRs, pubKeyPCRs: tok.PubKeyPCRs}
+	if tok.PIN {
+		auth := SystemdPINAuth(pin)
+		req.authValue = auth[:]
+		defer clear(auth[:])
+	}
 	if tok.PubKey != "" {
 		pemKey, err := base64.StdEncoding.DecodeString(tok.PubKey)
 		if err != nil {
@@ -149,6 +170,13 @@ func (s *Sealer) unsealSystemd(ctx context.Context, tok *SystemdToken) ([]byte, 
 		return secret, err
 	}
 	return nil, fmt.Errorf("no parent key of this TPM loads the blob (%w): %w", ErrDifferentTPM, errors.Join(errs...))
+}
+
+// SystemdPINAuth is the authValue systemd 252 gives a sealed object for a
+// TPM PIN: SHA-256 of the PIN as typed (tpm2-util.c hash_pin; systemd 253
+// added a salt and PBKDF2, recorded in the token as tpm2_salt).
+func SystemdPINAuth(pin []byte) [sha256.Size]byte {
+	return sha256.Sum256(pin)
 }
 
 // systemdSRKName returns the marshalled TPM2B_NAME of the SRK a token's

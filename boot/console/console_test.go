@@ -153,6 +153,53 @@ func TestPromptNoEcho(t *testing.T) {
 	}
 }
 
+// TestPromptTPMPIN: the TPM PIN question names the volume, does not echo,
+// and hands back the PIN as typed.
+func TestPromptTPMPIN(t *testing.T) {
+	master, slave := openPTY(t)
+	p := &Prompter{TTY: slave, Timeout: 5 * time.Second}
+	out := make(chan string, 1)
+	go func() {
+		var all []byte
+		buf := make([]byte, 512)
+		master.SetReadDeadline(time.Now().Add(3 * time.Second))
+		for {
+			n, err := master.Read(buf)
+			all = append(all, buf[:n]...)
+			if bytes.Contains(all, []byte("press Enter:")) {
+				master.Write([]byte("2468 13\n"))
+				break
+			}
+			if err != nil {
+				break
+			}
+		}
+		master.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		for {
+			n, err := master.Read(buf)
+			all = append(all, buf[:n]...)
+			if err != nil {
+				break
+			}
+		}
+		out <- string(all)
+	}()
+	got, err := p.TPMPIN("u-data", 2, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "2468 13" {
+		t.Errorf("PIN %q", got)
+	}
+	screen := <-out
+	if !strings.Contains(screen, "Enter TPM2 PIN for u-data (try 2 of 3") {
+		t.Errorf("PIN prompt not shown: %q", screen)
+	}
+	if strings.Contains(screen, "2468") {
+		t.Errorf("PIN echoed: %q", screen)
+	}
+}
+
 func TestPromptTimeout(t *testing.T) {
 	_, slave := openPTY(t)
 	p := &Prompter{TTY: slave, Timeout: 100 * time.Millisecond}

@@ -27,6 +27,17 @@ type Prompter struct {
 // Passphrase asks for the passphrase of volume. The caller must zero the
 // returned bytes after use. The terminal's echo is restored on return.
 func (p *Prompter) Passphrase(volume string, try, tries int) ([]byte, error) {
+	return p.ask(fmt.Sprintf("Enter passphrase or recovery key for %s (try %d of %d, %s), then press Enter:", volume, try, tries, p.Timeout))
+}
+
+// TPMPIN asks for the TPM2 PIN of volume's systemd-tpm2 token (enrolled
+// with systemd-cryptenroll --tpm2-with-pin), the same way as Passphrase.
+func (p *Prompter) TPMPIN(volume string, try, tries int) ([]byte, error) {
+	return p.ask(fmt.Sprintf("Enter TPM2 PIN for %s (try %d of %d, %s), then press Enter:", volume, try, tries, p.Timeout))
+}
+
+// ask shows question with echo off and reads one line.
+func (p *Prompter) ask(question string) ([]byte, error) {
 	if p.TTY == nil {
 		return nil, ErrNoTerminal
 	}
@@ -58,7 +69,7 @@ func (p *Prompter) Passphrase(volume string, try, tries int) ([]byte, error) {
 
 	// The question ends with a newline so that serial consoles and log
 	// readers that work line by line see it before anything is typed.
-	fmt.Fprintf(p.TTY, "%sEnter passphrase or recovery key for %s (try %d of %d, %s), then press Enter:\n", Prefix, volume, try, tries, p.Timeout)
+	fmt.Fprintf(p.TTY, "%s%s\n", Prefix, question)
 	return readLine(p.TTY, p.Timeout)
 }
 

@@ -37,6 +37,7 @@ type Env struct {
 	TPM        TPM
 	SecureBoot SecureBoot
 	Salt       SaltSource // lockToSTATE: STATE's salt
+	PIN        PINPrompt  // TPM PINs of systemd-tpm2 tokens; nil: not asked
 	Rand       io.Reader  // nil: crypto/rand
 }
 
@@ -59,7 +60,7 @@ func FromConfig(k config.Key, env *Env) (Key, error) {
 		key = &KMSKey{Endpoint: k.KMS.Endpoint, KMS: env.KMS, NodeUUID: env.NodeUUID, Rand: env.rand()}
 	case k.TPM != nil:
 		key = &TPMKey{PCRs: k.TPM.PCRs(), CheckSecureBoot: k.TPM.CheckSecurebootStatusOnEnroll,
-			TPM: env.TPM, SecureBoot: env.SecureBoot, Rand: env.rand()}
+			TPM: env.TPM, SecureBoot: env.SecureBoot, Rand: env.rand(), PIN: env.PIN}
 	default:
 		return nil, fmt.Errorf("slot %d: key has no kind", k.Slot)
 	}

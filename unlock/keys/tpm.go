@@ -18,7 +18,18 @@ type TPMKey struct {
 	TPM             TPM
 	SecureBoot      SecureBoot
 	Rand            io.Reader
+	PIN             PINPrompt // asks for the PIN of a systemd-tpm2 PIN token; nil: none can be opened
 }
+
+// PINPrompt asks the person at the console for a TPM PIN (boot/console's
+// Prompter implements it). The caller zeroes the returned bytes.
+type PINPrompt interface {
+	TPMPIN(volume string, try, tries int) ([]byte, error)
+}
+
+// PINTries is how often a wrong TPM PIN is asked again. The TPM itself
+// refuses a try that could lock it out (tpm.ErrPINLockout).
+const PINTries = 3
 
 // TPMTokenData is the talos-tpm2 token's UserData (Go []byte = base64).
 type TPMTokenData struct {
@@ -49,6 +60,12 @@ type SystemdTPM interface {
 // tpm2 pin (tpm.Sealer can), returning the LUKS passphrase.
 type ClevisTPM interface {
 	UnsealClevis(ctx context.Context, tok *tpm.ClevisToken) ([]byte, error)
+}
+
+// SystemdPINTPM can also unseal systemd-tpm2 tokens that need a TPM PIN
+// (tpm.Sealer can).
+type SystemdPINTPM interface {
+	UnsealSystemdPIN(ctx context.Context, tok *tpm.SystemdToken, pin []byte) ([]byte, error)
 }
 
 // TokenSystemdTPM is the token type systemd-cryptenroll --tpm2-device writes.
@@ -216,6 +233,9 @@ func (k *TPMKey) systemdPassphrase(ctx context.Context, s Slot, raw []byte) ([]b
 	if err != nil {
 		return nil, fmt.Errorf("%w: slot %d: %v", ErrBadToken, s.Slot, err)
 	}
+	if tok.PIN {
+		return k.systemdPINPassphrase(ctx, s, tok)
+	}
 	pass, err := st.UnsealSystemd(ctx, tok)
 	if err != nil {
 		return nil, fmt.Errorf("%w: tpm unseal (systemd-tpm2): %w", ErrKeyUnavailable, err)
@@ -237,4 +257,38 @@ func (k *TPMKey) clevisPassphrase(ctx context.Context, s Slot, raw []byte) ([]by
 		return nil, fmt.Errorf("%w: %s slot %d: tpm unseal (clevis): %w", ErrKeyUnavailable, s.VolumeID, s.Slot, err)
 	}
 	return pass, nil
+}
+
+// systemdPINPassphrase asks for the TPM PIN of a systemd-tpm2 token and
+// unseals with it, asking again after a wrong PIN up to PINTries times. An
+// empty PIN is not sent to the TPM (it would count as a failure).
+func (k *TPMKey) systemdPINPassphrase(ctx context.Context, s Slot, tok *tpm.SystemdToken) ([]byte, error) {
+	st, ok := k.TPM.(SystemdPINTPM)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s slot %d: systemd-tpm2 token needs a TPM PIN and this TPM cannot take one", ErrKeyUnavailable, s.VolumeID, s.Slot)
+	}
+	if k.PIN == nil {
+		return nil, fmt.Errorf("%w: %s slot %d: systemd-tpm2 token needs a TPM PIN and there is no console to ask (use another key slot)", ErrKeyUnavailable, s.VolumeID, s.Slot)
+	}
+	var last error
+	for try := 1; try <= PINTries; try++ {
+		pin, err := k.PIN.TPMPIN(s.VolumeID, try, PINTries)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s slot %d: TPM PIN: %w", ErrKeyUnavailable, s.VolumeID, s.Slot, err)
+		}
+		if len(pin) == 0 {
+			last = errors.New("no PIN typed")
+			continue
+		}
+		pass, err := st.UnsealSystemdPIN(ctx, tok, pin)
+		Zero(pin)
+		if err == nil {
+			return pass, nil
+		}
+		last = err
+		if !errors.Is(err, tpm.ErrWrongPIN) {
+			break
+		}
+	}
+	return nil, fmt.Errorf("%w: %s slot %d: tpm unseal (systemd-tpm2 with PIN): %w", ErrKeyUnavailable, s.VolumeID, s.Slot, last)
 }
