@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -149,6 +150,12 @@ func (c *Client) call(ctx context.Context, op, method, endpoint, nodeUUID string
 			}
 			return resp.Data, nil
 		}
+		var st *StatusError
+		if errors.As(err, &st) && nodeUUID != "" {
+			// kms-server names the node in some refusals; the node
+			// UUID is nodeID key material and stays out of our errors.
+			st.Message = strings.ReplaceAll(st.Message, nodeUUID, "<node UUID>")
+		}
 		last = err
 		perm := permanentFailure(ep, err, &c.opts)
 		if perm == nil {
@@ -157,12 +164,11 @@ func (c *Client) call(ctx context.Context, op, method, endpoint, nodeUUID string
 		if perm != nil {
 			return nil, fmt.Errorf("kms %s at %s: %w", op, ep, perm)
 		}
-		var st *StatusError
 		if errors.As(err, &st) && !st.retryable() {
 			if errors.Is(st, ErrTooLarge) {
-				return nil, fmt.Errorf("kms %s for node %s at %s: %w (%d bytes sent; the server's limits are kms-server --max-message and --max-data): %w", op, nodeUUID, ep, ErrTooLarge, len(req), err)
+				return nil, fmt.Errorf("kms %s at %s: %w (%d bytes sent; the server's limits are kms-server --max-message and --max-data): %w", op, ep, ErrTooLarge, len(req), err)
 			}
-			return nil, fmt.Errorf("kms %s for node %s at %s: %w", op, nodeUUID, ep, err)
+			return nil, fmt.Errorf("kms %s at %s: %w", op, ep, err)
 		}
 		if ctx.Err() != nil {
 			break

@@ -196,3 +196,34 @@ func TestClientBareEndpointIsTLS(t *testing.T) {
 		}
 	}
 }
+
+// TestClientErrorsOmitNodeUUID: the node UUID is nodeID key material; no
+// KMS client error names it, neither ours nor a server message that does.
+func TestClientErrorsOmitNodeUUID(t *testing.T) {
+	const node = "5d3c4e2a-9b1f-4c7d-8e6a-2f0b1a9c7e34"
+	for _, tc := range []struct {
+		name string
+		code Code
+		msg  string
+		want error
+	}{
+		{"too large", ResourceExhausted, "data to seal is 65 bytes, at most 64 allowed", ErrTooLarge},
+		{"denied", PermissionDenied, "node " + node + " is on the deny list (revoked)", ErrRefused},
+		{"bad blob", InvalidArgument, "nothing to seal for node " + node + ": data is empty", ErrBadBlob},
+		{"rate limited", ResourceExhausted, "rate limit for client 10.0.0.5 exceeded (5 requests/s, burst 20); retry later", ErrRateLimited},
+		{"internal", Internal, "unseal for node " + node + ": boom", ErrUnreachable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ep := h2cServer(t, func(w http.ResponseWriter, r *http.Request) { grpcReply(w, tc.code, tc.msg, nil) })
+			c := New(fastOptions(2))
+			defer c.Close()
+			_, err := c.Seal(context.Background(), ep, node, make([]byte, 65))
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+			if strings.Contains(err.Error(), node) {
+				t.Errorf("error names the node UUID: %v", err)
+			}
+		})
+	}
+}
