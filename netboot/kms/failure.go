@@ -31,16 +31,26 @@ var (
 )
 
 // resourceTooLarge reports whether a ResourceExhausted status is about a
-// message or data size rather than a rate: grpc-go's "received message
-// larger than max", kms-server's "data to seal is N bytes, at most M
-// allowed", and this client's "response is larger than".
+// message or data size rather than a rate. Only the exact messages of
+// kms-server ("data to seal is N bytes, at most M allowed"), grpc-go
+// (rpc_util.go, stream.go) and this client (transport.go) count: any other
+// ResourceExhausted is a rate limit and is retried.
 func resourceTooLarge(msg string) bool {
-	for _, s := range []string{"larger than max", "bytes, at most", "response is larger than", "too large"} {
-		if strings.Contains(msg, s) {
+	for _, prefix := range []string{
+		"grpc: received message larger than max ",
+		"grpc: received message after decompression larger than max ",
+		"grpc: message after decompression larger than max ",
+		"trying to send message larger than max ",
+		"response is larger than ",
+	} {
+		if strings.HasPrefix(msg, prefix) {
 			return true
 		}
 	}
-	return false
+	var n, m int
+	var rest string
+	k, _ := fmt.Sscanf(msg, "data to seal is %d bytes, at most %d %s", &n, &m, &rest)
+	return k == 3 && rest == "allowed"
 }
 
 // permanentFailure turns a transport error that no retry can fix into a
