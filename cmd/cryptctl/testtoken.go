@@ -55,11 +55,12 @@ signed for the running UKI: --uki, or --pcr-public-key and --pcr-signature
 			ok := printTokenResults(cmd.OutOrStdout(), results)
 			switch {
 			case len(results) == 0 && tokenID >= 0:
-				return &exitError{code: 2, err: fmt.Errorf("test-token %s: token %d does not exist", args[0], tokenID)}
+				// bad input, not a key that fails
+				return &exitError{code: exitFailure, err: fmt.Errorf("test-token %s: token %d does not exist (cryptsetup luksDump %s lists the tokens)", args[0], tokenID, args[0])}
 			case len(results) == 0:
-				return &exitError{code: 2, err: fmt.Errorf("test-token %s: no systemd-tpm2 or talos-tpm2 token", args[0])}
+				return &exitError{code: exitNoKey, err: fmt.Errorf("test-token %s: no systemd-tpm2 or talos-tpm2 token", args[0])}
 			case !ok:
-				return &exitError{code: 2, err: fmt.Errorf("test-token %s: no TPM token opens its key slot", args[0])}
+				return &exitError{code: exitNoKey, err: fmt.Errorf("test-token %s: no TPM token opens its key slot", args[0])}
 			}
 			return nil
 		},
@@ -68,6 +69,9 @@ signed for the running UKI: --uki, or --pcr-public-key and --pcr-signature
 	cmd.Flags().IntVar(&tokenID, "token-id", -1, "only test this token")
 	return cmd
 }
+
+// errPINRequired: a token needs a PIN, which test-token does not ask for.
+var errPINRequired = errors.New("PIN required")
 
 // tokenResult is what test-token found for one token.
 type tokenResult struct {
@@ -173,7 +177,7 @@ func testSystemdToken(ctx context.Context, r io.ReaderAt, h *luks2.Header, seale
 		}
 	}
 	if st.PIN {
-		return slots, errors.New("PIN required: the token was enrolled with --tpm2-with-pin; test it with the PIN at the boot prompt")
+		return slots, fmt.Errorf("%w: the token was enrolled with --tpm2-with-pin; test it with the PIN at the boot prompt", errPINRequired)
 	}
 	if sealer == nil {
 		return slots, noTPM(openErr)
@@ -284,7 +288,7 @@ func tokenReason(err error) string {
 		return "policy mismatch"
 	case errors.Is(err, tpm.ErrNoSignature):
 		return "no PCR signature for the current PCR 11"
-	case err != nil && strings.HasPrefix(err.Error(), "PIN required"):
+	case errors.Is(err, errPINRequired):
 		return "PIN required"
 	case errors.Is(err, luks2.ErrNoKeyslotOpens):
 		return "wrong key"
