@@ -29,7 +29,8 @@ type Options struct {
 	// initramfs usually does not have: pass the bundle explicitly.
 	RootCAs *x509.CertPool
 	// Certificates are presented to a server that asks for a client
-	// certificate (mTLS).
+	// certificate (mTLS). With them the client speaks TLS 1.3 only, where
+	// the certificate is encrypted.
 	Certificates []tls.Certificate
 	// AttemptTimeout bounds one call, connection included.
 	AttemptTimeout time.Duration
@@ -93,6 +94,11 @@ func New(opts Options) *Client {
 				Certificates: opts.Certificates,
 				MinVersion:   tls.VersionTLS12,
 			}
+			if len(opts.Certificates) > 0 {
+				// In TLS 1.2 the client certificate, which names the
+				// node UUID (nodeID key material), crosses in clear.
+				t.TLSClientConfig.MinVersion = tls.VersionTLS13
+			}
 			t.TLSHandshakeTimeout = opts.AttemptTimeout
 		}
 		return t
@@ -151,10 +157,11 @@ func (c *Client) call(ctx context.Context, op, method, endpoint, nodeUUID string
 			return resp.Data, nil
 		}
 		var st *StatusError
-		if errors.As(err, &st) && nodeUUID != "" {
-			// kms-server names the node in some refusals; the node
-			// UUID is nodeID key material and stays out of our errors.
-			st.Message = strings.ReplaceAll(st.Message, nodeUUID, "<node UUID>")
+		if errors.As(err, &st) {
+			// kms-server names the node (and the certificate's) in
+			// some refusals; a node UUID is nodeID key material and
+			// stays out of our errors.
+			st.Message = redactUUIDs(st.Message, nodeUUID)
 		}
 		last = err
 		perm := permanentFailure(ep, err, &c.opts)
@@ -198,6 +205,33 @@ func (c *Client) call(ctx context.Context, op, method, endpoint, nodeUUID string
 		return nil, fmt.Errorf("kms %s at %s: %w after %d attempt(s): %w (last failure: %v)%s", op, ep, ErrUnreachable, attempt, ctx.Err(), last, hint)
 	}
 	return nil, fmt.Errorf("kms %s at %s: %w after %d attempt(s), last failure: %w%s", op, ep, ErrUnreachable, attempt, last, hint)
+}
+
+// redactUUIDs replaces node, and anything shaped like a UUID, in a server's
+// message.
+func redactUUIDs(msg, node string) string {
+	if node != "" {
+		msg = strings.ReplaceAll(msg, node, "<node UUID>")
+	}
+	const shape = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
+	b := []byte(msg)
+	for i := 0; i+len(shape) <= len(b); i++ {
+		j := 0
+		for ; j < len(shape); j++ {
+			c := b[i+j]
+			if shape[j] == '-' && c != '-' || shape[j] == 'x' && !isHex(c) {
+				break
+			}
+		}
+		if j == len(shape) {
+			b = append(b[:i], append([]byte("<UUID>"), b[i+len(shape):]...)...)
+		}
+	}
+	return string(b)
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // plaintextHint explains a failure on a scheme-less endpoint that reached a

@@ -81,9 +81,12 @@ func permanentFailure(ep Endpoint, err error, o *Options) error {
 	case errors.As(err, &verify):
 		return fmt.Errorf("%w: the server certificate of %s does not verify against %s: %v", ErrServerCertificate, ep.Address, cas, err)
 	}
+	msg := err.Error()
+	if len(o.Certificates) > 0 && strings.Contains(msg, "tls: protocol version not supported") {
+		return fmt.Errorf("%w: %s does not speak TLS 1.3, and a client certificate (it names the node) is sent over TLS 1.3 only, where it is encrypted: enable TLS 1.3 on the KMS server (%v)", ErrClientCertificate, ep.Address, err)
+	}
 	// A TLS alert from the server during the handshake: the client
 	// certificate is missing or not one the server's client CA signed.
-	msg := err.Error()
 	for _, alert := range []string{"tls: certificate required", "tls: bad certificate", "tls: unknown certificate authority", "tls: certificate unknown"} {
 		if strings.Contains(msg, "remote error: "+alert) {
 			return clientCertRefused(ep, o, alert)

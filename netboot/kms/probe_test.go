@@ -13,6 +13,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -187,5 +188,54 @@ func TestProbeNeverSendsClientCertInClear(t *testing.T) {
 				t.Error("the node UUID (client certificate CN) crossed the network in clear")
 			}
 		})
+	}
+}
+
+// TestClientCertOnlyOverTLS13: the call itself never sends a client
+// certificate in TLS 1.2 either: against a server that speaks TLS 1.2 only
+// the call fails at once, says to enable TLS 1.3, and the certificate does
+// not cross the network.
+func TestClientCertOnlyOverTLS13(t *testing.T) {
+	const nodeUUID = "5d3c4e2a-9b1f-4c7d-8e6a-2f0b1a9c7e34"
+	serverCA, clientCA := newTestCA(t), newTestCA(t)
+	lis, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+		Certificates: []tls.Certificate{serverCA.issue(t, "kms", x509.ExtKeyUsageServerAuth, net.IPv4(127, 0, 0, 1))},
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		ClientCAs:    clientCA.pool,
+		MaxVersion:   tls.VersionTLS12,
+		NextProtos:   []string{"h2"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.(*tls.Conn).Handshake()
+			}()
+		}
+	}()
+	proxy := newRecordingProxy(t, lis.Addr().String())
+	clientCert := clientCA.issue(t, nodeUUID, x509.ExtKeyUsageClientAuth)
+	c := New(Options{RootCAs: serverCA.pool, Certificates: []tls.Certificate{clientCert}, Attempts: DefaultAttempts, AttemptTimeout: 2 * time.Second})
+	defer c.Close()
+	start := time.Now()
+	_, err = c.Seal(context.Background(), proxy.addr, nodeUUID, []byte("secret"))
+	if !errors.Is(err, ErrClientCertificate) || errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "does not speak TLS 1.3") {
+		t.Errorf("against a TLS 1.2 server: %v, want ErrClientCertificate saying TLS 1.3", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("took %v: it was retried", d)
+	}
+	c.Close()
+	seen := proxy.bytes()
+	if bytes.Contains(seen, clientCert.Certificate[0]) || bytes.Contains(seen, []byte(nodeUUID)) {
+		t.Error("the client certificate crossed the network in clear")
 	}
 }
