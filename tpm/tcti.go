@@ -1,6 +1,7 @@
 package tpm
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -21,7 +22,15 @@ type Device struct {
 	Path string // character device; "" for swtpm
 	Host string // swtpm host
 	Port int    // swtpm command port
+	// CommandTimeout bounds each command to a swtpm, from sending it to
+	// its full response, so a swtpm that accepts and never answers fails
+	// instead of hanging; zero means DefaultSwtpmCommandTimeout.
+	CommandTimeout time.Duration
 }
+
+// DefaultSwtpmCommandTimeout is generous: on a software TPM creating a
+// key (RSA above all) can take many seconds on a loaded machine.
+const DefaultSwtpmCommandTimeout = 2 * time.Minute
 
 // DefaultSwtpmPort is tpm2-tss's default swtpm command port.
 const DefaultSwtpmPort = 2321
@@ -93,11 +102,22 @@ func OpenSpec(spec string) (transport.TPMCloser, error) {
 // its control port and started (TPM2_Startup(CLEAR)); a running one is
 // used as it is, its PCRs untouched.
 func (d Device) Open() (transport.TPMCloser, error) {
+	return d.OpenContext(context.Background())
+}
+
+// OpenContext is Open for a caller with a context: for a swtpm, the
+// connection is closed when ctx ends, which fails the command in flight
+// and every later one (TPM commands themselves take no context).
+func (d Device) OpenContext(ctx context.Context) (transport.TPMCloser, error) {
 	switch {
 	case d.Path != "":
 		return OpenDevice(d.Path)
 	case d.Port != 0:
-		return openSwtpm(d.Host, d.Port)
+		timeout := d.CommandTimeout
+		if timeout <= 0 {
+			timeout = DefaultSwtpmCommandTimeout
+		}
+		return openSwtpm(ctx, d.Host, d.Port, timeout)
 	}
 	return Open()
 }
@@ -114,18 +134,41 @@ const (
 // swtpm control channel command (swtpm's ptm CMD_INIT), big-endian.
 const swtpmCmdInit = 2
 
-func openSwtpm(host string, port int) (transport.TPMCloser, error) {
+func openSwtpm(ctx context.Context, host string, port int, timeout time.Duration) (transport.TPMCloser, error) {
 	addr := net.JoinHostPort(host, strconv.Itoa(port))
-	conn, err := net.DialTimeout("tcp", addr, swtpmDialTimeout)
+	conn, err := (&net.Dialer{Timeout: swtpmDialTimeout}).DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("open TPM swtpm:host=%s,port=%d: %w: %v", host, port, ErrNoTPM, err)
 	}
-	t := NewStreamTransport(conn)
+	dc := &deadlineConn{Conn: conn, timeout: timeout}
+	dc.stop = context.AfterFunc(ctx, func() { conn.Close() })
+	t := NewStreamTransport(dc)
 	if err := swtpmStart(t, host, port); err != nil {
 		t.Close()
 		return nil, fmt.Errorf("open TPM swtpm:host=%s,port=%d: %w", host, port, err)
 	}
 	return Serialize(t), nil
+}
+
+// deadlineConn gives each TPM command on a swtpm connection a deadline:
+// a command starts with a Write, and its response must be complete within
+// timeout of it.
+type deadlineConn struct {
+	net.Conn
+	timeout time.Duration
+	stop    func() bool // stops closing the connection when the context ends
+}
+
+func (c *deadlineConn) Write(b []byte) (int, error) {
+	if err := c.Conn.SetDeadline(time.Now().Add(c.timeout)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *deadlineConn) Close() error {
+	c.stop()
+	return c.Conn.Close()
 }
 
 // swtpmStart makes sure the swtpm behind t is powered on and started:

@@ -2,11 +2,13 @@ package tpm
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/cryptinit/cryptinit/tpm/swtpmtest"
 )
@@ -92,5 +94,57 @@ func TestOpenSwtpmCold(t *testing.T) {
 	}
 	if !bytes.Equal(got[0], want[0]) {
 		t.Fatalf("PCR 7 after reopening: %x, want %x (the second open reset the TPM)", got[0], want[0])
+	}
+}
+
+// TestOpenSwtpmSilent: a swtpm port that accepts and never answers fails
+// the open within the command timeout, or as soon as the context ends,
+// instead of hanging the caller.
+func TestOpenSwtpmSilent(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // accepted, read nothing, answer nothing
+		}
+	}()
+	port := l.Addr().(*net.TCPAddr).Port
+	open := func(ctx context.Context, d Device) error {
+		done := make(chan error, 1)
+		go func() {
+			tp, err := d.OpenContext(ctx)
+			if err == nil {
+				tp.Close()
+			}
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(10 * time.Second):
+			t.Fatalf("open %v on a silent swtpm still hangs after 10s", d)
+			return nil
+		}
+	}
+	start := time.Now()
+	err = open(context.Background(), Device{Host: "127.0.0.1", Port: port, CommandTimeout: 200 * time.Millisecond})
+	if d := time.Since(start); err == nil || d > 5*time.Second {
+		t.Fatalf("command timeout: open = %v after %v, want an error within the timeout", err, d)
+	}
+	t.Logf("command timeout: %v", err)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start = time.Now()
+	err = open(ctx, Device{Host: "127.0.0.1", Port: port}) // default timeout: minutes
+	if d := time.Since(start); err == nil || d > 5*time.Second {
+		t.Fatalf("context: open = %v after %v, want an error when the context ends", err, d)
 	}
 }

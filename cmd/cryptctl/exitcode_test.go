@@ -51,12 +51,14 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"luks", "test-key", filepath.Join(dir, "missing.img"), "--key-file", good}, 1},
 		{[]string{"meta", "get", "--tag", "16", metaImg}, 1},
 		{[]string{"no-such-command"}, 1},
+		{[]string{"luks", "test-token", img, "--tpm", "/nonexistent/tpmrm0", "--token-id", "5"}, 1}, // no such token: bad input
 
 		{[]string{"luks", "test-key", img, "--key-file", bad}, 2},
 		{[]string{"luks", "add-key", img, "--key-file", bad, "--new-key-file", good, "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"}, 2},
 		{[]string{"volume", "open", img, "--config", wrongKey, "--volume", "EPHEMERAL"}, 2},
 		{[]string{"volume", "sync", img, "--config", wrongKey, "--volume", "EPHEMERAL"}, 2},
 		{[]string{"volume", "unlock", img, "--config", wrongKey, "--volume", "EPHEMERAL"}, 2},
+		{[]string{"luks", "test-token", img, "--tpm", "/nonexistent/tpmrm0"}, 2}, // no TPM token
 
 		{[]string{"volume", "sync", img, "--config", withTPM, "--volume", "EPHEMERAL"}, 3},
 		{[]string{"volume", "unlock", img, "--config", withTPM, "--volume", "EPHEMERAL"}, 3},

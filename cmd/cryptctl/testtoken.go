@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"crypto/rsa"
 	"encoding/base64"
@@ -13,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 	"github.com/spf13/cobra"
 
@@ -26,8 +29,8 @@ func newLuksTestTokenCmd() *cobra.Command {
 	var tokenID int
 	cmd := &cobra.Command{
 		Use:   "test-token DEVICE [--tpm DEV] [--token-id N] [--uki FILE | --pcr-public-key F --pcr-signature F]",
-		Short: "Exit 0 only if a TPM token (systemd-tpm2, talos-tpm2) unseals and opens its key slot (exit 2 if none does)",
-		Long: `Unseal each systemd-tpm2 and talos-tpm2 token of DEVICE with the TPM and try
+		Short: "Exit 0 only if a TPM token (systemd-tpm2, talos-tpm2, clevis tpm2) unseals and opens its key slot (exit 2 if none does)",
+		Long: `Unseal each systemd-tpm2, talos-tpm2 and clevis (tpm2 pin) token of DEVICE with the TPM and try
 its secret on the key slot the token names, as the boot would. Writes nothing,
 to the volume or the TPM. For each token that fails it says why: no TPM, the
 TPM's storage key (SRK) is not the one sealed to, a PIN is needed, or the bound
@@ -55,11 +58,12 @@ signed for the running UKI: --uki, or --pcr-public-key and --pcr-signature
 			ok := printTokenResults(cmd.OutOrStdout(), results)
 			switch {
 			case len(results) == 0 && tokenID >= 0:
-				return &exitError{code: 2, err: fmt.Errorf("test-token %s: token %d does not exist", args[0], tokenID)}
+				// bad input, not a key that fails
+				return &exitError{code: exitFailure, err: fmt.Errorf("test-token %s: token %d does not exist (cryptsetup luksDump %s lists the tokens)", args[0], tokenID, args[0])}
 			case len(results) == 0:
-				return &exitError{code: 2, err: fmt.Errorf("test-token %s: no systemd-tpm2 or talos-tpm2 token", args[0])}
+				return &exitError{code: exitNoKey, err: fmt.Errorf("test-token %s: no systemd-tpm2, talos-tpm2 or clevis token", args[0])}
 			case !ok:
-				return &exitError{code: 2, err: fmt.Errorf("test-token %s: no TPM token opens its key slot", args[0])}
+				return &exitError{code: exitNoKey, err: fmt.Errorf("test-token %s: no TPM token opens its key slot", args[0])}
 			}
 			return nil
 		},
@@ -68,6 +72,9 @@ signed for the running UKI: --uki, or --pcr-public-key and --pcr-signature
 	cmd.Flags().IntVar(&tokenID, "token-id", -1, "only test this token")
 	return cmd
 }
+
+// errPINRequired: a token needs a PIN, which test-token does not ask for.
+var errPINRequired = errors.New("PIN required")
 
 // tokenResult is what test-token found for one token.
 type tokenResult struct {
@@ -104,11 +111,13 @@ func testTokens(ctx context.Context, r io.ReaderAt, h *luks2.Header, t transport
 			res.Slots, res.Err = testSystemdToken(ctx, r, h, sealer, openErr, tok, &res)
 		case keys.TokenTPM:
 			res.Slots, res.Err = testTalosToken(ctx, r, h, sealer, openErr, tok, &res)
+		case keys.TokenClevis:
+			res.Slots, res.Err = testClevisToken(ctx, r, h, sealer, openErr, tok, &res)
 		default:
 			if only < 0 {
 				continue
 			}
-			res.Err = fmt.Errorf("token %d is %q, not a TPM token (systemd-tpm2, talos-tpm2)", id, tok.Type)
+			res.Err = fmt.Errorf("token %d is %q, not a TPM token (systemd-tpm2, talos-tpm2, clevis)", id, tok.Type)
 		}
 		out = append(out, res)
 	}
@@ -173,7 +182,7 @@ func testSystemdToken(ctx context.Context, r io.ReaderAt, h *luks2.Header, seale
 		}
 	}
 	if st.PIN {
-		return slots, errors.New("PIN required: the token was enrolled with --tpm2-with-pin; test it with the PIN at the boot prompt")
+		return slots, fmt.Errorf("%w: the token was enrolled with --tpm2-with-pin; test it with the PIN at the boot prompt", errPINRequired)
 	}
 	if sealer == nil {
 		return slots, noTPM(openErr)
@@ -196,6 +205,131 @@ func testSystemdToken(ctx context.Context, r io.ReaderAt, h *luks2.Header, seale
 	}
 	defer clear(pass)
 	return slots, trySlots(r, h, pass, slots, res)
+}
+
+// unsupportedPinError: a clevis token whose pin cryptinit cannot open.
+type unsupportedPinError struct{ pin string }
+
+func (e *unsupportedPinError) Error() string {
+	return fmt.Sprintf("clevis pin %q: cryptinit opens only tpm2 pins; the boot uses another key slot", e.pin)
+}
+
+// testClevisToken unseals a clevis tpm2 pin's JWE (as clevis luks bind
+// writes it) and tries the passphrase on the token's key slots, as the
+// boot's clevisPassphrase does.
+func testClevisToken(ctx context.Context, r io.ReaderAt, h *luks2.Header, sealer *tpm.Sealer, openErr error, tok luks2.Token, res *tokenResult) ([]int, error) {
+	slots := slices.Clone(tok.Keyslots)
+	ct, err := tpm.ParseClevisToken(tok.Raw)
+	if err != nil {
+		return slots, err
+	}
+	for _, s := range ct.Keyslots {
+		if n, err := strconv.Atoi(s); err == nil && !slices.Contains(slots, n) {
+			slots = append(slots, n)
+		}
+	}
+	pin := ct.JWE.Header.Clevis
+	if pin.Pin != "tpm2" {
+		return slots, &unsupportedPinError{pin: pin.Pin}
+	}
+	if sealer == nil {
+		return slots, noTPM(openErr)
+	}
+	pass, err := sealer.UnsealClevis(ctx, ct)
+	if err != nil {
+		if pin.TPM2 != nil {
+			res.Detail = clevisPCRDetail(sealer.TPM, pin.TPM2)
+		}
+		return slots, err
+	}
+	defer clear(pass)
+	return slots, trySlots(r, h, pass, slots, res)
+}
+
+// clevisAlgs are the hash names clevis's tpm2 pin takes for hash and
+// pcr_bank.
+var clevisAlgs = map[string]tpm2.TPMAlgID{
+	"sha1": tpm2.TPMAlgSHA1, "sha256": tpm2.TPMAlgSHA256, "sha384": tpm2.TPMAlgSHA384, "sha512": tpm2.TPMAlgSHA512,
+}
+
+// clevisPCRDetail describes a clevis tpm2 pin's PCRs now, in the pin's
+// bank (clevis records no values at sealing), and whether the policy they
+// make now is the one the sealed object (jwk_pub) requires.
+func clevisPCRDetail(t transport.TPM, cfg *tpm.ClevisTPM2) []string {
+	if cfg.PCRIDs == "" {
+		return []string{"bound to no PCR (clevis pcr_ids is empty)"}
+	}
+	bankName, hashName := cmp.Or(cfg.PCRBank, "sha1"), cmp.Or(cfg.Hash, "sha256") // clevis's defaults
+	bank, okBank := clevisAlgs[bankName]
+	nameAlg, okHash := clevisAlgs[hashName]
+	if !okBank || !okHash {
+		return []string{fmt.Sprintf("clevis pcr_bank %q, hash %q: not a hash cryptinit knows", bankName, hashName)}
+	}
+	var pcrs []int
+	for _, f := range strings.Split(string(cfg.PCRIDs), ",") {
+		p, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || p < 0 || p > 23 {
+			return []string{fmt.Sprintf("clevis pcr_ids %q: %q is not a PCR", cfg.PCRIDs, f)}
+		}
+		if !slices.Contains(pcrs, p) {
+			pcrs = append(pcrs, p)
+		}
+	}
+	slices.Sort(pcrs)
+	mask := make([]byte, 3)
+	for _, p := range pcrs {
+		mask[p/8] |= 1 << (p % 8)
+	}
+	var d []string
+	var all []byte
+	for _, p := range pcrs {
+		one := make([]byte, 3)
+		one[p/8] = 1 << (p % 8)
+		rsp, err := tpm2.PCRRead{PCRSelectionIn: tpm2.TPMLPCRSelection{PCRSelections: []tpm2.TPMSPCRSelection{{Hash: bank, PCRSelect: one}}}}.Execute(t)
+		if err != nil || len(rsp.PCRValues.Digests) != 1 {
+			return append(d, fmt.Sprintf("PCR %d (%s bank): cannot read it: %v", p, bankName, err))
+		}
+		v := rsp.PCRValues.Digests[0].Buffer
+		d = append(d, fmt.Sprintf("PCR %d (%s bank): now %x", p, bankName, v))
+		all = append(all, v...)
+	}
+	policy, err := func() ([]byte, error) {
+		h, err := nameAlg.Hash()
+		if err != nil {
+			return nil, err
+		}
+		hh := h.New()
+		hh.Write(all)
+		calc, err := tpm2.NewPolicyCalculator(nameAlg)
+		if err != nil {
+			return nil, err
+		}
+		sel := tpm2.TPMLPCRSelection{PCRSelections: []tpm2.TPMSPCRSelection{{Hash: bank, PCRSelect: mask}}}
+		if err := (tpm2.PolicyPCR{PcrDigest: tpm2.TPM2BDigest{Buffer: hh.Sum(nil)}, Pcrs: sel}).Update(calc); err != nil {
+			return nil, err
+		}
+		return calc.Hash().Digest, nil
+	}()
+	if err != nil {
+		return append(d, fmt.Sprintf("policy: cannot compute it: %v", err))
+	}
+	var want []byte
+	if raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(cfg.JWKPub, "=")); err == nil {
+		if pub, err := tpm2.Unmarshal[tpm2.TPM2BPublic](raw); err == nil {
+			if c, err := pub.Contents(); err == nil {
+				want = c.AuthPolicy.Buffer
+			}
+		}
+	}
+	switch {
+	case want == nil:
+		d = append(d, fmt.Sprintf("policy with the current PCR values: %x (jwk_pub does not parse)", policy))
+	case bytes.Equal(policy, want):
+		d = append(d, fmt.Sprintf("policy with the current PCR values: %x, matches the token's", policy))
+	default:
+		d = append(d, fmt.Sprintf("policy with the current PCR values: %x, token expects %x: POLICY MISMATCH (a bound PCR changed since clevis luks bind)", policy, want))
+	}
+	return d
 }
 
 func noTPM(openErr error) error {
@@ -273,7 +407,10 @@ func printTokenResults(w io.Writer, results []tokenResult) bool {
 // tokenReason names the cause of a failure in a few words.
 func tokenReason(err error) string {
 	var changed *tpm.PCRChangedError
+	var pin *unsupportedPinError
 	switch {
+	case errors.As(err, &pin):
+		return "not supported: " + pin.pin + " pin"
 	case errors.Is(err, tpm.ErrNoTPM):
 		return "no TPM"
 	case errors.Is(err, tpm.ErrSRKMismatch), errors.Is(err, tpm.ErrDifferentTPM):
@@ -284,7 +421,7 @@ func tokenReason(err error) string {
 		return "policy mismatch"
 	case errors.Is(err, tpm.ErrNoSignature):
 		return "no PCR signature for the current PCR 11"
-	case err != nil && strings.HasPrefix(err.Error(), "PIN required"):
+	case errors.Is(err, errPINRequired):
 		return "PIN required"
 	case errors.Is(err, luks2.ErrNoKeyslotOpens):
 		return "wrong key"

@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -309,5 +310,26 @@ func TestLuksTestTokenSwtpm(t *testing.T) {
 	out, err = cryptctl(t, append([]string{"luks", "test-token", img, "--tpm", "/nonexistent/tpmrm0"}, policy...)...)
 	if exitCode(err) != 2 || !strings.Contains(out, "FAILED: no TPM") {
 		t.Fatalf("test-token without a TPM: exit %d, %v\n%s", exitCode(err), err, out)
+	}
+}
+
+// TestTokenReason: the few words test-token prints for a failure come from
+// the error's identity, not its text: a PIN token wrapped with context is
+// still "PIN required", and another error that merely starts with those
+// words is not.
+func TestTokenReason(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{errPINRequired, "PIN required"},
+		{fmt.Errorf("token 5: %w: enrolled with --tpm2-with-pin", errPINRequired), "PIN required"},
+		{errors.New("PIN required by the policy file, which is missing"), "error"},
+		{fmt.Errorf("open TPM: %w", tpm.ErrNoTPM), "no TPM"},
+		{fmt.Errorf("key slot 0: %w", luks2.ErrNoKeyslotOpens), "wrong key"},
+	} {
+		if got := tokenReason(tc.err); got != tc.want {
+			t.Errorf("tokenReason(%v) = %q, want %q", tc.err, got, tc.want)
+		}
 	}
 }

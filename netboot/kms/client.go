@@ -2,7 +2,6 @@ package kms
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -30,7 +29,8 @@ type Options struct {
 	// initramfs usually does not have: pass the bundle explicitly.
 	RootCAs *x509.CertPool
 	// Certificates are presented to a server that asks for a client
-	// certificate (mTLS).
+	// certificate (mTLS). With them the client speaks TLS 1.3 only, where
+	// the certificate is encrypted.
 	Certificates []tls.Certificate
 	// AttemptTimeout bounds one call, connection included.
 	AttemptTimeout time.Duration
@@ -94,6 +94,11 @@ func New(opts Options) *Client {
 				Certificates: opts.Certificates,
 				MinVersion:   tls.VersionTLS12,
 			}
+			if len(opts.Certificates) > 0 {
+				// In TLS 1.2 the client certificate, which names the
+				// node UUID (nodeID key material), crosses in clear.
+				t.TLSClientConfig.MinVersion = tls.VersionTLS13
+			}
 			t.TLSHandshakeTimeout = opts.AttemptTimeout
 		}
 		return t
@@ -127,32 +132,6 @@ func (c *Client) Unseal(ctx context.Context, endpoint, nodeUUID string, sealed [
 	return c.call(ctx, "unseal", MethodUnseal, endpoint, nodeUUID, sealed)
 }
 
-// NodeFingerprint names a node UUID in errors and logs: the first 3 bytes
-// of its SHA-256 (compare: printf %s UUID | sha256sum), enough to tell two
-// UUIDs apart, too short to stand for one.
-func NodeFingerprint(nodeUUID string) string {
-	sum := sha256.Sum256([]byte(nodeUUID))
-	return fmt.Sprintf("sha256 %x…", sum[:3])
-}
-
-// redactStatus replaces nodeUUID, in any case, in the message of the
-// server's status in err by its fingerprint, before err is wrapped.
-func redactStatus(err error, nodeUUID string) error {
-	var st *StatusError
-	if nodeUUID == "" || !errors.As(err, &st) {
-		return err
-	}
-	fp := NodeFingerprint(nodeUUID)
-	for _, u := range []string{nodeUUID, strings.ToLower(nodeUUID), strings.ToUpper(nodeUUID)} {
-		st.Message = strings.ReplaceAll(st.Message, u, fp)
-	}
-	return err
-}
-
-// call runs one Seal or Unseal. Its errors, and the retries it logs, name
-// the node by NodeFingerprint, never by its UUID, also where the server's
-// status message echoes the UUID: the UUID is the passphrase of nodeID keys
-// (with the volume ID), and these errors reach the boot console.
 func (c *Client) call(ctx context.Context, op, method, endpoint, nodeUUID string, data []byte) ([]byte, error) {
 	ep, err := ParseEndpoint(endpoint)
 	if err != nil {
@@ -168,7 +147,6 @@ func (c *Client) call(ctx context.Context, op, method, endpoint, nodeUUID string
 		actx, cancel := context.WithTimeout(ctx, c.opts.AttemptTimeout)
 		msg, err := c.unary(actx, ep, method, req, c.opts.AttemptTimeout)
 		cancel()
-		err = redactStatus(err, nodeUUID)
 		if err == nil {
 			var resp Response
 			uerr := resp.Unmarshal(msg)
@@ -178,6 +156,13 @@ func (c *Client) call(ctx context.Context, op, method, endpoint, nodeUUID string
 			}
 			return resp.Data, nil
 		}
+		var st *StatusError
+		if errors.As(err, &st) {
+			// kms-server names the node (and the certificate's) in
+			// some refusals; a node UUID is nodeID key material and
+			// stays out of our errors.
+			st.Message = redactUUIDs(st.Message, nodeUUID)
+		}
 		last = err
 		perm := permanentFailure(ep, err, &c.opts)
 		if perm == nil {
@@ -186,12 +171,11 @@ func (c *Client) call(ctx context.Context, op, method, endpoint, nodeUUID string
 		if perm != nil {
 			return nil, fmt.Errorf("kms %s at %s: %w", op, ep, perm)
 		}
-		var st *StatusError
 		if errors.As(err, &st) && !st.retryable() {
 			if errors.Is(st, ErrTooLarge) {
-				return nil, fmt.Errorf("kms %s for node %s at %s: %w (%d bytes sent; the server's limits are kms-server --max-message and --max-data): %w", op, NodeFingerprint(nodeUUID), ep, ErrTooLarge, len(req), err)
+				return nil, fmt.Errorf("kms %s at %s: %w (%d bytes sent; the server's limits are kms-server --max-message and --max-data): %w", op, ep, ErrTooLarge, len(req), err)
 			}
-			return nil, fmt.Errorf("kms %s for node %s at %s: %w", op, NodeFingerprint(nodeUUID), ep, err)
+			return nil, fmt.Errorf("kms %s at %s: %w", op, ep, err)
 		}
 		if ctx.Err() != nil {
 			break
@@ -221,6 +205,33 @@ func (c *Client) call(ctx context.Context, op, method, endpoint, nodeUUID string
 		return nil, fmt.Errorf("kms %s at %s: %w after %d attempt(s): %w (last failure: %v)%s", op, ep, ErrUnreachable, attempt, ctx.Err(), last, hint)
 	}
 	return nil, fmt.Errorf("kms %s at %s: %w after %d attempt(s), last failure: %w%s", op, ep, ErrUnreachable, attempt, last, hint)
+}
+
+// redactUUIDs replaces node, and anything shaped like a UUID, in a server's
+// message.
+func redactUUIDs(msg, node string) string {
+	if node != "" {
+		msg = strings.ReplaceAll(msg, node, "<node UUID>")
+	}
+	const shape = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
+	b := []byte(msg)
+	for i := 0; i+len(shape) <= len(b); i++ {
+		j := 0
+		for ; j < len(shape); j++ {
+			c := b[i+j]
+			if shape[j] == '-' && c != '-' || shape[j] == 'x' && !isHex(c) {
+				break
+			}
+		}
+		if j == len(shape) {
+			b = append(b[:i], append([]byte("<UUID>"), b[i+len(shape):]...)...)
+		}
+	}
+	return string(b)
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // plaintextHint explains a failure on a scheme-less endpoint that reached a

@@ -31,16 +31,26 @@ var (
 )
 
 // resourceTooLarge reports whether a ResourceExhausted status is about a
-// message or data size rather than a rate: grpc-go's "received message
-// larger than max", kms-server's "data to seal is N bytes, at most M
-// allowed", and this client's "response is larger than".
+// message or data size rather than a rate. Only the exact messages of
+// kms-server ("data to seal is N bytes, at most M allowed"), grpc-go
+// (rpc_util.go, stream.go) and this client (transport.go) count: any other
+// ResourceExhausted is a rate limit and is retried.
 func resourceTooLarge(msg string) bool {
-	for _, s := range []string{"larger than max", "bytes, at most", "response is larger than", "too large"} {
-		if strings.Contains(msg, s) {
+	for _, prefix := range []string{
+		"grpc: received message larger than max ",
+		"grpc: received message after decompression larger than max ",
+		"grpc: message after decompression larger than max ",
+		"trying to send message larger than max ",
+		"response is larger than ",
+	} {
+		if strings.HasPrefix(msg, prefix) {
 			return true
 		}
 	}
-	return false
+	var n, m int
+	var rest string
+	k, _ := fmt.Sscanf(msg, "data to seal is %d bytes, at most %d %s", &n, &m, &rest)
+	return k == 3 && rest == "allowed"
 }
 
 // permanentFailure turns a transport error that no retry can fix into a
@@ -71,9 +81,12 @@ func permanentFailure(ep Endpoint, err error, o *Options) error {
 	case errors.As(err, &verify):
 		return fmt.Errorf("%w: the server certificate of %s does not verify against %s: %v", ErrServerCertificate, ep.Address, cas, err)
 	}
+	msg := err.Error()
+	if len(o.Certificates) > 0 && strings.Contains(msg, "tls: protocol version not supported") {
+		return fmt.Errorf("%w: %s does not speak TLS 1.3, and a client certificate (it names the node) is sent over TLS 1.3 only, where it is encrypted: enable TLS 1.3 on the KMS server (%v)", ErrClientCertificate, ep.Address, err)
+	}
 	// A TLS alert from the server during the handshake: the client
 	// certificate is missing or not one the server's client CA signed.
-	msg := err.Error()
 	for _, alert := range []string{"tls: certificate required", "tls: bad certificate", "tls: unknown certificate authority", "tls: certificate unknown"} {
 		if strings.Contains(msg, "remote error: "+alert) {
 			return clientCertRefused(ep, o, alert)
@@ -113,10 +126,14 @@ const probeTimeout = 2 * time.Second
 // handshakeRefusal tells a server that refused our client certificate from
 // a broken connection. Under TLS 1.3 the server checks the client
 // certificate after the client's handshake is done, so its alert races our
-// request: the call may fail with a broken pipe or a reset instead. A TLS
-// 1.2 handshake with the same certificates reads the server's verdict
-// before it completes, so it is asked when a TLS call failed on an open
-// connection. It returns the permanent failure, or nil.
+// request: the call may fail with a broken pipe or a reset instead. So when
+// a TLS call failed on an open connection, a probe handshake with the same
+// certificates is made and nothing is written on it: a read waits for the
+// server's verdict (its alert, or its first HTTP/2 frame when it accepted).
+// The probe is TLS 1.3 only: in TLS 1.2 the client Certificate message, and
+// with it the node UUID the KMS binds certificates to, crosses the network
+// in clear, and an on-path attacker could trigger the probe with a reset.
+// It returns the permanent failure, or nil.
 func (c *Client) handshakeRefusal(ctx context.Context, ep Endpoint, err error) error {
 	var st *StatusError
 	var op *net.OpError
@@ -126,37 +143,20 @@ func (c *Client) handshakeRefusal(ctx context.Context, ep Endpoint, err error) e
 		return nil
 	}
 	cfg := c.tlsTransport.TLSClientConfig.Clone()
-	cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
+	cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS13, tls.VersionTLS13
 	cfg.NextProtos = []string{"h2"}
 	cfg.ServerName = ep.Host()
-	asked := false // the server sent a CertificateRequest
-	cfg.Certificates = nil
-	cfg.GetClientCertificate = func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
-		asked = true
-		for i := range c.opts.Certificates {
-			if cri.SupportsCertificate(&c.opts.Certificates[i]) == nil {
-				return &c.opts.Certificates[i], nil
-			}
-		}
-		if len(c.opts.Certificates) > 0 {
-			return &c.opts.Certificates[0], nil
-		}
-		return &tls.Certificate{}, nil
-	}
 	pctx, cancel := context.WithTimeout(ctx, min(probeTimeout, c.opts.AttemptTimeout))
 	defer cancel()
 	conn, perr := (&tls.Dialer{Config: cfg}).DialContext(pctx, "tcp", ep.Address)
 	if perr == nil {
-		conn.Close()
-		return nil
+		defer conn.Close()
+		deadline, _ := pctx.Deadline()
+		conn.SetReadDeadline(deadline)
+		_, perr = conn.Read(make([]byte, 1))
+		if perr == nil {
+			return nil // the server accepted us and spoke first
+		}
 	}
-	if perm := permanentFailure(ep, perr, &c.opts); perm != nil {
-		return perm
-	}
-	// Go's TLS 1.2 server answers a missing client certificate with a
-	// handshake_failure alert: with the certificate asked for, that is it.
-	if msg := perr.Error(); asked && strings.Contains(msg, "remote error: tls: ") {
-		return clientCertRefused(ep, &c.opts, msg[strings.Index(msg, "tls: "):])
-	}
-	return nil
+	return permanentFailure(ep, perr, &c.opts)
 }

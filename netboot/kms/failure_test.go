@@ -17,7 +17,18 @@ func TestResourceExhaustedKinds(t *testing.T) {
 		{"data to seal is 65 bytes, at most 64 allowed", true},
 		{"grpc: received message larger than max (2089 vs. 1024)", true},
 		{"response is larger than 1048576 bytes", true},
+		{"grpc: received message larger than max length allowed on current machine (9 vs. 8)", true},
+		{"grpc: received message after decompression larger than max 1024", true},
+		{"grpc: message after decompression larger than max (2089 vs. 1024)", true},
+		{"trying to send message larger than max (2089 vs. 1024)", true},
 		{"quota exceeded", false},
+		// near misses: a size word in a message that is not one of the
+		// exact phrases is a rate limit, not a size
+		{"too large", false},
+		{"request queue too large; retry later", false},
+		{"node UUID is 200 bytes, at most 128 allowed", false},
+		{"backlog larger than max; slow down", false},
+		{"data to seal is many bytes, at most 64 allowed", false},
 	} {
 		st := &StatusError{Code: ResourceExhausted, Message: tc.msg}
 		if got := errors.Is(st, ErrTooLarge); got != tc.tooLarge {
