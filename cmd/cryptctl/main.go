@@ -38,13 +38,14 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	// Each command group lives in its own file: luks.go, config.go, meta.go,
-	// volume.go, pcr.go.
+	// volume.go, pcr.go, image.go.
 	root.AddCommand(
 		newLuksCmd(),
 		newConfigCmd(),
 		newMetaCmd(),
 		newVolumeCmd(),
 		newPCRCmd(),
+		newImageCmd(),
 	)
 	return root
 }
