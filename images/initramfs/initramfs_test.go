@@ -1,6 +1,7 @@
 package initramfs
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -22,9 +23,9 @@ var handList = []string{
 
 // debianKernel is the kernel `make image` caches under $CRYPTINIT_OUT (or
 // ./out): its release and module tree.
-func debianKernel(t *testing.T) (release, dir string) {
+func debianKernel(t *testing.T) (out, release, dir string) {
 	t.Helper()
-	out := os.Getenv("CRYPTINIT_OUT")
+	out = os.Getenv("CRYPTINIT_OUT")
 	if out == "" {
 		out = filepath.Join("..", "..", "out")
 	}
@@ -33,13 +34,13 @@ func debianKernel(t *testing.T) (release, dir string) {
 		testenv.MissingForVM(t, "no cached Debian kernel (make image OUT=...; CRYPTINIT_OUT=...): %v", err)
 	}
 	release = strings.TrimSpace(string(b))
-	return release, filepath.Join(out, "kernel", "lib", "modules", release)
+	return out, release, filepath.Join(out, "kernel", "lib", "modules", release)
 }
 
 // TestVMHostHarness: --host on the harness VM (its captured sysfs) ships
 // exactly the modules of the hand-written list it replaces.
 func TestVMHostHarness(t *testing.T) {
-	_, dir := debianKernel(t)
+	_, _, dir := debianKernel(t)
 	l, err := modules.Open(dir, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -69,5 +70,72 @@ func TestVMHostHarness(t *testing.T) {
 		if !found {
 			t.Errorf("host class %s = %v, want %s in it", class, host[class], mod)
 		}
+	}
+}
+
+// Budgets: the compressed initramfs of the harness (virtio) image and of
+// the --universal image, for the cached Debian kernel.
+const (
+	VirtioBudgetXZ      = 6_000_000
+	UniversalBudgetZstd = 16_000_000
+)
+
+// universalRequired are drivers the hardware-matrix VM tests boot with.
+var universalRequired = []string{"nvme", "ahci", "sd_mod", "virtio_scsi", "usb_storage", "uas",
+	"xhci_pci", "xhci_hcd", "usbhid", "hid_generic", "e1000e"}
+
+func buildDebian(t *testing.T, classes []Class, compress string) *Image {
+	t.Helper()
+	out, release, dir := debianKernel(t)
+	init := filepath.Join(out, "bin", "cryptinit")
+	if _, err := os.Stat(init); err != nil {
+		testenv.MissingForVM(t, "no cryptinit binary (make image): %v", err)
+	}
+	img, err := Build(Options{KernelVersion: release, ModulesDir: dir, Init: init, Classes: classes, Compress: compress})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	Report(&b, img, compress)
+	t.Log("\n" + b.String())
+	return img
+}
+
+// TestVMImageBudgets builds the virtio-only image (xz) and the --universal
+// one (zstd) from the cached Debian kernel and holds them to their budgets.
+func TestVMImageBudgets(t *testing.T) {
+	testenv.NeedTool(t, "xz", "apt-get install xz-utils")
+	virtio := buildDebian(t, append(append([]Class{}, Base...), Virtio), "xz")
+	t.Logf("virtio image: %d modules, %.2f MB raw, %.2f MB xz (budget %.2f MB)",
+		len(virtio.Selection.Modules.Modules), float64(virtio.Raw)/1e6, float64(len(virtio.Data))/1e6, VirtioBudgetXZ/1e6)
+	if len(virtio.Data) > VirtioBudgetXZ {
+		t.Errorf("virtio initramfs is %d bytes xz, over its %d byte budget", len(virtio.Data), VirtioBudgetXZ)
+	}
+	universal := buildDebian(t, append(append([]Class{}, Base...), Universal...), "zstd")
+	t.Logf("universal image: %d modules, %.2f MB raw, %.2f MB zstd (budget %.2f MB)",
+		len(universal.Selection.Modules.Modules), float64(universal.Raw)/1e6, float64(len(universal.Data))/1e6, UniversalBudgetZstd/1e6)
+	if len(universal.Data) > UniversalBudgetZstd {
+		t.Errorf("universal initramfs is %d bytes zstd, over its %d byte budget", len(universal.Data), UniversalBudgetZstd)
+	}
+	for _, m := range universalRequired {
+		if _, ok := universal.Selection.Modules.Paths[m]; !ok {
+			t.Errorf("universal image lacks %s", m)
+		}
+	}
+	for _, c := range universal.Selection.Classes {
+		if len(c.Missing) > 0 {
+			t.Errorf("class %s names modules Debian's kernel lacks: %v", c.Name, c.Missing)
+		}
+	}
+}
+
+// TestVMUniversalReproducible builds the universal image twice from the
+// Debian kernel and compares the bytes.
+func TestVMUniversalReproducible(t *testing.T) {
+	classes := append(append([]Class{}, Base...), Universal...)
+	a := buildDebian(t, classes, "zstd")
+	b := buildDebian(t, classes, "zstd")
+	if !bytes.Equal(a.Data, b.Data) {
+		t.Errorf("two universal builds differ: %d and %d bytes", len(a.Data), len(b.Data))
 	}
 }
