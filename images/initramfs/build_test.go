@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cryptinit/cryptinit/boot/modules"
 	"github.com/cryptinit/cryptinit/internal/testenv"
 )
 
@@ -103,4 +104,32 @@ func listCpio(t *testing.T, data []byte) string {
 		t.Fatalf("cpio -it: %v\n%s", err, out)
 	}
 	return string(out)
+}
+
+// TestSelectOmit: an omitted name is left out, unless a shipped module
+// depends on it; then it stays and is reported.
+func TestSelectOmit(t *testing.T) {
+	l, err := modules.Open(fakeKernel(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	classes := []Class{{Name: "a", Modules: []string{"dm-crypt", "xfs"}}}
+	tests := []struct {
+		omit       []string
+		want, kept string
+	}{
+		{nil, "dm_crypt dm_mod xfs", ""},
+		{[]string{"xfs"}, "dm_crypt dm_mod", ""},
+		{[]string{"dm-mod"}, "dm_crypt dm_mod xfs", "dm_mod"},
+		{[]string{"dm_crypt", "dm-mod"}, "xfs", ""},
+	}
+	for _, tt := range tests {
+		sel := Select(l, classes, tt.omit)
+		if got := strings.Join(sel.Modules.Modules, " "); got != tt.want {
+			t.Errorf("omit %v: modules %q, want %q", tt.omit, got, tt.want)
+		}
+		if got := strings.Join(sel.Kept, " "); got != tt.kept {
+			t.Errorf("omit %v: kept %q, want %q", tt.omit, got, tt.kept)
+		}
+	}
 }
