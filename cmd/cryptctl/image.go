@@ -73,6 +73,9 @@ func newImageBuildCmd() *cobra.Command {
 				in.Classes = append(in.Classes, initramfs.Class{Name: "modules", Doc: "--modules", Modules: mods})
 			}
 			in.Omit = omit
+			if !host && !universal && len(mods) == 0 {
+				fmt.Fprintln(cmd.OutOrStdout(), "image: WARNING: no --host, --universal or --modules: no disk, keyboard or network drivers, only those built into the kernel")
+			}
 			if l, err := modules.Open(in.ModulesDir, nil); err == nil {
 				if err := initramfs.Select(l, in.Classes, omit).Missing("modules"); err != nil {
 					return fmt.Errorf("image: --modules: %w", err)

@@ -139,3 +139,47 @@ func TestVMUniversalReproducible(t *testing.T) {
 		t.Errorf("two universal builds differ: %d and %d bytes", len(a.Data), len(b.Data))
 	}
 }
+
+// TestVMHostMatrix: --host on a VM with the hardware-matrix devices (NVMe,
+// SATA on AHCI, USB keyboard and disk on xHCI, an e1000e NIC; its captured
+// sysfs) finds each one's driver, and --universal covers all of them.
+func TestVMHostMatrix(t *testing.T) {
+	_, _, dir := debianKernel(t)
+	l, err := modules.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open("testdata/matrix-vm.devices")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	devs, err := ParseDevices(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := HostModules(l, devs)
+	t.Logf("host modules by class: %v", host)
+	want := map[string][]string{
+		"storage": {"nvme", "ahci", "sd_mod", "usb_storage", "xhci_pci"},
+		"input":   {"xhci_pci", "usbhid", "hid_generic"},
+		"network": {"e1000e"},
+	}
+	for class, mods := range want {
+		for _, m := range mods {
+			found := false
+			for _, h := range host[class] {
+				found = found || h == m
+			}
+			if !found {
+				t.Errorf("host class %s = %v, want %s in it", class, host[class], m)
+			}
+		}
+	}
+	universal := Select(l, append(append([]Class{}, Base...), Universal...), nil).Modules.Paths
+	for _, m := range Select(l, HostClasses(host), nil).Modules.Modules {
+		if _, ok := universal[m]; !ok {
+			t.Errorf("--host ships %s, which --universal lacks", m)
+		}
+	}
+}
