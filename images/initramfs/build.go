@@ -241,11 +241,26 @@ func addProgram(a Archive, t Tool) error {
 }
 
 // Compress compresses a cpio with fixed settings, so the output depends on
-// the input alone. zstd is in-process (klauspost/compress, best level, one
+// the input alone, and pads it with zeros to a multiple of 4 bytes: the
+// kernel looks for a further archive appended to this one (a machine
+// config, a test overlay) only at a 4-byte boundary, and skips zeros to
+// reach it. xz streams are 4-byte aligned already; a zstd frame is not
+// (zstd(1) reports the padding as an unknown frame after the data). zstd is in-process (klauspost/compress, best level, one
 // thread); xz runs the xz tool (-T1 --x86 --lzma2=preset=6 --check=crc32):
 // no Go xz encoder has the x86 BCJ filter or liblzma's ratio, and the
 // virtio image's 6 MB budget needs both.
 func Compress(kind string, raw []byte) ([]byte, error) {
+	b, err := compress(kind, raw)
+	if err != nil {
+		return nil, err
+	}
+	for len(b)%4 != 0 {
+		b = append(b, 0)
+	}
+	return b, nil
+}
+
+func compress(kind string, raw []byte) ([]byte, error) {
 	switch kind {
 	case "none":
 		return raw, nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cryptinit/cryptinit/boot/modules"
 	"github.com/cryptinit/cryptinit/internal/testenv"
+	"github.com/klauspost/compress/zstd"
 )
 
 // fakeKernel writes a module tree with depmod's tables for three modules.
@@ -130,6 +131,41 @@ func TestSelectOmit(t *testing.T) {
 		}
 		if got := strings.Join(sel.Kept, " "); got != tt.kept {
 			t.Errorf("omit %v: kept %q, want %q", tt.omit, got, tt.kept)
+		}
+	}
+}
+
+// TestCompressAligned: every compressed image ends on a 4-byte boundary, so
+// an archive appended to it (a config overlay) is found by the kernel, and
+// the data still decompresses to the archive.
+func TestCompressAligned(t *testing.T) {
+	var raw bytes.Buffer
+	a := Archive{}
+	a.File("init", 0o755, []byte("cryptinit, an odd-sized file."))
+	if _, err := a.WriteTo(&raw); err != nil {
+		t.Fatal(err)
+	}
+	kinds := []string{"none", "zstd"}
+	if testenv.Have(t, "xz") {
+		kinds = append(kinds, "xz")
+	}
+	for _, kind := range kinds {
+		b, err := Compress(kind, raw.Bytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b)%4 != 0 {
+			t.Errorf("%s: %d bytes, not a multiple of 4: an appended archive would not be found", kind, len(b))
+		}
+		if kind == "zstd" {
+			d, err := zstd.NewReader(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := d.DecodeAll(bytes.TrimRight(b, "\x00"), nil)
+			if err != nil || !bytes.Equal(got, raw.Bytes()) {
+				t.Errorf("zstd: padded image does not decompress to the archive: %v", err)
+			}
 		}
 	}
 }
