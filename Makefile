@@ -58,7 +58,7 @@ fuzz:
 # cannot run fails rather than skips; on top of go test's own exit status,
 # the run fails when no TestVM passed or when any TestVM was skipped, so a
 # run that booted nothing can never pass.
-VM_PKGS ?= ./images/vm ./tpm ./netboot
+VM_PKGS ?= ./images/vm ./images/initramfs ./images/imagebuild ./tpm ./netboot
 VM_RUN ?= TestVM
 test-vm: image
 	@set -o pipefail; log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# build.sh makes everything a VM boot needs, under OUT (default ./out):
+# build.sh makes everything a VM boot needs, under OUT (default ./out). It fetches
+# and caches Debian's kernel, makes the test keys, the real root, the smoke overlay and
+# the OVMF variables; every initramfs and UKI comes from `cryptctl image build`:
 #
 #   OUT/vmlinuz                 Debian's kernel (linux-image-6.1.*-amd64, unpacked, not installed)
 #   OUT/initramfs.img           cryptinit as /init + kernel modules + mkfs.xfs/mkfs.ext4 + dash as /bin/sh (xz)
+#   OUT/initramfs.cpio          the same, uncompressed
 #   OUT/root.ext4               the tiny real root (busybox + /sbin/init that writes markers)
 #   OUT/smoke-overlay.cpio      an /init that only proves the pipeline (harness self-test)
 #   OUT/keys/                   test Secure Boot keys (PK, KEK, db) made here, never committed
 #   OUT/cryptinit.efi           the UKI on systemd-stub, signed with the db key
+#   OUT/universal/              the same with --universal: initramfs.img (zstd), cryptinit.efi
 #   OUT/BOOTX64.EFI             systemd-boot signed with the db key (used to enroll keys)
 #   OUT/OVMF_VARS_enrolled.fd   OVMF variables with our PK/KEK/db enrolled (Secure Boot on)
 #
@@ -25,17 +29,10 @@ say() { echo "image: $*"; }
 # The kernel command line every boot uses; images/README.md explains each word.
 CMDLINE=${CMDLINE:-"console=ttyS0 loglevel=4 root=PARTLABEL=ROOT rootfstype=ext4 ro"}
 
-# Modules cryptinit loads itself (no udev, no modprobe in the initramfs).
-# Dependencies and soft dependencies are added from the kernel's own tables.
-MODULES=(
-  virtio_pci virtio_blk virtio_net virtio-rng failover net_failover
-  dm-mod dm-crypt xts ecb cryptd crypto_simd aesni-intel
-  efivarfs xfs ext4 libcrc32c crc32c_generic crc32c-intel crc16 jbd2 mbcache
-  # vfat for cryptinit.config=PARTLABEL=<ESP>:/path; mounting vfat loads the
-  # kernel's default codepage (437) and iocharset (ascii) NLS tables, and the
-  # kernel cannot request them itself (no modprobe in the initramfs).
-  vfat fat nls_cp437 nls_ascii
-)
+# The harness VM's drivers; cryptctl image build always adds cryptinit's own
+# (device-mapper, ciphers, filesystems: images/initramfs.Base) and resolves
+# dependencies with the init's resolver (boot/modules).
+MODULES=virtio_pci,virtio_blk,virtio_net,virtio-rng
 
 mkdir -p "$OUT/cache" "$OUT/bin" "$OUT/keys"
 
@@ -71,14 +68,6 @@ fi
 cp -u "$KROOT/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
 echo "$KVER" >"$OUT/kernel.version"
 
-# --- tools ------------------------------------------------------------------
-# mkuimage is pinned by the project's go.mod (images/tools/tools.go keeps it there).
-if [ ! -x "$OUT/bin/mkuimage" ] || [ go.mod -nt "$OUT/bin/mkuimage" ]; then
-  say "building mkuimage (pinned in go.mod)"
-  $GO build -o "$OUT/bin/mkuimage" github.com/u-root/mkuimage/cmd/mkuimage
-fi
-$GO build -o "$OUT/bin/mkuki" ./images/cmd/mkuki
-
 # --- init -------------------------------------------------------------------
 INIT_PKG=${INIT_PKG:-./cmd/cryptinit}
 say "building $INIT_PKG (CGO_ENABLED=0, -s -w)"
@@ -87,64 +76,6 @@ if ! CGO_ENABLED=0 $GO build -trimpath -ldflags='-s -w' -o "$OUT/bin/cryptinit" 
   # Keep building so the harness self-test (smoke overlay) still runs; every
   # cryptinit scenario will fail on "no /init", which is the truth.
   echo "image: WARNING: $INIT_PKG does not build; the initramfs has NO /init" >&2
-fi
-
-# --- initramfs ----------------------------------------------------------------
-STAGE=$OUT/stage/initramfs
-rm -rf "$STAGE" && mkdir -p "$STAGE"/{etc/cryptinit,proc,sys,dev,run,tmp,sysroot}
-mdir=lib/modules/$KVER
-mkdir -p "$STAGE/$mdir"
-for m in "${MODULES[@]}"; do
-  modprobe -d "$KROOT" -S "$KVER" --show-depends "$m"
-done | awk '$1 == "insmod" {print $2}' | sort -u | while read -r ko; do
-  rel=${ko#"$KROOT"/}
-  mkdir -p "$STAGE/$(dirname "$rel")"
-  cp "$ko" "$STAGE/$rel"
-done
-cp "$KROOT/$mdir"/modules.{builtin,builtin.modinfo,order} "$STAGE/$mdir/"
-depmod -b "$STAGE" "$KVER"
-# The init reads the text tables; the binary indexes only serve modprobe.
-rm -f "$STAGE/$mdir"/*.bin
-cp /etc/mke2fs.conf "$STAGE/etc/mke2fs.conf"
-if [ -n "${CONFIG:-}" ]; then
-  say "embedding machine config $CONFIG at /etc/cryptinit/config.yaml"
-  cp "$CONFIG" "$STAGE/etc/cryptinit/config.yaml"
-fi
-
-files=()
-[ -f "$OUT/bin/cryptinit" ] && files+=(-files "$OUT/bin/cryptinit:init")
-for top in "$STAGE"/*; do files+=(-files "$top:$(basename "$top")"); done
-# Binaries given by path bring their shared libraries with them (ldd).
-files+=(-files /usr/sbin/mkfs.xfs:sbin/mkfs.xfs -files /usr/sbin/mke2fs:sbin/mkfs.ext4)
-# Debian's dash is the cryptinit.debug=shell shell (only after a failed boot);
-# it needs only the libc already there for mkfs (~55 KB xz).
-files+=(-files /usr/bin/dash:bin/sh)
-say "packing the initramfs with mkuimage"
-"$OUT/bin/mkuimage" -base=/dev/null -nocmd -initcmd= -defaultsh= "${files[@]}" \
-  -o "$OUT/initramfs.cpio.new" 2>"$OUT/mkuimage.log" || { cat "$OUT/mkuimage.log" >&2; exit 1; }
-# mkuimage output is reproducible (zero times): skip the slow compression when
-# nothing changed since the last build.
-if [ -f "$OUT/initramfs.img" ] && [ "$OUT/initramfs.img" -nt "$OUT/initramfs.cpio" ] &&
-  [ "${COMPRESS:-xz}" = "$(cat "$OUT/initramfs.compress" 2>/dev/null)" ] &&
-  cmp -s "$OUT/initramfs.cpio.new" "$OUT/initramfs.cpio"; then
-  rm "$OUT/initramfs.cpio.new"
-  fresh=0
-else
-  mv "$OUT/initramfs.cpio.new" "$OUT/initramfs.cpio"
-  fresh=1
-fi
-# xz with the x86 BCJ filter is ~10% smaller than zstd -19 here (budget: 6 MB);
-# COMPRESS=zstd trades that for a faster build and decompression.
-if [ "$fresh" = 1 ]; then
-  case "${COMPRESS:-xz}" in
-    xz) xz -T1 --x86 --lzma2=preset=6 --check=crc32 -c "$OUT/initramfs.cpio" >"$OUT/initramfs.img.tmp" ;;
-    zstd) zstd -q -f -19 "$OUT/initramfs.cpio" -o "$OUT/initramfs.img.tmp" ;;
-    *) echo "image: COMPRESS must be xz or zstd" >&2; exit 1 ;;
-  esac
-  mv "$OUT/initramfs.img.tmp" "$OUT/initramfs.img"
-  echo "${COMPRESS:-xz}" >"$OUT/initramfs.compress"
-else
-  say "initramfs unchanged: keeping $OUT/initramfs.img"
 fi
 
 # --- the real root for tests and the demo ---------------------------------------
@@ -157,16 +88,6 @@ done
 install -m 0755 images/root/init "$RSTAGE/sbin/init"
 rm -f "$OUT/root.ext4"
 mkfs.ext4 -q -F -L ROOT -E root_owner=0:0 -d "$RSTAGE" "$OUT/root.ext4" 16M >/dev/null
-
-# --- the smoke overlay: an /init that proves kernel, modules, disks, TPM, SB ---
-SSTAGE=$OUT/stage/smoke
-rm -rf "$SSTAGE" && mkdir -p "$SSTAGE/bin" "$SSTAGE/etc"
-cp /usr/bin/busybox "$SSTAGE/bin/busybox"
-install -m 0755 images/root/smoke-init "$SSTAGE/init"
-for m in "${MODULES[@]}"; do
-  modprobe -d "$KROOT" -S "$KVER" --show-depends "$m"
-done | awk '$1 == "insmod" {sub("^'"$KROOT"'", "", $2); print $2}' | awk '!seen[$0]++' >"$SSTAGE/etc/smoke-modules"
-(cd "$SSTAGE" && find . -mindepth 1 | sed 's|^\./||' | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 >"$OUT/smoke-overlay.cpio")
 
 # --- Secure Boot test keys ----------------------------------------------------
 K=$OUT/keys
@@ -190,25 +111,42 @@ rm -f "$OUT/bin/kms-server"
 CGO_ENABLED=0 $GO build -trimpath -ldflags='-s -w' -o "$OUT/bin/kms-server" ./cmd/kms-server 2>/dev/null ||
   say "cmd/kms-server does not build: KMS VM tests will skip"
 
-# --- UKI ---------------------------------------------------------------------
-# The PCR policy signature (.pcrpkey, .pcrsig) comes from `cryptctl pcr sign`
-# (tpm/); without it TPM keys cannot unseal, everything else still boots.
-pcrflags=()
+# --- cryptctl, the initramfs and the UKIs ------------------------------------
+# `cryptctl image build` is the only image builder. The PCR policy signature
+# (.pcrpkey, .pcrsig) is signed with keys/pcr-key.pem; without it TPM keys
+# cannot unseal, everything else still boots.
 rm -f "$OUT/bin/cryptctl"
-if CGO_ENABLED=0 $GO build -trimpath -ldflags='-s -w' -o "$OUT/bin/cryptctl" ./cmd/cryptctl 2>/dev/null &&
-  "$OUT/bin/cryptctl" pcr sign --help >/dev/null 2>&1; then
-  if [ ! -f "$K/pcr-key.pem" ]; then
-    "$OUT/bin/cryptctl" pcr genkey --out "$K/pcr-key.pem" --pub "$K/pcr-key.pub.pem" >/dev/null
-  fi
-  pcrflags=(-cryptctl "$OUT/bin/cryptctl" -pcr-key "$K/pcr-key.pem")
-  say "assembling the UKI, signing its PCR 11 policy (cryptctl pcr sign) and signing it for Secure Boot"
-else
-  rm -f "$OUT/bin/cryptctl" "$K/pcr-key.pem"
-  say "cryptctl pcr sign is not available: UKI without .pcrpkey/.pcrsig (TPM keys will not unseal)"
+CGO_ENABLED=0 $GO build -trimpath -ldflags='-s -w' -o "$OUT/bin/cryptctl" ./cmd/cryptctl
+if [ ! -f "$K/pcr-key.pem" ]; then
+  "$OUT/bin/cryptctl" pcr genkey --out "$K/pcr-key.pem" --pub "$K/pcr-key.pub.pem" >/dev/null
 fi
-"$OUT/bin/mkuki" -stub /usr/lib/systemd/boot/efi/linuxx64.efi.stub -linux "$OUT/vmlinuz" \
-  -initrd "$OUT/initramfs.img" -cmdline "$CMDLINE" -osrel images/root/os-release \
-  "${pcrflags[@]}" -key "$K/db.key" -cert "$K/db.crt" -o "$OUT/cryptinit.efi"
+init=$OUT/bin/cryptinit
+[ -f "$init" ] || init=/dev/null # keep the smoke overlay usable; /init will not run
+image() { "$OUT/bin/cryptctl" image build --kernel-version "$KVER" --modules-dir "$KROOT/lib/modules/$KVER" \
+  --vmlinuz "$OUT/vmlinuz" --init "$init" ${CONFIG:+--config "$CONFIG"} "$@"; }
+keys=(--pcr-key "$K/pcr-key.pem" --sb-key "$K/db.key" --sb-cert "$K/db.crt")
+say "building the initramfs and UKI (cryptctl image build --modules $MODULES)"
+image --modules "$MODULES" --compress none -o "$OUT/initramfs.cpio" >/dev/null
+# xz with the x86 BCJ filter is ~10% smaller than zstd -19 here (budget: 6 MB).
+image --modules "$MODULES" --compress "${COMPRESS:-xz}" -o "$OUT/initramfs.img"
+image --modules "$MODULES" --compress "${COMPRESS:-xz}" --uki --cmdline "$CMDLINE" \
+  --osrel images/root/os-release "${keys[@]}" -o "$OUT/cryptinit.efi" | grep 'image: UKI'
+say "building the universal initramfs and UKI (cryptctl image build --universal)"
+mkdir -p "$OUT/universal"
+image --universal --compress zstd -o "$OUT/universal/initramfs.img" >/dev/null
+image --universal --compress zstd --uki --cmdline "$CMDLINE" \
+  --osrel images/root/os-release "${keys[@]}" -o "$OUT/universal/cryptinit.efi"
+
+# --- the smoke overlay: an /init that proves kernel, modules, disks, TPM, SB ---
+SSTAGE=$OUT/stage/smoke
+rm -rf "$SSTAGE" && mkdir -p "$SSTAGE/bin" "$SSTAGE/etc"
+cp /usr/bin/busybox "$SSTAGE/bin/busybox"
+install -m 0755 images/root/smoke-init "$SSTAGE/init"
+cpio -it --quiet <"$OUT/initramfs.cpio" | awk -F/ '/\.ko$/ {sub(/\.ko$/, "", $NF); print $NF}' | while read -r m; do
+  modprobe -d "$KROOT" -S "$KVER" --show-depends "$m"
+done | awk '$1 == "insmod" {sub("^'"$KROOT"'", "", $2); print $2}' | awk '!seen[$0]++' >"$SSTAGE/etc/smoke-modules"
+(cd "$SSTAGE" && find . -mindepth 1 | sed 's|^\./||' | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 >"$OUT/smoke-overlay.cpio")
+
 if [ ! -f "$OUT/BOOTX64.EFI" ] || [ "$K/db.key" -nt "$OUT/BOOTX64.EFI" ]; then
   sbsign --key "$K/db.key" --cert "$K/db.crt" --output "$OUT/BOOTX64.EFI" \
     /usr/lib/systemd/boot/efi/systemd-bootx64.efi 2>/dev/null
@@ -245,4 +183,5 @@ fi
 # --- sizes ------------------------------------------------------------------
 initsize=$(stat -c %s "$OUT/bin/cryptinit" 2>/dev/null || echo "MISSING,")
 say "init $initsize bytes; initramfs $(stat -c %s "$OUT/initramfs.cpio") bytes, $(stat -c %s "$OUT/initramfs.img") compressed (${COMPRESS:-xz}); UKI $(stat -c %s "$OUT/cryptinit.efi") bytes"
+say "universal: initramfs $(stat -c %s "$OUT/universal/initramfs.img") bytes (zstd); UKI $(stat -c %s "$OUT/universal/cryptinit.efi") bytes"
 say "ok ($OUT)"

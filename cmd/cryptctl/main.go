@@ -64,13 +64,14 @@ Exit codes, the same in every command group:
   3  the volume opened, but bringing its key slots in line had problems`
 	addBatchFlag(root) // confirm.go
 	// Each command group lives in its own file: luks.go, config.go, meta.go,
-	// volume.go, pcr.go.
+	// volume.go, pcr.go, image.go.
 	root.AddCommand(
 		newLuksCmd(),
 		newConfigCmd(),
 		newMetaCmd(),
 		newVolumeCmd(),
 		newPCRCmd(),
+		newImageCmd(),
 		newVersionCmd(),
 		newManCmd(),
 	)

@@ -6,6 +6,7 @@ package uki
 
 import (
 	"debug/pe"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
@@ -155,21 +156,81 @@ func (p *PCRSigner) Sign(in, out string) error {
 // and signs the result with the db key and certificate into out. With an
 // empty key the UKI is left without an Authenticode signature.
 func Build(spec Spec, key, cert, out string, pcr *PCRSigner) error {
+	var sign func(in, out string) error
+	if pcr != nil {
+		sign = pcr.Sign
+	}
+	return BuildWith(spec, key, cert, out, sign)
+}
+
+// BuildWith is Build with the PCR policy signing step given as a function
+// (cryptctl image build signs in-process with the tpm package); nil leaves
+// the UKI without .pcrpkey and .pcrsig.
+func BuildWith(spec Spec, key, cert, out string, pcrSign func(in, out string) error) error {
 	stage := out + ".assembled"
 	if err := Assemble(spec, stage); err != nil {
 		return err
 	}
 	defer os.Remove(stage)
-	if pcr != nil {
+	if pcrSign != nil {
 		withPCR := out + ".pcr"
-		if err := pcr.Sign(stage, withPCR); err != nil {
+		if err := pcrSign(stage, withPCR); err != nil {
 			return err
 		}
 		defer os.Remove(withPCR)
 		stage = withPCR
 	}
+	if err := ClearTimestamp(stage); err != nil {
+		return err
+	}
 	if key == "" {
 		return os.Rename(stage, out)
 	}
 	return Sign(stage, key, cert, out)
+}
+
+// ClearTimestamp zeroes the PE header's TimeDateStamp, which objcopy sets
+// to the time of the build, and recomputes the header checksum, so that
+// the same inputs give the same UKI. Neither field is measured into PCR 11
+// nor covered by the Authenticode hash's sections.
+func ClearTimestamp(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("uki: %w", err)
+	}
+	if len(b) < 0x40 {
+		return fmt.Errorf("uki: %s: not a PE file", path)
+	}
+	pe := int(binary.LittleEndian.Uint32(b[0x3c:]))
+	sum := pe + 4 + 20 + 64 // CheckSum in the optional header
+	if pe+4+20+68 > len(b) || string(b[pe:pe+4]) != "PE\x00\x00" {
+		return fmt.Errorf("uki: %s: not a PE file", path)
+	}
+	binary.LittleEndian.PutUint32(b[pe+8:], 0) // TimeDateStamp
+	binary.LittleEndian.PutUint32(b[sum:], peChecksum(b, sum))
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return fmt.Errorf("uki: %w", err)
+	}
+	return nil
+}
+
+// peChecksum is the PE image checksum: the 16-bit one's complement sum of
+// the file with the CheckSum field (at off) taken as zero, plus its length.
+func peChecksum(b []byte, off int) uint32 {
+	var sum uint64
+	for i := 0; i < len(b); i += 2 {
+		var w uint64
+		if i+1 < len(b) {
+			w = uint64(binary.LittleEndian.Uint16(b[i:]))
+		} else {
+			w = uint64(b[i])
+		}
+		if i >= off && i < off+4 {
+			w = 0
+		}
+		sum += w
+		sum = (sum & 0xffff) + (sum >> 16)
+	}
+	sum = (sum & 0xffff) + (sum >> 16)
+	return uint32(sum) + uint32(len(b))
 }
