@@ -107,8 +107,9 @@ func ParseClevisToken(data []byte) (*ClevisToken, error) {
 
 // ParseClevisJWE decodes a JWE in flattened JSON form (as clevis luks bind
 // stores it), or a compact one as a JSON string or bare text (as clevis
-// encrypt prints it). Only alg "dir" with enc A256GCM is accepted: that is
-// all clevis writes.
+// encrypt prints it). Only the tpm2 pin (ErrClevisPinUnsupported for
+// others) with alg "dir" and enc A256GCM is accepted: that is all clevis's
+// tpm2 pin writes.
 func ParseClevisJWE(data []byte) (*ClevisJWE, error) {
 	data = bytes.TrimSpace(data)
 	var f struct {
@@ -143,6 +144,11 @@ func ParseClevisJWE(data []byte) (*ClevisJWE, error) {
 	}
 	if err := json.Unmarshal(hdr, &j.Header); err != nil {
 		return nil, fmt.Errorf("jwe protected header: %w", err)
+	}
+	// the pin first: a tang pin's JWE is ECDH-ES, an sss one's holds
+	// shares; both are clevis's, unsupported here, never malformed
+	if pin := j.Header.Clevis.Pin; pin != "tpm2" {
+		return nil, fmt.Errorf("jwe: %w: pin %q", ErrClevisPinUnsupported, pin)
 	}
 	if j.Header.Alg != "dir" || j.Header.Enc != "A256GCM" {
 		return nil, fmt.Errorf("jwe: alg %q enc %q, want dir and A256GCM (what clevis writes)", j.Header.Alg, j.Header.Enc)
@@ -217,10 +223,8 @@ func (s *Sealer) UnsealClevis(ctx context.Context, tok *ClevisToken) ([]byte, er
 func (s *Sealer) unsealClevis(ctx context.Context, j *ClevisJWE) ([]byte, error) {
 	c := j.Header.Clevis
 	switch {
-	case c.Pin == "tang":
-		return nil, errors.New("clevis pin tang is not supported by cryptinit (only tpm2); use another key slot")
 	case c.Pin != "tpm2":
-		return nil, fmt.Errorf("clevis pin %q is not supported by cryptinit (only tpm2); use another key slot", c.Pin)
+		return nil, fmt.Errorf("%w: pin %q", ErrClevisPinUnsupported, c.Pin)
 	case c.TPM2 == nil:
 		return nil, errors.New("clevis tpm2 pin without its tpm2 header")
 	}

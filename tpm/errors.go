@@ -33,6 +33,9 @@ var (
 	// (a planted or swapped STATE), or a volume was opened out of order. It
 	// comes with ErrPCRMismatch.
 	ErrLatchMismatch = errors.New("PCR 15 differs from its value at sealing time (another volume was latched first: a planted or swapped STATE?)")
+	// ErrClevisPinUnsupported means a clevis JWE is for a pin other than
+	// tpm2 (tang, sss, ...): cryptinit cannot decrypt it.
+	ErrClevisPinUnsupported = errors.New("clevis pin not supported by cryptinit (only tpm2); open the volume with another key slot")
 	// ErrSecureBootOff means Secure Boot is disabled or in setup mode.
 	ErrSecureBootOff = errors.New("secure boot is not enabled")
 )

@@ -20,6 +20,10 @@ type SyncReport struct {
 	Replaced []int // configured slots whose key no longer opened them
 	Removed  []int // slots the config does not name
 	Kept     []int // slots the config does not name, kept as recovery keys
+	// Foreign are slots with a token another tool wrote (clevis,
+	// systemd-tpm2, any type cryptinit does not write): never re-keyed nor
+	// removed, whether configured or not (Reasons says which token).
+	Foreign []int
 	// Reasons says why a slot was written when it is not the usual stale
 	// key, e.g. "tpm re-enrolled: PCR 7 changed".
 	Reasons  map[int]string
@@ -55,6 +59,10 @@ func (r *SyncReport) String() string {
 	}
 	add("removed", r.Removed)
 	add("kept recovery", r.Kept)
+	add("kept foreign", r.Foreign)
+	for _, s := range r.Foreign {
+		parts = append(parts, fmt.Sprintf("slot %d: %s", s, r.Reasons[s]))
+	}
 	if len(r.Skipped) > 0 {
 		parts = append(parts, "skipped: "+strings.Join(r.Skipped, ", "))
 	}
@@ -73,6 +81,29 @@ func (r *SyncReport) String() string {
 // ownedTokens are the token types that belong to a keyslot by id == slot,
 // so they go when their slot goes.
 var ownedTokens = []string{keys.TokenKMS, keys.TokenTPM, keys.TokenRecovery}
+
+// isForeign reports whether a token type is one cryptinit does not write
+// (clevis, systemd-tpm2, luks2-keyring, ...): its slot is another tool's.
+func isForeign(typ string) bool {
+	return typ != "" && typ != TokenSyncState && !slices.Contains(ownedTokens, typ)
+}
+
+// foreignToken returns the type of a token another tool wrote whose
+// keyslots list slot, or "" when there is none.
+func foreignToken(hdr *luks2.Header, slot int) string {
+	for id := 0; id < luks2.MaxTokens; id++ {
+		if t, ok := hdr.Tokens[id]; ok && isForeign(t.Type) && slices.Contains(t.Keyslots, slot) {
+			return t.Type
+		}
+	}
+	return ""
+}
+
+// keepForeign reports a slot kept because its token is another tool's.
+func (r *SyncReport) keepForeign(slot int, typ string) {
+	r.Foreign = append(r.Foreign, slot)
+	r.reason(slot, fmt.Sprintf("its %s token is another tool's: slot and token kept as they are", typ))
+}
 
 // DefaultSyncKeyBudget is how long, in total per volume, Sync may spend on
 // keys that did not open the volume (KMS round trips, TPM unseals and
@@ -108,6 +139,11 @@ func (e *Engine) syncKeyBudget() time.Duration {
 //     recovery key: removed, after every add and replacement;
 //   - after a sync without problems: the fingerprint token (syncstate.go).
 //
+// Whatever the config says, a slot listed by a token another tool wrote
+// (clevis, systemd-tpm2, any type cryptinit does not write: foreignToken)
+// is never re-keyed, removed or marked, and no token of such a type is
+// overwritten: the slot is kept and reported in Foreign, not as a problem.
+// Its key is not checked either (sync would not act on the answer).
 // A key that does not answer within the sync key budget (SyncKeyBudget,
 // for all keys of the volume together) is skipped, never taken as wrong.
 // The order keeps the volume openable by a configured key after a crash at
@@ -165,7 +201,7 @@ func (e *Engine) Sync(ctx context.Context, vol config.Volume, dev luks2.Device, 
 	for _, ck := range ks {
 		configured[ck.Slot] = true
 	}
-	if hdr, err := luks2.ReadHeader(dev); err == nil && !failedBeforeOpener(opened) {
+	if hdr, err := luks2.ReadHeader(dev); err == nil && !failedBeforeOpener(opened, hdr) {
 		if _, stored := storedFingerprint(hdr); stored != nil {
 			if fp := e.syncFingerprint(bctx, &vol, hdr, ks, vk, opened.Slot); fp != nil && hmac.Equal(fp, stored) {
 				rep.UpToDate = true
@@ -212,6 +248,10 @@ func (e *Engine) Sync(ctx context.Context, vol config.Volume, dev luks2.Device, 
 		}
 		if ck.Slot == opened.Slot {
 			e.markRecovery(vol.ID, dev, hdr, ck, problem)
+			continue
+		}
+		if typ := foreignToken(hdr, ck.Slot); typ != "" {
+			rep.keepForeign(ck.Slot, typ)
 			continue
 		}
 		if _, present := hdr.Keyslots[ck.Slot]; !present {
@@ -264,6 +304,10 @@ func (e *Engine) Sync(ctx context.Context, vol config.Volume, dev luks2.Device, 
 		}
 		if keys.IsRecovery(tokenFor(hdr, s)) {
 			rep.Kept = append(rep.Kept, s)
+			continue
+		}
+		if typ := foreignToken(hdr, s); typ != "" {
+			rep.keepForeign(s, typ)
 			continue
 		}
 		if err := luks2.KillKeyslot(dev, s); err != nil {
@@ -331,6 +375,11 @@ func (e *Engine) enroll(ctx context.Context, volID string, dev luks2.Device, ck 
 		return false
 	}
 	if tok != nil {
+		if hdr, err := luks2.ReadHeader(dev); err == nil && isForeign(keys.TokenType(tokenFor(hdr, ck.Slot))) {
+			problem(ck.Slot, k.Kind(), "token id %d holds a %s token another tool wrote; slot left as it is (move that token: cryptsetup token export/import)",
+				ck.Slot, keys.TokenType(tokenFor(hdr, ck.Slot)))
+			return false
+		}
 		if _, err := luks2.ImportToken(dev, ck.Slot, tok, true); err != nil {
 			problem(ck.Slot, k.Kind(), "store token: %v", err)
 			return false
@@ -371,8 +420,8 @@ func (e *Engine) dropOwnedToken(volID string, dev luks2.Device, slot int, proble
 // recovery mark, so that it survives being taken out of the config.
 func (e *Engine) markRecovery(volID string, dev luks2.Device, hdr *luks2.Header, ck config.Key, problem func(int, string, string, ...any)) {
 	cur := tokenFor(hdr, ck.Slot)
-	if !ck.Recovery || keys.IsRecovery(cur) {
-		return
+	if !ck.Recovery || keys.IsRecovery(cur) || isForeign(keys.TokenType(cur)) {
+		return // another tool's token is not ours to alter (its slot is kept anyway)
 	}
 	tok, err := keys.RecoveryToken(cur)
 	if err == nil {
@@ -384,10 +433,11 @@ func (e *Engine) markRecovery(volID string, dev luks2.Device, hdr *luks2.Header,
 }
 
 // failedBeforeOpener reports whether a configured key tried before the one
-// that opened failed in a way sync acts on: then sync runs in full.
-func failedBeforeOpener(opened *Result) bool {
+// that opened failed in a way sync acts on: then sync runs in full. A
+// foreign slot's failure is not one (sync keeps those slots).
+func failedBeforeOpener(opened *Result, hdr *luks2.Header) bool {
 	for _, a := range opened.Attempts {
-		if a.Slot != opened.Slot && (errors.Is(a.Err, keys.ErrWrongKey) || errors.Is(a.Err, keys.ErrNoToken) ||
+		if a.Slot != opened.Slot && foreignToken(hdr, a.Slot) == "" && (errors.Is(a.Err, keys.ErrWrongKey) || errors.Is(a.Err, keys.ErrNoToken) ||
 			errors.Is(a.Err, keys.ErrBadToken) || errors.Is(a.Err, ErrSlotEmpty) ||
 			errors.Is(a.Err, keys.ErrSealedStateChanged)) {
 			return true

@@ -214,7 +214,8 @@ func (k *TPMKey) systemdPassphrase(ctx context.Context, s Slot, raw []byte) ([]b
 	}
 	tok, err := tpm.ParseSystemdToken(raw)
 	if err != nil {
-		return nil, fmt.Errorf("%w: slot %d: %v", ErrBadToken, s.Slot, err)
+		// another tool's token: unusable here, never a reason to replace the slot
+		return nil, fmt.Errorf("%w: %s slot %d: systemd-tpm2 token: %v", ErrKeyUnavailable, s.VolumeID, s.Slot, err)
 	}
 	pass, err := st.UnsealSystemd(ctx, tok)
 	if err != nil {
@@ -230,7 +231,9 @@ func (k *TPMKey) clevisPassphrase(ctx context.Context, s Slot, raw []byte) ([]by
 	}
 	tok, err := tpm.ParseClevisToken(raw)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s slot %d: %v", ErrBadToken, s.VolumeID, s.Slot, err)
+		// clevis's token (a tang or sss pin, or one we cannot read): the
+		// key is unavailable here, never a reason to replace the slot
+		return nil, fmt.Errorf("%w: %s slot %d: %v", ErrKeyUnavailable, s.VolumeID, s.Slot, err)
 	}
 	pass, err := ct.UnsealClevis(ctx, tok)
 	if err != nil {
