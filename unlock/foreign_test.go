@@ -145,3 +145,47 @@ func TestSyncKeepsForeignSlots(t *testing.T) {
 		})
 	}
 }
+
+// TestSyncDoesNotOverwriteForeignToken: clevis and systemd-cryptenroll put
+// their token at the first free id, which may be the id of a slot the
+// config wants a tpm key in (Talos's rule: token id == slot). Sync does not
+// overwrite the other tool's token to enroll it: the slot is left empty and
+// the problem says why.
+func TestSyncDoesNotOverwriteForeignToken(t *testing.T) {
+	dev := image(t, imageSize)
+	first := "kind: UserVolumeConfig\nname: data\nencryption:\n  keys:\n    - {slot: 0, static: {passphrase: a}}\n" + smallKDF
+	r, err := (&Engine{}).Unlock(ctx, volume(t, first, "u-data"), dev, imageSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := luks2.AddKeyslot(dev, r.VolumeKey, []byte("tang's"), 2, luks2.KDF{Type: "pbkdf2", Hash: "sha256", Iterations: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	r.Zero()
+	tok := tangToken("2")
+	if _, err := luks2.ImportToken(dev, 1, tok, false); err != nil {
+		t.Fatal(err)
+	}
+	hdr, _ := luks2.ReadHeader(dev)
+	before := bytes.Clone(hdr.Tokens[1].Raw)
+	y := "kind: UserVolumeConfig\nname: data\nencryption:\n  keys:\n    - {slot: 0, static: {passphrase: a}}\n    - {slot: 1, tpm: {}}\n" + smallKDF
+	e := &Engine{Env: keys.Env{TPM: &foreignTPM{}}}
+	r, err = e.Unlock(ctx, volume(t, y, "u-data"), dev, imageSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Zero()
+	hdr, _ = luks2.ReadHeader(dev)
+	if got := hdr.Tokens[1].Raw; !bytes.Equal(got, before) {
+		t.Fatalf("the clevis token at id 1 was overwritten:\n%s", got)
+	}
+	if _, ok := hdr.Keyslots[1]; ok || slices.Contains(r.Sync.Added, 1) {
+		t.Errorf("slot 1 enrolled without its token: sync %v", r.Sync)
+	}
+	if len(r.Sync.Problems) != 1 || !strings.Contains(r.Sync.Problems[0].Error(), "token id 1 holds a clevis token") {
+		t.Errorf("sync problems %v, want one naming token id 1", r.Sync.Problems)
+	}
+	if !opens(t, dev, "tang's", 2) || !slices.Contains(r.Sync.Foreign, 2) {
+		t.Errorf("slot 2 (clevis's) not kept: sync %v", r.Sync)
+	}
+}

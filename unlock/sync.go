@@ -88,9 +88,10 @@ func isForeign(typ string) bool {
 	return typ != "" && typ != TokenSyncState && !slices.Contains(ownedTokens, typ)
 }
 
-// foreignToken returns the type of a token another tool wrote whose
-// keyslots list slot, or "" when there is none.
-func foreignToken(hdr *luks2.Header, slot int) string {
+// ForeignToken returns the type of a token another tool wrote whose
+// keyslots list slot, or "" when there is none. Sync never writes such a
+// slot; a plan of what sync would do (cryptctl) should say "keep" for it.
+func ForeignToken(hdr *luks2.Header, slot int) string {
 	for id := 0; id < luks2.MaxTokens; id++ {
 		if t, ok := hdr.Tokens[id]; ok && isForeign(t.Type) && slices.Contains(t.Keyslots, slot) {
 			return t.Type
@@ -140,7 +141,7 @@ func (e *Engine) syncKeyBudget() time.Duration {
 //   - after a sync without problems: the fingerprint token (syncstate.go).
 //
 // Whatever the config says, a slot listed by a token another tool wrote
-// (clevis, systemd-tpm2, any type cryptinit does not write: foreignToken)
+// (clevis, systemd-tpm2, any type cryptinit does not write: ForeignToken)
 // is never re-keyed, removed or marked, and no token of such a type is
 // overwritten: the slot is kept and reported in Foreign, not as a problem.
 // Its key is not checked either (sync would not act on the answer).
@@ -250,7 +251,7 @@ func (e *Engine) Sync(ctx context.Context, vol config.Volume, dev luks2.Device, 
 			e.markRecovery(vol.ID, dev, hdr, ck, problem)
 			continue
 		}
-		if typ := foreignToken(hdr, ck.Slot); typ != "" {
+		if typ := ForeignToken(hdr, ck.Slot); typ != "" {
 			rep.keepForeign(ck.Slot, typ)
 			continue
 		}
@@ -306,7 +307,7 @@ func (e *Engine) Sync(ctx context.Context, vol config.Volume, dev luks2.Device, 
 			rep.Kept = append(rep.Kept, s)
 			continue
 		}
-		if typ := foreignToken(hdr, s); typ != "" {
+		if typ := ForeignToken(hdr, s); typ != "" {
 			rep.keepForeign(s, typ)
 			continue
 		}
@@ -437,7 +438,7 @@ func (e *Engine) markRecovery(volID string, dev luks2.Device, hdr *luks2.Header,
 // foreign slot's failure is not one (sync keeps those slots).
 func failedBeforeOpener(opened *Result, hdr *luks2.Header) bool {
 	for _, a := range opened.Attempts {
-		if a.Slot != opened.Slot && foreignToken(hdr, a.Slot) == "" && (errors.Is(a.Err, keys.ErrWrongKey) || errors.Is(a.Err, keys.ErrNoToken) ||
+		if a.Slot != opened.Slot && ForeignToken(hdr, a.Slot) == "" && (errors.Is(a.Err, keys.ErrWrongKey) || errors.Is(a.Err, keys.ErrNoToken) ||
 			errors.Is(a.Err, keys.ErrBadToken) || errors.Is(a.Err, ErrSlotEmpty) ||
 			errors.Is(a.Err, keys.ErrSealedStateChanged)) {
 			return true
