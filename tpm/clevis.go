@@ -284,6 +284,27 @@ func (s *Sealer) unsealClevis(ctx context.Context, j *ClevisJWE) ([]byte, error)
 	return j.decrypt(jwk)
 }
 
+// loadRetries is how often TPM2_Load is sent while the TPM answers
+// TPM_RC_RETRY or TPM_RC_TESTING.
+const loadRetries = 3
+
+// loadError says what a TPM2_Load refusal means. TPM_RC_INTEGRITY: the
+// private blob's integrity HMAC, keyed from the parent's seed, does not
+// verify: another TPM (or this one cleared) sealed it, ErrDifferentTPM.
+// Any other format-one code (TPM_RC_SIZE, TPM_RC_INSUFFICIENT, TPM_RC_VALUE,
+// TPM_RC_BINDING, ...) refuses the blob's encoding: ErrMalformedBlob. A
+// warning (TPM_RC_OBJECT_MEMORY, ...) or a transport error says neither.
+func loadError(err error) error {
+	var fmt1 tpm2.TPMFmt1Error
+	switch {
+	case errors.Is(err, tpm2.TPMRCIntegrity):
+		return fmt.Errorf("%w (%w): %w", errLoad, ErrDifferentTPM, err)
+	case errors.As(err, &fmt1):
+		return fmt.Errorf("%w (%w): %w", errLoad, ErrMalformedBlob, err)
+	}
+	return fmt.Errorf("%w: %w", errLoad, err)
+}
+
 // unsealClevisOnce loads the sealed JWK under parent and unseals it: with
 // a PolicyPCR(bank:pcrs) session when pcrs are bound, else with the empty
 // user auth clevis gives an unbound object (userwithauth).
@@ -292,13 +313,21 @@ func unsealClevisOnce(t transport.TPM, parent *primaryKey, priv *tpm2.TPM2BPriva
 	if err != nil {
 		return nil, fmt.Errorf("bad sealed public blob: %w", err)
 	}
-	load, err := tpm2.Load{
-		ParentHandle: tpm2.AuthHandle{Handle: parent.handle, Name: parent.name, Auth: tpm2.PasswordAuth(nil)},
-		InPrivate:    *priv,
-		InPublic:     *pub,
-	}.Execute(t)
+	var load *tpm2.LoadResponse
+	for attempt := 1; ; attempt++ {
+		load, err = tpm2.Load{
+			ParentHandle: tpm2.AuthHandle{Handle: parent.handle, Name: parent.name, Auth: tpm2.PasswordAuth(nil)},
+			InPrivate:    *priv,
+			InPublic:     *pub,
+		}.Execute(t)
+		// TPM_RC_RETRY, TPM_RC_TESTING: the TPM asks for the command again
+		// (a TPM still testing after startup); it says nothing of the blob
+		if attempt == loadRetries || !(errors.Is(err, tpm2.TPMRCRetry) || errors.Is(err, tpm2.TPMRCTesting)) {
+			break
+		}
+	}
 	if err != nil {
-		return nil, fmt.Errorf("%w (%w): %w", errLoad, ErrDifferentTPM, err)
+		return nil, loadError(err)
 	}
 	defer flush(t, load.ObjectHandle)
 

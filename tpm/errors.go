@@ -18,6 +18,10 @@ var (
 	// ErrDifferentTPM means no parent key of this TPM loads a systemd-tpm2
 	// blob: it was sealed by a different TPM (or the TPM was cleared).
 	ErrDifferentTPM = errors.New("sealed by a different TPM (or the TPM was cleared)")
+	// ErrMalformedBlob means the TPM refused a sealed object's encoding
+	// (TPM_RC_SIZE, TPM_RC_INSUFFICIENT, TPM_RC_VALUE, ...): the token is
+	// damaged, not sealed by another TPM.
+	ErrMalformedBlob = errors.New("sealed object malformed (the TPM refused its encoding)")
 	// ErrSRKMismatch means the storage key (SRK) recreated on this TPM has
 	// another Name than the key_name the secret was sealed to, so nothing is
 	// sent to it: no salt, no sealed object.
