@@ -62,6 +62,15 @@ type ClevisTPM2 struct {
 	PolicyPubkeyPath string `json:"policy_pubkey_path,omitempty"`
 }
 
+// BoundPCRs returns the PCRs the pin's policy binds (none when pcr_ids
+// is empty: the object opens on any boot).
+func (c *ClevisTPM2) BoundPCRs() ([]int, error) {
+	if c.PCRIDs == "" {
+		return nil, nil
+	}
+	return parsePCRIDs(string(c.PCRIDs))
+}
+
 // ClevisPCRIDs is clevis's pcr_ids: clevis-encrypt-tpm2 writes the string "0,7";
 // a JSON list of numbers or strings is accepted too.
 type ClevisPCRIDs string

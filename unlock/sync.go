@@ -33,6 +33,10 @@ type SyncReport struct {
 	// (see config.Trust), or the key budget ran out. Each is also a Problem
 	// that says why.
 	Skipped []string
+	// Warnings are facts the operator should know that need no write,
+	// e.g. a tpm slot that opens through another tool's token without
+	// PCR 15 in its policy (warnUnlatched).
+	Warnings []string
 	// UpToDate: nothing changed since the last full sync (its fingerprint
 	// matched), so no key was checked.
 	UpToDate bool
@@ -69,13 +73,42 @@ func (r *SyncReport) String() string {
 	for _, p := range r.Problems {
 		parts = append(parts, "problem: "+p.Error())
 	}
-	if len(parts) == 0 && r.UpToDate {
-		return "in sync (unchanged since the last check)"
+	out := strings.Join(parts, "; ")
+	switch {
+	case len(parts) == 0 && r.UpToDate:
+		out = "in sync (unchanged since the last check)"
+	case len(parts) == 0:
+		out = "in sync"
 	}
-	if len(parts) == 0 {
-		return "in sync"
+	for _, w := range r.Warnings {
+		out += "; warning: " + w
 	}
-	return strings.Join(parts, "; ")
+	return out
+}
+
+// warnUnlatched logs one line (and adds a report warning) for each
+// configured tpm key whose slot opens through another tool's token whose
+// policy does not bind PCR 15: that slot still unseals after the latch, in
+// the debug shell and the running system (README, threat model). It
+// writes nothing.
+func (e *Engine) warnUnlatched(vol *config.Volume, dev luks2.Device, ks []config.Key, rep *SyncReport) {
+	hdr, err := luks2.ReadHeader(dev)
+	if err != nil {
+		return
+	}
+	for _, ck := range ks {
+		if ck.TPM == nil {
+			continue
+		}
+		typ, pcrs, unlatched := keys.UnlatchedForeignToken(keys.Slot{VolumeID: vol.ID, Slot: ck.Slot, Token: tokenFor(hdr, ck.Slot), Assigned: assignedTokens(hdr, ck.Slot)})
+		if !unlatched {
+			continue
+		}
+		w := fmt.Sprintf("%s slot %d (tpm) opens through its %s token, whose policy binds PCRs %v but not PCR 15: it still unseals after the latch (debug shell, running system); to bind PCR 15, remove that slot and its token (cryptsetup luksKillSlot, token remove) and let sync enroll the tpm key",
+			vol.ID, ck.Slot, typ, pcrs)
+		rep.Warnings = append(rep.Warnings, w)
+		e.log().Warn("tpm slot not bound to PCR 15", "volume", vol.ID, "slot", ck.Slot, "warning", w)
+	}
 }
 
 // ownedTokens are the token types that belong to a keyslot by id == slot,
@@ -189,6 +222,7 @@ func (e *Engine) Sync(ctx context.Context, vol config.Volume, dev luks2.Device, 
 		rep.Problems = append(rep.Problems, fmt.Errorf("sync %s: nothing to sync with (%v)", vol.ID, err))
 		return rep
 	}
+	e.warnUnlatched(&vol, dev, ks, rep)
 	if hdr, err := luks2.ReadHeader(dev); err == nil && hdr.Version != 2 {
 		rep.Problems = append(rep.Problems, fmt.Errorf("sync %s: LUKS%d volume: keyslots left as they are (cryptinit writes LUKS2 only; convert with cryptsetup convert --type luks2)", vol.ID, hdr.Version))
 		return rep
