@@ -165,8 +165,9 @@ func (e *Engine) syncKeyBudget() time.Duration {
 // config is authenticated (vol.Trust; otherwise it reports what it skipped,
 // see syncUnauthenticated), and then only:
 //   - a configured slot that is empty: its key is enrolled;
-//   - a configured slot its key no longer opens (wrong key, missing or
-//     foreign token) or, when opted in with Secure Boot on, whose tpm key
+//   - a configured slot its key no longer opens (wrong key, missing token,
+//     or a token of another kind cryptinit writes, e.g. sideroKMS where a
+//     tpm key is configured) or, when opted in with Secure Boot on, whose tpm key
 //     no longer unseals after a PCR 7 change: re-keyed in place;
 //   - a configured recovery key's slot without the recovery mark: marked;
 //   - a slot the config does not name and that is neither the opener nor a
@@ -177,7 +178,10 @@ func (e *Engine) syncKeyBudget() time.Duration {
 // (clevis, systemd-tpm2, any type cryptinit does not write: ForeignToken)
 // is never re-keyed, removed or marked, and no token of such a type is
 // overwritten: the slot is kept and reported in Foreign, not as a problem.
-// Its key is not checked either (sync would not act on the answer).
+// Its key is not checked either (sync would not act on the answer); a
+// configured tpm key that opens it without PCR 15 in the token's policy
+// only gets a warning (warnUnlatched).
+//
 // A key that does not answer within the sync key budget (SyncKeyBudget,
 // for all keys of the volume together) is skipped, never taken as wrong.
 // The order keeps the volume openable by a configured key after a crash at
