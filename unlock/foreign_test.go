@@ -189,3 +189,43 @@ func TestSyncDoesNotOverwriteForeignToken(t *testing.T) {
 		t.Errorf("slot 2 (clevis's) not kept: sync %v", r.Sync)
 	}
 }
+
+// TestSyncDoesNotMarkForeignToken: a configured recovery key that opened
+// its slot through another tool's token stored at id == slot does not get
+// the recovery mark written into that token (foreign slots are kept
+// anyway, marked or not).
+func TestSyncDoesNotMarkForeignToken(t *testing.T) {
+	const pass = "systemd's passphrase"
+	dev := image(t, imageSize)
+	first := "kind: UserVolumeConfig\nname: data\nencryption:\n  keys:\n    - {slot: 1, static: {passphrase: a}}\n" + smallKDF
+	r, err := (&Engine{}).Unlock(ctx, volume(t, first, "u-data"), dev, imageSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := luks2.AddKeyslot(dev, r.VolumeKey, []byte(pass), 0, luks2.KDF{Type: "pbkdf2", Hash: "sha256", Iterations: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	r.Zero()
+	tok := []byte(`{"type":"systemd-tpm2","keyslots":["0"],"tpm2-blob":"AAAA","tpm2-pcrs":[7,15],"tpm2-pcr-bank":"sha256","tpm2-primary-alg":"ecc","tpm2-policy-hash":"00","tpm2-pin":false}`)
+	if _, err := luks2.ImportToken(dev, 0, tok, false); err != nil {
+		t.Fatal(err)
+	}
+	hdr, _ := luks2.ReadHeader(dev)
+	before := bytes.Clone(hdr.Tokens[0].Raw)
+	y := "kind: UserVolumeConfig\nname: data\nencryption:\n  keys:\n    - {slot: 0, tpm: {}, recovery: true}\n    - {slot: 1, static: {passphrase: a}}\n" + smallKDF
+	r, err = (&Engine{Env: keys.Env{TPM: &foreignTPM{pass: pass}}}).Unlock(ctx, volume(t, y, "u-data"), dev, imageSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Zero()
+	if r.Slot != 0 {
+		t.Fatalf("opened slot %d, want 0 through its systemd-tpm2 token", r.Slot)
+	}
+	hdr, _ = luks2.ReadHeader(dev)
+	if got := hdr.Tokens[0].Raw; !bytes.Equal(got, before) {
+		t.Fatalf("the systemd-tpm2 token was altered:\n%s", got)
+	}
+	if len(r.Sync.Problems) != 0 {
+		t.Errorf("sync problems: %v", r.Sync.Problems)
+	}
+}
