@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/cryptinit/cryptinit/tpm"
+	"github.com/cryptinit/cryptinit/unlock/config"
 	"github.com/cryptinit/cryptinit/unlock/keys"
 	"github.com/cryptinit/cryptinit/unlock/luks2"
 )
@@ -227,5 +228,36 @@ func TestSyncDoesNotMarkForeignToken(t *testing.T) {
 	}
 	if len(r.Sync.Problems) != 0 {
 		t.Errorf("sync problems: %v", r.Sync.Problems)
+	}
+}
+
+// TestUnauthenticatedSyncDoesNotPlanForeignRemoval: the changes an
+// unauthenticated config's sync lists as skipped are those a full sync
+// would make; a foreign slot is not one of them.
+func TestUnauthenticatedSyncDoesNotPlanForeignRemoval(t *testing.T) {
+	dev := image(t, imageSize)
+	first := "kind: UserVolumeConfig\nname: data\nencryption:\n  keys:\n    - {slot: 0, static: {passphrase: a}}\n" + smallKDF
+	r, err := (&Engine{}).Unlock(ctx, volume(t, first, "u-data"), dev, imageSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []int{1, 2} {
+		if _, err := luks2.AddKeyslot(dev, r.VolumeKey, []byte("other"), s, luks2.KDF{Type: "pbkdf2", Hash: "sha256", Iterations: 1000}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.Zero()
+	if _, err := luks2.ImportToken(dev, 0, tangToken("1"), false); err != nil {
+		t.Fatal(err)
+	}
+	vol := volume(t, first, "u-data")
+	vol.Trust = config.Trust{Source: "META tag 9"}
+	r, err = (&Engine{}).Unlock(ctx, vol, dev, imageSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Zero()
+	if got := strings.Join(r.Sync.Skipped, ", "); got != "remove slot 2" {
+		t.Errorf("skipped %q, want only \"remove slot 2\" (slot 1 is clevis's)", got)
 	}
 }

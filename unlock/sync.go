@@ -488,7 +488,8 @@ func failedBeforeOpener(opened *Result, hdr *luks2.Header) bool {
 // syncUnauthenticated is Sync for a config that is not authenticated: it
 // writes nothing. It lists, from the header alone (no key fetched, no KDF
 // run), the changes a full sync would make: configured slots that are
-// empty, recovery marks missing, slots the config does not name. Whether a
+// empty, recovery marks missing, slots the config does not name (but not
+// those another tool's token lists: a full sync keeps them). Whether a
 // configured slot's key still opens it is not checked. The fingerprint is
 // neither checked nor stored.
 func (e *Engine) syncUnauthenticated(vol *config.Volume, dev luks2.Device, ks []config.Key, opened *Result, rep *SyncReport) {
@@ -509,7 +510,7 @@ func (e *Engine) syncUnauthenticated(vol *config.Volume, dev luks2.Device, ks []
 		}
 	}
 	for s := 0; s < luks2.MaxKeyslots; s++ {
-		if _, ok := hdr.Keyslots[s]; ok && !configured[s] && s != opened.Slot && !keys.IsRecovery(tokenFor(hdr, s)) {
+		if _, ok := hdr.Keyslots[s]; ok && !configured[s] && s != opened.Slot && !keys.IsRecovery(tokenFor(hdr, s)) && ForeignToken(hdr, s) == "" {
 			rep.Skipped = append(rep.Skipped, fmt.Sprintf("remove slot %d", s))
 		}
 	}
