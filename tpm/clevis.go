@@ -62,6 +62,15 @@ type ClevisTPM2 struct {
 	PolicyPubkeyPath string `json:"policy_pubkey_path,omitempty"`
 }
 
+// BoundPCRs returns the PCRs the pin's policy binds (none when pcr_ids
+// is empty: the object opens on any boot).
+func (c *ClevisTPM2) BoundPCRs() ([]int, error) {
+	if c.PCRIDs == "" {
+		return nil, nil
+	}
+	return parsePCRIDs(string(c.PCRIDs))
+}
+
 // ClevisPCRIDs is clevis's pcr_ids: clevis-encrypt-tpm2 writes the string "0,7";
 // a JSON list of numbers or strings is accepted too.
 type ClevisPCRIDs string
@@ -107,8 +116,9 @@ func ParseClevisToken(data []byte) (*ClevisToken, error) {
 
 // ParseClevisJWE decodes a JWE in flattened JSON form (as clevis luks bind
 // stores it), or a compact one as a JSON string or bare text (as clevis
-// encrypt prints it). Only alg "dir" with enc A256GCM is accepted: that is
-// all clevis writes.
+// encrypt prints it). Only the tpm2 pin (ErrClevisPinUnsupported for
+// others) with alg "dir" and enc A256GCM is accepted: that is all clevis's
+// tpm2 pin writes.
 func ParseClevisJWE(data []byte) (*ClevisJWE, error) {
 	data = bytes.TrimSpace(data)
 	var f struct {
@@ -143,6 +153,11 @@ func ParseClevisJWE(data []byte) (*ClevisJWE, error) {
 	}
 	if err := json.Unmarshal(hdr, &j.Header); err != nil {
 		return nil, fmt.Errorf("jwe protected header: %w", err)
+	}
+	// the pin first: a tang pin's JWE is ECDH-ES, an sss one's holds
+	// shares; both are clevis's, unsupported here, never malformed
+	if pin := j.Header.Clevis.Pin; pin != "tpm2" {
+		return nil, fmt.Errorf("jwe: %w: pin %q", ErrClevisPinUnsupported, pin)
 	}
 	if j.Header.Alg != "dir" || j.Header.Enc != "A256GCM" {
 		return nil, fmt.Errorf("jwe: alg %q enc %q, want dir and A256GCM (what clevis writes)", j.Header.Alg, j.Header.Enc)
@@ -217,10 +232,8 @@ func (s *Sealer) UnsealClevis(ctx context.Context, tok *ClevisToken) ([]byte, er
 func (s *Sealer) unsealClevis(ctx context.Context, j *ClevisJWE) ([]byte, error) {
 	c := j.Header.Clevis
 	switch {
-	case c.Pin == "tang":
-		return nil, errors.New("clevis pin tang is not supported by cryptinit (only tpm2); use another key slot")
 	case c.Pin != "tpm2":
-		return nil, fmt.Errorf("clevis pin %q is not supported by cryptinit (only tpm2); use another key slot", c.Pin)
+		return nil, fmt.Errorf("%w: pin %q", ErrClevisPinUnsupported, c.Pin)
 	case c.TPM2 == nil:
 		return nil, errors.New("clevis tpm2 pin without its tpm2 header")
 	}
@@ -280,6 +293,27 @@ func (s *Sealer) unsealClevis(ctx context.Context, j *ClevisJWE) ([]byte, error)
 	return j.decrypt(jwk)
 }
 
+// loadRetries is how often TPM2_Load is sent while the TPM answers
+// TPM_RC_RETRY or TPM_RC_TESTING.
+const loadRetries = 3
+
+// loadError says what a TPM2_Load refusal means. TPM_RC_INTEGRITY: the
+// private blob's integrity HMAC, keyed from the parent's seed, does not
+// verify: another TPM (or this one cleared) sealed it, ErrDifferentTPM.
+// Any other format-one code (TPM_RC_SIZE, TPM_RC_INSUFFICIENT, TPM_RC_VALUE,
+// TPM_RC_BINDING, ...) refuses the blob's encoding: ErrMalformedBlob. A
+// warning (TPM_RC_OBJECT_MEMORY, ...) or a transport error says neither.
+func loadError(err error) error {
+	var fmt1 tpm2.TPMFmt1Error
+	switch {
+	case errors.Is(err, tpm2.TPMRCIntegrity):
+		return fmt.Errorf("%w (%w): %w", errLoad, ErrDifferentTPM, err)
+	case errors.As(err, &fmt1):
+		return fmt.Errorf("%w (%w): %w", errLoad, ErrMalformedBlob, err)
+	}
+	return fmt.Errorf("%w: %w", errLoad, err)
+}
+
 // unsealClevisOnce loads the sealed JWK under parent and unseals it: with
 // a PolicyPCR(bank:pcrs) session when pcrs are bound, else with the empty
 // user auth clevis gives an unbound object (userwithauth).
@@ -288,13 +322,21 @@ func unsealClevisOnce(t transport.TPM, parent *primaryKey, priv *tpm2.TPM2BPriva
 	if err != nil {
 		return nil, fmt.Errorf("bad sealed public blob: %w", err)
 	}
-	load, err := tpm2.Load{
-		ParentHandle: tpm2.AuthHandle{Handle: parent.handle, Name: parent.name, Auth: tpm2.PasswordAuth(nil)},
-		InPrivate:    *priv,
-		InPublic:     *pub,
-	}.Execute(t)
+	var load *tpm2.LoadResponse
+	for attempt := 1; ; attempt++ {
+		load, err = tpm2.Load{
+			ParentHandle: tpm2.AuthHandle{Handle: parent.handle, Name: parent.name, Auth: tpm2.PasswordAuth(nil)},
+			InPrivate:    *priv,
+			InPublic:     *pub,
+		}.Execute(t)
+		// TPM_RC_RETRY, TPM_RC_TESTING: the TPM asks for the command again
+		// (a TPM still testing after startup); it says nothing of the blob
+		if attempt == loadRetries || !(errors.Is(err, tpm2.TPMRCRetry) || errors.Is(err, tpm2.TPMRCTesting)) {
+			break
+		}
+	}
 	if err != nil {
-		return nil, fmt.Errorf("%w (%w): %w", errLoad, ErrDifferentTPM, err)
+		return nil, loadError(err)
 	}
 	defer flush(t, load.ObjectHandle)
 

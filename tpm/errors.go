@@ -18,6 +18,10 @@ var (
 	// ErrDifferentTPM means no parent key of this TPM loads a systemd-tpm2
 	// blob: it was sealed by a different TPM (or the TPM was cleared).
 	ErrDifferentTPM = errors.New("sealed by a different TPM (or the TPM was cleared)")
+	// ErrMalformedBlob means the TPM refused a sealed object's encoding
+	// (TPM_RC_SIZE, TPM_RC_INSUFFICIENT, TPM_RC_VALUE, ...): the token is
+	// damaged, not sealed by another TPM.
+	ErrMalformedBlob = errors.New("sealed object malformed (the TPM refused its encoding)")
 	// ErrSRKMismatch means the storage key (SRK) recreated on this TPM has
 	// another Name than the key_name the secret was sealed to, so nothing is
 	// sent to it: no salt, no sealed object.
@@ -42,6 +46,9 @@ var (
 	// ErrPINLockout means the TPM is in (or one failure away from) its
 	// dictionary-attack lockout, so no PIN was sent.
 	ErrPINLockout = errors.New("the TPM's dictionary-attack lockout is (nearly) reached; no PIN tried")
+	// ErrClevisPinUnsupported means a clevis JWE is for a pin other than
+	// tpm2 (tang, sss, ...): cryptinit cannot decrypt it.
+	ErrClevisPinUnsupported = errors.New("clevis pin not supported by cryptinit (only tpm2); open the volume with another key slot")
 	// ErrSecureBootOff means Secure Boot is disabled or in setup mode.
 	ErrSecureBootOff = errors.New("secure boot is not enabled")
 )

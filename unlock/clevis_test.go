@@ -153,6 +153,24 @@ func TestClevisBoundSlotOpens(t *testing.T) {
 		r.Zero()
 	}
 
+	// PCR 15 latched (debug shell, running system): clevis's policy does
+	// not bind it, so the slot bound to PCR 7 alone still opens (README,
+	// threat model: the exception of slots other tools enrolled).
+	{
+		conn := sw.dial(t)
+		l := sha256.Sum256([]byte("latch"))
+		err := tpm.ExtendPCR(conn, tpm.LatchPCR, l[:])
+		_ = conn.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := openSlot(t, 1)
+		if err != nil {
+			t.Fatalf("clevis slot 1 after PCR 15 was extended: %v", err)
+		}
+		r.Zero()
+	}
+
 	// PCR 7 moves (Secure Boot keys changed): the PCR-bound slots are
 	// refused by the TPM's policy, in either bank; the unbound one opens.
 	conn := sw.dial(t)

@@ -20,6 +20,10 @@ type SyncReport struct {
 	Replaced []int // configured slots whose key no longer opened them
 	Removed  []int // slots the config does not name
 	Kept     []int // slots the config does not name, kept as recovery keys
+	// Foreign are slots with a token another tool wrote (clevis,
+	// systemd-tpm2, any type cryptinit does not write): never re-keyed nor
+	// removed, whether configured or not (Reasons says which token).
+	Foreign []int
 	// Reasons says why a slot was written when it is not the usual stale
 	// key, e.g. "tpm re-enrolled: PCR 7 changed".
 	Reasons  map[int]string
@@ -29,6 +33,10 @@ type SyncReport struct {
 	// (see config.Trust), or the key budget ran out. Each is also a Problem
 	// that says why.
 	Skipped []string
+	// Warnings are facts the operator should know that need no write,
+	// e.g. a tpm slot that opens through another tool's token without
+	// PCR 15 in its policy (warnUnlatched).
+	Warnings []string
 	// UpToDate: nothing changed since the last full sync (its fingerprint
 	// matched), so no key was checked.
 	UpToDate bool
@@ -55,24 +63,81 @@ func (r *SyncReport) String() string {
 	}
 	add("removed", r.Removed)
 	add("kept recovery", r.Kept)
+	add("kept foreign", r.Foreign)
+	for _, s := range r.Foreign {
+		parts = append(parts, fmt.Sprintf("slot %d: %s", s, r.Reasons[s]))
+	}
 	if len(r.Skipped) > 0 {
 		parts = append(parts, "skipped: "+strings.Join(r.Skipped, ", "))
 	}
 	for _, p := range r.Problems {
 		parts = append(parts, "problem: "+p.Error())
 	}
-	if len(parts) == 0 && r.UpToDate {
-		return "in sync (unchanged since the last check)"
+	out := strings.Join(parts, "; ")
+	switch {
+	case len(parts) == 0 && r.UpToDate:
+		out = "in sync (unchanged since the last check)"
+	case len(parts) == 0:
+		out = "in sync"
 	}
-	if len(parts) == 0 {
-		return "in sync"
+	for _, w := range r.Warnings {
+		out += "; warning: " + w
 	}
-	return strings.Join(parts, "; ")
+	return out
+}
+
+// warnUnlatched logs one line (and adds a report warning) for each
+// configured tpm key whose slot opens through another tool's token whose
+// policy does not bind PCR 15: that slot still unseals after the latch, in
+// the debug shell and the running system (README, threat model). It
+// writes nothing.
+func (e *Engine) warnUnlatched(vol *config.Volume, dev luks2.Device, ks []config.Key, rep *SyncReport) {
+	hdr, err := luks2.ReadHeader(dev)
+	if err != nil {
+		return
+	}
+	for _, ck := range ks {
+		if ck.TPM == nil {
+			continue
+		}
+		typ, pcrs, unlatched := keys.UnlatchedForeignToken(keys.Slot{VolumeID: vol.ID, Slot: ck.Slot, Token: tokenFor(hdr, ck.Slot), Assigned: assignedTokens(hdr, ck.Slot)})
+		if !unlatched {
+			continue
+		}
+		w := fmt.Sprintf("%s slot %d (tpm) opens through its %s token, whose policy binds PCRs %v but not PCR 15: it still unseals after the latch (debug shell, running system); to bind PCR 15, remove that slot and its token (cryptsetup luksKillSlot, token remove) and let sync enroll the tpm key",
+			vol.ID, ck.Slot, typ, pcrs)
+		rep.Warnings = append(rep.Warnings, w)
+		e.log().Warn("tpm slot not bound to PCR 15", "volume", vol.ID, "slot", ck.Slot, "warning", w)
+	}
 }
 
 // ownedTokens are the token types that belong to a keyslot by id == slot,
 // so they go when their slot goes.
 var ownedTokens = []string{keys.TokenKMS, keys.TokenTPM, keys.TokenRecovery}
+
+// isForeign reports whether a token type is one cryptinit does not write
+// (clevis, systemd-tpm2, luks2-keyring, ...): its slot is another tool's.
+func isForeign(typ string) bool {
+	return typ != "" && typ != TokenSyncState && !slices.Contains(ownedTokens, typ)
+}
+
+// ForeignToken returns the type of a token another tool wrote whose
+// keyslots list slot, or "" when there is none. Sync never writes such a
+// slot; a plan of what sync would do (cryptctl) should say "keep" for it.
+func ForeignToken(hdr *luks2.Header, slot int) string {
+	for id := 0; id < luks2.MaxTokens; id++ {
+		if t, ok := hdr.Tokens[id]; ok && isForeign(t.Type) && slices.Contains(t.Keyslots, slot) {
+			return t.Type
+		}
+	}
+	return ""
+}
+
+// keepForeign reports a slot kept because its token is another tool's.
+func (r *SyncReport) keepForeign(slot int, typ string) {
+	r.Foreign = append(r.Foreign, slot)
+	r.reason(slot, fmt.Sprintf("its %s token is another tool's: slot and token kept as they are", typ))
+}
 
 // DefaultSyncKeyBudget is how long, in total per volume, Sync may spend on
 // keys that did not open the volume (KMS round trips, TPM unseals and
@@ -100,13 +165,22 @@ func (e *Engine) syncKeyBudget() time.Duration {
 // config is authenticated (vol.Trust; otherwise it reports what it skipped,
 // see syncUnauthenticated), and then only:
 //   - a configured slot that is empty: its key is enrolled;
-//   - a configured slot its key no longer opens (wrong key, missing or
-//     foreign token) or, when opted in with Secure Boot on, whose tpm key
+//   - a configured slot its key no longer opens (wrong key, missing token,
+//     or a token of another kind cryptinit writes, e.g. sideroKMS where a
+//     tpm key is configured) or, when opted in with Secure Boot on, whose tpm key
 //     no longer unseals after a PCR 7 change: re-keyed in place;
 //   - a configured recovery key's slot without the recovery mark: marked;
 //   - a slot the config does not name and that is neither the opener nor a
 //     recovery key: removed, after every add and replacement;
 //   - after a sync without problems: the fingerprint token (syncstate.go).
+//
+// Whatever the config says, a slot listed by a token another tool wrote
+// (clevis, systemd-tpm2, any type cryptinit does not write: ForeignToken)
+// is never re-keyed, removed or marked, and no token of such a type is
+// overwritten: the slot is kept and reported in Foreign, not as a problem.
+// Its key is not checked either (sync would not act on the answer); a
+// configured tpm key that opens it without PCR 15 in the token's policy
+// only gets a warning (warnUnlatched).
 //
 // A key that does not answer within the sync key budget (SyncKeyBudget,
 // for all keys of the volume together) is skipped, never taken as wrong.
@@ -152,6 +226,7 @@ func (e *Engine) Sync(ctx context.Context, vol config.Volume, dev luks2.Device, 
 		rep.Problems = append(rep.Problems, fmt.Errorf("sync %s: nothing to sync with (%v)", vol.ID, err))
 		return rep
 	}
+	e.warnUnlatched(&vol, dev, ks, rep)
 	if hdr, err := luks2.ReadHeader(dev); err == nil && hdr.Version != 2 {
 		rep.Problems = append(rep.Problems, fmt.Errorf("sync %s: LUKS%d volume: keyslots left as they are (cryptinit writes LUKS2 only; convert with cryptsetup convert --type luks2)", vol.ID, hdr.Version))
 		return rep
@@ -165,7 +240,7 @@ func (e *Engine) Sync(ctx context.Context, vol config.Volume, dev luks2.Device, 
 	for _, ck := range ks {
 		configured[ck.Slot] = true
 	}
-	if hdr, err := luks2.ReadHeader(dev); err == nil && !failedBeforeOpener(opened) {
+	if hdr, err := luks2.ReadHeader(dev); err == nil && !failedBeforeOpener(opened, hdr) {
 		if _, stored := storedFingerprint(hdr); stored != nil {
 			if fp := e.syncFingerprint(bctx, &vol, hdr, ks, vk, opened.Slot); fp != nil && hmac.Equal(fp, stored) {
 				rep.UpToDate = true
@@ -212,6 +287,10 @@ func (e *Engine) Sync(ctx context.Context, vol config.Volume, dev luks2.Device, 
 		}
 		if ck.Slot == opened.Slot {
 			e.markRecovery(vol.ID, dev, hdr, ck, problem)
+			continue
+		}
+		if typ := ForeignToken(hdr, ck.Slot); typ != "" {
+			rep.keepForeign(ck.Slot, typ)
 			continue
 		}
 		if _, present := hdr.Keyslots[ck.Slot]; !present {
@@ -264,6 +343,10 @@ func (e *Engine) Sync(ctx context.Context, vol config.Volume, dev luks2.Device, 
 		}
 		if keys.IsRecovery(tokenFor(hdr, s)) {
 			rep.Kept = append(rep.Kept, s)
+			continue
+		}
+		if typ := ForeignToken(hdr, s); typ != "" {
+			rep.keepForeign(s, typ)
 			continue
 		}
 		if err := luks2.KillKeyslot(dev, s); err != nil {
@@ -331,6 +414,11 @@ func (e *Engine) enroll(ctx context.Context, volID string, dev luks2.Device, ck 
 		return false
 	}
 	if tok != nil {
+		if hdr, err := luks2.ReadHeader(dev); err == nil && isForeign(keys.TokenType(tokenFor(hdr, ck.Slot))) {
+			problem(ck.Slot, k.Kind(), "token id %d holds a %s token another tool wrote; slot left as it is (move that token: cryptsetup token export/import)",
+				ck.Slot, keys.TokenType(tokenFor(hdr, ck.Slot)))
+			return false
+		}
 		if _, err := luks2.ImportToken(dev, ck.Slot, tok, true); err != nil {
 			problem(ck.Slot, k.Kind(), "store token: %v", err)
 			return false
@@ -371,8 +459,8 @@ func (e *Engine) dropOwnedToken(volID string, dev luks2.Device, slot int, proble
 // recovery mark, so that it survives being taken out of the config.
 func (e *Engine) markRecovery(volID string, dev luks2.Device, hdr *luks2.Header, ck config.Key, problem func(int, string, string, ...any)) {
 	cur := tokenFor(hdr, ck.Slot)
-	if !ck.Recovery || keys.IsRecovery(cur) {
-		return
+	if !ck.Recovery || keys.IsRecovery(cur) || isForeign(keys.TokenType(cur)) {
+		return // another tool's token is not ours to alter (its slot is kept anyway)
 	}
 	tok, err := keys.RecoveryToken(cur)
 	if err == nil {
@@ -384,10 +472,11 @@ func (e *Engine) markRecovery(volID string, dev luks2.Device, hdr *luks2.Header,
 }
 
 // failedBeforeOpener reports whether a configured key tried before the one
-// that opened failed in a way sync acts on: then sync runs in full.
-func failedBeforeOpener(opened *Result) bool {
+// that opened failed in a way sync acts on: then sync runs in full. A
+// foreign slot's failure is not one (sync keeps those slots).
+func failedBeforeOpener(opened *Result, hdr *luks2.Header) bool {
 	for _, a := range opened.Attempts {
-		if a.Slot != opened.Slot && (errors.Is(a.Err, keys.ErrWrongKey) || errors.Is(a.Err, keys.ErrNoToken) ||
+		if a.Slot != opened.Slot && ForeignToken(hdr, a.Slot) == "" && (errors.Is(a.Err, keys.ErrWrongKey) || errors.Is(a.Err, keys.ErrNoToken) ||
 			errors.Is(a.Err, keys.ErrBadToken) || errors.Is(a.Err, ErrSlotEmpty) ||
 			errors.Is(a.Err, keys.ErrSealedStateChanged)) {
 			return true
@@ -399,7 +488,8 @@ func failedBeforeOpener(opened *Result) bool {
 // syncUnauthenticated is Sync for a config that is not authenticated: it
 // writes nothing. It lists, from the header alone (no key fetched, no KDF
 // run), the changes a full sync would make: configured slots that are
-// empty, recovery marks missing, slots the config does not name. Whether a
+// empty, recovery marks missing, slots the config does not name (but not
+// those another tool's token lists: a full sync keeps them). Whether a
 // configured slot's key still opens it is not checked. The fingerprint is
 // neither checked nor stored.
 func (e *Engine) syncUnauthenticated(vol *config.Volume, dev luks2.Device, ks []config.Key, opened *Result, rep *SyncReport) {
@@ -420,7 +510,7 @@ func (e *Engine) syncUnauthenticated(vol *config.Volume, dev luks2.Device, ks []
 		}
 	}
 	for s := 0; s < luks2.MaxKeyslots; s++ {
-		if _, ok := hdr.Keyslots[s]; ok && !configured[s] && s != opened.Slot && !keys.IsRecovery(tokenFor(hdr, s)) {
+		if _, ok := hdr.Keyslots[s]; ok && !configured[s] && s != opened.Slot && !keys.IsRecovery(tokenFor(hdr, s)) && ForeignToken(hdr, s) == "" {
 			rep.Skipped = append(rep.Skipped, fmt.Sprintf("remove slot %d", s))
 		}
 	}

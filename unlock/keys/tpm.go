@@ -224,6 +224,42 @@ func onlySecureBootPCRChanged(s *tpm.Sealed, unsealErr error) bool {
 	return len(s.PCRs) > 0 && !slices.ContainsFunc(s.PCRs, func(p int) bool { return p != tpm.SecureBootPCR })
 }
 
+// UnlatchedForeignToken reports whether a tpm key opens s through another
+// tool's token (systemd-tpm2, clevis tpm2 pin, as Passphrase chooses it)
+// whose policy does not bind PCR 15, the latch: such a slot still unseals
+// after the latch (debug shell, running system). It returns the token's
+// type and the PCRs its policy binds. Tokens a tpm key cannot open (tang,
+// malformed) are not reported.
+func UnlatchedForeignToken(s Slot) (typ string, pcrs []int, unlatched bool) {
+	if TokenType(s.Token) == TokenTPM {
+		return "", nil, false
+	}
+	for _, raw := range s.Assigned {
+		switch TokenType(raw) {
+		case TokenSystemdTPM:
+			tok, err := tpm.ParseSystemdToken(raw)
+			if err != nil {
+				return "", nil, false
+			}
+			pcrs = append(slices.Clone(tok.PCRs), tok.PubKeyPCRs...)
+		case TokenClevis:
+			tok, err := tpm.ParseClevisToken(raw)
+			if err != nil || tok.JWE.Header.Clevis.TPM2 == nil {
+				return "", nil, false
+			}
+			if pcrs, err = tok.JWE.Header.Clevis.TPM2.BoundPCRs(); err != nil {
+				return "", nil, false
+			}
+		default:
+			continue
+		}
+		slices.Sort(pcrs)
+		pcrs = slices.Compact(pcrs)
+		return TokenType(raw), pcrs, !slices.Contains(pcrs, tpm.LatchPCR)
+	}
+	return "", nil, false
+}
+
 func (k *TPMKey) systemdPassphrase(ctx context.Context, s Slot, raw []byte) ([]byte, error) {
 	st, ok := k.TPM.(SystemdTPM)
 	if !ok || k.TPM == nil {
@@ -231,7 +267,8 @@ func (k *TPMKey) systemdPassphrase(ctx context.Context, s Slot, raw []byte) ([]b
 	}
 	tok, err := tpm.ParseSystemdToken(raw)
 	if err != nil {
-		return nil, fmt.Errorf("%w: slot %d: %v", ErrBadToken, s.Slot, err)
+		// another tool's token: unusable here, never a reason to replace the slot
+		return nil, fmt.Errorf("%w: %s slot %d: systemd-tpm2 token: %v", ErrKeyUnavailable, s.VolumeID, s.Slot, err)
 	}
 	if tok.PIN {
 		return k.systemdPINPassphrase(ctx, s, tok)
@@ -250,7 +287,9 @@ func (k *TPMKey) clevisPassphrase(ctx context.Context, s Slot, raw []byte) ([]by
 	}
 	tok, err := tpm.ParseClevisToken(raw)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s slot %d: %v", ErrBadToken, s.VolumeID, s.Slot, err)
+		// clevis's token (a tang or sss pin, or one we cannot read): the
+		// key is unavailable here, never a reason to replace the slot
+		return nil, fmt.Errorf("%w: %s slot %d: %v", ErrKeyUnavailable, s.VolumeID, s.Slot, err)
 	}
 	pass, err := ct.UnsealClevis(ctx, tok)
 	if err != nil {
