@@ -14,8 +14,8 @@ import (
 //
 // No MADV_HUGEPAGE: measured on the 2-core Firecracker host of the
 // benchmarks (images/bench/kdf.sh), 2 MiB pages cut the 512 MiB KDF's
-// faults from 131,000 to 1,100 and its user time by 15-20 %, but tripled
-// its system time (0.3 to 1.6 s), because the free huge pages had been
+// faults from 131,000 to 1,100 and its user time by 15-20 %, but raised
+// its system time from 0.3 to 1.6 s, because the free huge pages had been
 // handed back to the hypervisor (page_reporting) and each one faulted in
 // again there; 4 KiB pages come from the recently freed ones.
 func argon2Memory(n int) (mem []argon2Block, free func(), err error) {

@@ -2,15 +2,16 @@
 
 package luks2
 
-// argon2P applies the permutation P (RFC 9106 section 3.6) to the eight
+// argon2PGeneric applies the permutation P (RFC 9106 section 3.6) to the eight
 // rows of q (16 consecutive words each), then to its eight columns (two
 // adjacent words from each row). P treats 16 words v0..v15 as eight
 // 16-byte registers and runs GB down the columns (v0 v4 v8 v12, ...), then
 // the diagonals (v0 v5 v10 v15, ...); GB is BLAKE2b's G with each a + b
 // made a + b + 2*lo(a)*lo(b) (BlaMka). It is written out in full, with
 // constant indices, because the compiler inlines no GB of this size and
-// calls and bounds checks cost half the time (BenchmarkArgon2G).
-func argon2P(q *argon2Block) {
+// calls and bounds checks cost half the time (BenchmarkArgon2G). On amd64
+// with AVX2, argon2PAVX2 does the same four lanes at a time.
+func argon2PGeneric(q *argon2Block) {
 	var v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 uint64
 	// row 0
 	v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 = q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7], q[8], q[9], q[10], q[11], q[12], q[13], q[14], q[15]
