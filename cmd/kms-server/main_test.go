@@ -18,7 +18,7 @@ import (
 	"github.com/cryptinit/cryptinit/netboot/kms"
 )
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -56,6 +56,7 @@
 // this package as soon as it no longer needs its own copies; callers own (and
 // should zero) the keys returned to them. Nothing secret is logged or put in an
 // error message. What Go does not let us reach stays until the garbage
-// collector reuses it: AES key schedules inside crypto/aes, hash states and
-// argon2's work memory inside golang.org/x/crypto.
+// collector reuses it: AES key schedules inside crypto/aes and hash states
+// inside golang.org/x/crypto. argon2's work memory is a mapping of its own,
+// unmapped as soon as the key is derived.
 package luks2

@@ -8,8 +8,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash"
-
-	"golang.org/x/crypto/argon2"
 )
 
 // hashByName maps LUKS hash names to Go hashes.
@@ -45,10 +43,11 @@ func deriveKey(k KDF, passphrase []byte, keyLen int) ([]byte, error) {
 		if k.Time < 1 || k.Memory < 8 || k.Memory > 4<<20 || k.Parallel < 1 || k.Parallel > 255 {
 			return nil, fmt.Errorf("%s costs time=%d memory=%d parallel=%d: %w", k.Type, k.Time, k.Memory, k.Parallel, ErrInvalidParameter)
 		}
+		mode := argon2i
 		if k.Type == "argon2id" {
-			return argon2.IDKey(passphrase, k.Salt, uint32(k.Time), uint32(k.Memory), uint8(k.Parallel), uint32(keyLen)), nil
+			mode = argon2id
 		}
-		return argon2.Key(passphrase, k.Salt, uint32(k.Time), uint32(k.Memory), uint8(k.Parallel), uint32(keyLen)), nil
+		return argon2Key(mode, passphrase, k.Salt, nil, nil, uint32(k.Time), uint32(k.Memory), uint32(k.Parallel), uint32(keyLen))
 	}
 	return nil, fmt.Errorf("KDF %q: %w (supported: argon2id, argon2i, pbkdf2)", k.Type, ErrUnsupported)
 }

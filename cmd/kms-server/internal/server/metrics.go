@@ -35,6 +35,9 @@ func newMetrics(s *Server) *metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "kms_keyring_newest_key_id", Help: "Id of the master key new seals use.",
 		}, func() float64 { return float64(s.ring.Load().Newest()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "kms_audit_dropped_total", Help: "Audit records dropped because the audit writer fell behind (stalled output).",
+		}, func() float64 { return float64(s.audit.droppedCount()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "kms_denied_nodes", Help: "Node UUIDs on the deny list.",
 		}, func() float64 { return float64(s.deny.Load().len()) }),

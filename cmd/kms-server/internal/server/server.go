@@ -150,7 +150,8 @@ func (s *Server) Serve(lis net.Listener) error {
 }
 
 // Shutdown reports NOT_SERVING, lets running requests finish until ctx ends,
-// then closes every connection.
+// then closes every connection and writes out every queued audit record
+// (however long a stalled audit writer takes: no record is dropped).
 func (s *Server) Shutdown(ctx context.Context) {
 	s.stopped.Store(true)
 	s.health.Shutdown()
@@ -162,6 +163,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 		s.grpc.Stop()
 		<-done
 	}
+	s.audit.close()
 }
 
 // HTTPHandler serves /healthz and /metrics for the separate HTTP listener.

@@ -330,7 +330,7 @@ func grpcConn(t *testing.T, ep string) *grpc.ClientConn {
 
 func TestGarbageAndOversized(t *testing.T) {
 	var audit syncBuffer
-	_, ep := serve(t, Config{MaxMessage: 1024, MaxData: 64, Audit: &audit}, pki{}, "")
+	srv, ep := serve(t, Config{MaxMessage: 1024, MaxData: 64, Audit: &audit}, pki{}, "")
 	conn := grpcConn(t, ep)
 	ctx := context.Background()
 	invoke := func(method string, b []byte) error {
@@ -362,6 +362,7 @@ func TestGarbageAndOversized(t *testing.T) {
 	}
 	// Every refused KMS call is audited, the oversized one too (grpc-go
 	// refuses it before the handler); the unknown method is not a KMS call.
+	srv.Shutdown(ctx) // the audit log is written asynchronously
 	lines := strings.Split(strings.TrimSpace(audit.String()), "\n")
 	if len(lines) != len(tests)-1 {
 		t.Fatalf("audit has %d lines, want %d:\n%s", len(lines), len(tests)-1, audit.String())
@@ -470,7 +471,7 @@ func TestLimiterForgetsIdleClients(t *testing.T) {
 
 func TestAuditLog(t *testing.T) {
 	var buf syncBuffer
-	_, ep := serve(t, Config{Audit: &buf}, pki{}, "")
+	srv, ep := serve(t, Config{Audit: &buf}, pki{}, "")
 	cl := kms.New(kms.Options{Attempts: 1})
 	ctx := context.Background()
 	blob, err := cl.Seal(ctx, ep, nodeA, secret)
@@ -481,6 +482,7 @@ func TestAuditLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	cl.Unseal(ctx, ep, nodeB, blob)
+	srv.Shutdown(ctx) // the audit log is written asynchronously
 	out := buf.String()
 	for _, leak := range []string{string(secret), base64.StdEncoding.EncodeToString(secret), hex.EncodeToString(secret), base64.StdEncoding.EncodeToString(blob)} {
 		if strings.Contains(out, leak) {
