@@ -7,6 +7,7 @@
 #   OUT/smoke-overlay.cpio      an /init that only proves the pipeline (harness self-test)
 #   OUT/keys/                   test Secure Boot keys (PK, KEK, db) made here, never committed
 #   OUT/cryptinit.efi           the UKI on systemd-stub, signed with the db key
+#   OUT/universal/cryptinit.efi the same UKI with real machines' disk, USB and NIC drivers
 #   OUT/BOOTX64.EFI             systemd-boot signed with the db key (used to enroll keys)
 #   OUT/OVMF_VARS_enrolled.fd   OVMF variables with our PK/KEK/db enrolled (Secure Boot on)
 #
@@ -209,6 +210,45 @@ fi
 "$OUT/bin/mkuki" -stub /usr/lib/systemd/boot/efi/linuxx64.efi.stub -linux "$OUT/vmlinuz" \
   -initrd "$OUT/initramfs.img" -cmdline "$CMDLINE" -osrel images/root/os-release \
   "${pcrflags[@]}" -key "$K/db.key" -cert "$K/db.crt" -o "$OUT/cryptinit.efi"
+
+# --- universal UKI (interim: `cryptctl image build --universal` replaces this) --
+# The same init, config, kernel and keys as cryptinit.efi plus the drivers of
+# real machines' disks (NVMe, AHCI, SCSI, USB storage), a USB keyboard for the
+# console prompt and an Intel NIC for the KMS: the hardware matrix VM tests
+# (images/vm/hardware_test.go) boot it. zstd: the universal budget is in zstd.
+UNIVERSAL_MODULES=(
+  nvme ahci sd_mod virtio_scsi usb-storage uas xhci_pci xhci_hcd ehci_pci
+  usbhid hid_generic e1000e
+)
+USTAGE=$OUT/stage/universal
+rm -rf "$USTAGE" && cp -a "$STAGE" "$USTAGE" && mkdir -p "$OUT/universal"
+for m in "${UNIVERSAL_MODULES[@]}"; do
+  modprobe -d "$KROOT" -S "$KVER" --show-depends "$m"
+done | awk '$1 == "insmod" {print $2}' | sort -u | while read -r ko; do
+  rel=${ko#"$KROOT"/}
+  mkdir -p "$USTAGE/$(dirname "$rel")"
+  cp "$ko" "$USTAGE/$rel"
+done
+depmod -b "$USTAGE" "$KVER"
+rm -f "$USTAGE/$mdir"/*.bin
+ufiles=()
+[ -f "$OUT/bin/cryptinit" ] && ufiles+=(-files "$OUT/bin/cryptinit:init")
+for top in "$USTAGE"/*; do ufiles+=(-files "$top:$(basename "$top")"); done
+ufiles+=(-files /usr/sbin/mkfs.xfs:sbin/mkfs.xfs -files /usr/sbin/mke2fs:sbin/mkfs.ext4 -files /usr/bin/dash:bin/sh)
+say "packing the universal initramfs"
+"$OUT/bin/mkuimage" -base=/dev/null -nocmd -initcmd= -defaultsh= "${ufiles[@]}" \
+  -o "$OUT/universal/initramfs.cpio.new" 2>"$OUT/universal/mkuimage.log" || { cat "$OUT/universal/mkuimage.log" >&2; exit 1; }
+if [ -f "$OUT/universal/initramfs.img" ] && cmp -s "$OUT/universal/initramfs.cpio.new" "$OUT/universal/initramfs.cpio"; then
+  rm "$OUT/universal/initramfs.cpio.new"
+else
+  mv "$OUT/universal/initramfs.cpio.new" "$OUT/universal/initramfs.cpio"
+  zstd -q -f -19 "$OUT/universal/initramfs.cpio" -o "$OUT/universal/initramfs.img"
+fi
+"$OUT/bin/mkuki" -stub /usr/lib/systemd/boot/efi/linuxx64.efi.stub -linux "$OUT/vmlinuz" \
+  -initrd "$OUT/universal/initramfs.img" -cmdline "$CMDLINE" -osrel images/root/os-release \
+  "${pcrflags[@]}" -key "$K/db.key" -cert "$K/db.crt" -o "$OUT/universal/cryptinit.efi"
+say "universal: initramfs $(stat -c %s "$OUT/universal/initramfs.img") bytes (zstd); UKI $(stat -c %s "$OUT/universal/cryptinit.efi") bytes"
+
 if [ ! -f "$OUT/BOOTX64.EFI" ] || [ "$K/db.key" -nt "$OUT/BOOTX64.EFI" ]; then
   sbsign --key "$K/db.key" --cert "$K/db.crt" --output "$OUT/BOOTX64.EFI" \
     /usr/lib/systemd/boot/efi/systemd-bootx64.efi 2>/dev/null
