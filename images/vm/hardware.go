@@ -64,8 +64,9 @@ func (b DiskBus) device(id string, i int) string {
 }
 
 // monitorSocket is a path for QEMU's monitor socket in dir, or in a short
-// temporary directory when dir's path is too long for a unix socket.
-func monitorSocket(dir string) (string, error) {
+// temporary directory (removed when the test ends) when dir's path is too
+// long for a unix socket.
+func monitorSocket(t TB, dir string) (string, error) {
 	p := filepath.Join(dir, "monitor.sock")
 	if len(p) < 100 {
 		return p, nil
@@ -74,6 +75,7 @@ func monitorSocket(dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	t.Cleanup(func() { os.RemoveAll(d) })
 	return filepath.Join(d, "monitor.sock"), nil
 }
 

@@ -184,7 +184,7 @@ func (n *Node) Boot(o BootOptions) *VM {
 	}
 	monitor := ""
 	if o.USBKeyboard {
-		if monitor, err = monitorSocket(bootDir); err != nil {
+		if monitor, err = monitorSocket(t, bootDir); err != nil {
 			t.Fatal(err)
 		}
 		args = append(args, "-monitor", "unix:"+monitor+",server=on,wait=off")
