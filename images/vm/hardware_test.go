@@ -88,7 +88,9 @@ func TestVMHardwareUSBKeyboard(t *testing.T) {
 	vm := n.Boot(BootOptions{Config: []byte(wrong), USBKeyboard: true,
 		Cmdline: fastFail + " i8042.nokbd cryptinit.prompt-timeout=120s"})
 	vm.ExpectPrompt(PatPrompt + `.*EPHEMERAL`)
-	time.Sleep(2 * time.Second) // the prompt flushes input typed before it
+	// A margin for the keyboard's USB enumeration, which nothing in the boot
+	// waits for; input typed before the prompt was flushed already.
+	time.Sleep(2 * time.Second)
 	vm.SendKeys("typed-recovery-passphrase\n")
 	r = vm.RootReport()
 	mustMount(t, r, "/var", "luks2-EPHEMERAL")
