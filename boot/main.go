@@ -112,7 +112,11 @@ func Main() {
 	}
 	if cl.PromptTimeout > 0 {
 		if tty, err := os.OpenFile("/dev/console", os.O_RDWR|unix.O_NOCTTY, 0); err == nil {
-			b.Prompt = &console.Prompter{TTY: tty, Timeout: cl.PromptTimeout}
+			p := &console.Prompter{TTY: tty, Timeout: cl.PromptTimeout}
+			if vt := keyboardVT("/sys", "/dev"); vt != nil {
+				p.Others = []*os.File{vt}
+			}
+			b.Prompt = p
 		}
 	}
 

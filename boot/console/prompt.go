@@ -22,10 +22,15 @@ var ErrNoTerminal = errors.New("console is not a terminal")
 type Prompter struct {
 	TTY     *os.File      // the console, opened read-write
 	Timeout time.Duration // per try
+	// Others are more terminals that show the question and may answer it:
+	// the VT a USB or PS/2 keyboard types into when the console is a serial
+	// line. The first line typed on any terminal is the answer.
+	Others []*os.File
 }
 
-// Passphrase asks for the passphrase of volume. The caller must zero the
-// returned bytes after use. The terminal's echo is restored on return.
+// Passphrase asks for the passphrase of volume on every terminal. The
+// caller must zero the returned bytes after use. The terminals' echo is
+// restored on return. ErrNoTerminal only when none of them is a terminal.
 func (p *Prompter) Passphrase(volume string, try, tries int) ([]byte, error) {
 	return p.ask(fmt.Sprintf("Enter passphrase or recovery key for %s (try %d of %d, %s), then press Enter:", volume, try, tries, p.Timeout))
 }
@@ -36,13 +41,43 @@ func (p *Prompter) TPMPIN(volume string, try, tries int) ([]byte, error) {
 	return p.ask(fmt.Sprintf("Enter TPM2 PIN for %s (try %d of %d, %s), then press Enter:", volume, try, tries, p.Timeout))
 }
 
-// ask shows question with echo off and reads one line.
+// ask shows question on every terminal with echo off and returns the first
+// line typed on any of them.
 func (p *Prompter) ask(question string) ([]byte, error) {
-	if p.TTY == nil {
+	var ttys []*os.File
+	for _, f := range append([]*os.File{p.TTY}, p.Others...) {
+		if f == nil {
+			continue
+		}
+		restore, err := noEcho(f)
+		if errors.Is(err, ErrNoTerminal) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("prompt: %w", err)
+		}
+		defer restore()
+		ttys = append(ttys, f)
+	}
+	if len(ttys) == 0 {
 		return nil, ErrNoTerminal
 	}
+	// The question ends with a newline so that serial consoles and log
+	// readers that work line by line see it before anything is typed.
+	for _, f := range ttys {
+		fmt.Fprintf(f, "%s%s\n", Prefix, question)
+	}
+	if len(ttys) == 1 {
+		return readLine(ttys[0], p.Timeout)
+	}
+	return firstLine(ttys, p.Timeout)
+}
+
+// noEcho turns f's echo off (keeping line editing and signals) and drops
+// anything typed before the question; restore puts the old mode back.
+func noEcho(f *os.File) (restore func() error, err error) {
 	var old *unix.Termios
-	err := withFD(p.TTY, func(fd int) error {
+	err = withFD(f, func(fd int) error {
 		if !term.IsTerminal(fd) {
 			return ErrNoTerminal
 		}
@@ -50,27 +85,74 @@ func (p *Prompter) ask(question string) ([]byte, error) {
 		if old, err = unix.IoctlGetTermios(fd, unix.TCGETS); err != nil {
 			return err
 		}
-		noEcho := *old
-		noEcho.Lflag &^= unix.ECHO
-		noEcho.Lflag |= unix.ICANON | unix.ISIG
-		if err := unix.IoctlSetTermios(fd, unix.TCSETS, &noEcho); err != nil {
+		quiet := *old
+		quiet.Lflag &^= unix.ECHO
+		quiet.Lflag |= unix.ICANON | unix.ISIG
+		if err := unix.IoctlSetTermios(fd, unix.TCSETS, &quiet); err != nil {
 			return err
 		}
 		// Drop anything typed before the question was asked.
 		return unix.IoctlSetInt(fd, unix.TCFLSH, unix.TCIFLUSH)
 	})
-	if errors.Is(err, ErrNoTerminal) {
+	if err != nil {
 		return nil, err
 	}
-	if err != nil {
-		return nil, fmt.Errorf("prompt: %w", err)
-	}
-	defer withFD(p.TTY, func(fd int) error { return unix.IoctlSetTermios(fd, unix.TCSETS, old) })
+	return func() error {
+		return withFD(f, func(fd int) error { return unix.IoctlSetTermios(fd, unix.TCSETS, old) })
+	}, nil
+}
 
-	// The question ends with a newline so that serial consoles and log
-	// readers that work line by line see it before anything is typed.
-	fmt.Fprintf(p.TTY, "%s%s\n", Prefix, question)
-	return readLine(p.TTY, p.Timeout)
+// firstLine reads a line from every terminal at once and returns the first
+// one completed; the other reads are stopped (their partial input zeroed)
+// before it returns, so nothing reads a terminal after the prompt ends.
+// When no line comes, the timeout wins over other errors.
+func firstLine(ttys []*os.File, timeout time.Duration) ([]byte, error) {
+	type result struct {
+		line []byte
+		err  error
+	}
+	// Deadlines are set before any read starts, so stopping the reads
+	// below cannot be undone by a read that starts late.
+	for _, f := range ttys {
+		if err := setDeadline(f, timeout); err != nil {
+			return nil, err
+		}
+		defer f.SetReadDeadline(time.Time{})
+	}
+	results := make(chan result, len(ttys))
+	for _, f := range ttys {
+		go func() {
+			line, err := readUntilNewline(f)
+			results <- result{line, err}
+		}()
+	}
+	var won []byte
+	var firstErr error
+	timedOut := false
+	for range ttys {
+		r := <-results
+		switch {
+		case r.err == nil && won == nil:
+			won = r.line
+			for _, f := range ttys {
+				f.SetReadDeadline(time.Now()) // stop the other reads
+			}
+		case r.err == nil:
+			clear(r.line) // a second answer after the first: drop it
+		case errors.Is(r.err, ErrPromptTimeout):
+			timedOut = true
+		case firstErr == nil:
+			firstErr = r.err
+		}
+	}
+	switch {
+	case won != nil:
+		return won, nil
+	case timedOut:
+		return nil, ErrPromptTimeout
+	default:
+		return nil, firstErr
+	}
 }
 
 // withFD runs fn on f's descriptor without f.Fd(), which would switch the
@@ -89,12 +171,26 @@ func withFD(f *os.File, fn func(fd int) error) error {
 
 // readLine reads up to a newline, giving up after timeout (0: wait forever).
 func readLine(f *os.File, timeout time.Duration) ([]byte, error) {
-	if timeout > 0 {
-		if err := f.SetReadDeadline(time.Now().Add(timeout)); err != nil {
-			return nil, fmt.Errorf("prompt: console has no read deadline: %w", err)
-		}
-		defer f.SetReadDeadline(time.Time{})
+	if err := setDeadline(f, timeout); err != nil {
+		return nil, err
 	}
+	defer f.SetReadDeadline(time.Time{})
+	return readUntilNewline(f)
+}
+
+// setDeadline makes reads of f give up after timeout (0: never).
+func setDeadline(f *os.File, timeout time.Duration) error {
+	if timeout <= 0 {
+		return nil
+	}
+	if err := f.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+		return fmt.Errorf("prompt: %s has no read deadline: %w", f.Name(), err)
+	}
+	return nil
+}
+
+// readUntilNewline reads f up to a newline, within f's read deadline.
+func readUntilNewline(f *os.File) ([]byte, error) {
 	var line []byte
 	buf := make([]byte, 256)
 	defer clear(buf)

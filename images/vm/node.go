@@ -105,8 +105,16 @@ type BootOptions struct {
 	Archives []string
 	// Cmdline words appended to the default kernel command line.
 	Cmdline string
-	// Net attaches a virtio NIC on QEMU's user network (host reachable at 10.0.2.2).
+	// Net attaches a NIC on QEMU's user network (host reachable at 10.0.2.2).
 	Net bool
+	// NIC is the QEMU model of that NIC; "" is virtio-net-pci.
+	NIC string
+	// Bus is how the node's data disks attach; the root disk (the harness's
+	// real root, not a volume) and the harness's ESP stay on virtio-blk.
+	Bus DiskBus
+	// USBKeyboard plugs a usb-kbd into an xHCI controller and opens QEMU's
+	// monitor on a socket, so VM.SendKeys types on it.
+	USBKeyboard bool
 	// Unsigned boots a UKI that is not signed (to prove Secure Boot refuses it).
 	Unsigned bool
 	// MemoryMiB defaults to 1024; CPUs defaults to 1 (two VMs share 2 cores).
@@ -131,6 +139,7 @@ type VM struct {
 	exitErr error
 	started time.Time
 	release func()
+	monitor string // HMP socket when BootOptions.USBKeyboard
 }
 
 // slots bounds the vCPUs of the VMs running at once (2 cores:
@@ -173,6 +182,13 @@ func (n *Node) Boot(o BootOptions) *VM {
 	if err != nil {
 		t.Fatal(err)
 	}
+	monitor := ""
+	if o.USBKeyboard {
+		if monitor, err = monitorSocket(t, bootDir); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "-monitor", "unix:"+monitor+",server=on,wait=off")
+	}
 	taken := takeSlots(o.CPUs)
 	released := false
 	release := func() {
@@ -183,7 +199,7 @@ func (n *Node) Boot(o BootOptions) *VM {
 			}
 		}
 	}
-	vm := &VM{t: t, Log: filepath.Join(bootDir, "console.log"), done: make(chan struct{}), release: release}
+	vm := &VM{t: t, Log: filepath.Join(bootDir, "console.log"), done: make(chan struct{}), release: release, monitor: monitor}
 	if n.TPM {
 		if n.tpmState == "" {
 			if n.tpmState, err = NewTPMState(n.Dir); err != nil {
@@ -282,12 +298,19 @@ func (n *Node) qemuArgs(o BootOptions, bootDir string) ([]string, error) {
 	args := []string{
 		"-machine", "q35", "-accel", "tcg", "-cpu", "max",
 		"-m", strconv.Itoa(mem), "-smp", strconv.Itoa(cpus),
-		"-display", "none", "-monitor", "none", "-serial", "stdio",
+		"-display", "none", "-serial", "stdio",
 		"-no-reboot", "-uuid", n.UUID,
 		"-device", "virtio-rng-pci",
 	}
+	if !o.USBKeyboard {
+		args = append(args, "-monitor", "none")
+	}
 	if o.Net {
-		args = append(args, "-nic", "user,model=virtio-net-pci")
+		model := o.NIC
+		if model == "" {
+			model = "virtio-net-pci"
+		}
+		args = append(args, "-nic", "user,model="+model)
 	} else {
 		args = append(args, "-nic", "none")
 	}
@@ -331,11 +354,15 @@ func (n *Node) qemuArgs(o BootOptions, bootDir string) ([]string, error) {
 	args = append(args,
 		"-drive", "if=none,id=root,format=raw,readonly=on,file="+n.rootDisk,
 		"-device", "virtio-blk-pci,drive=root")
+	args = append(args, o.Bus.controllers(len(n.Disks) > 0, o.USBKeyboard)...)
 	for i, d := range n.Disks {
 		id := fmt.Sprintf("d%d", i)
 		args = append(args,
 			"-drive", "if=none,id="+id+",format=raw,cache=unsafe,file="+d.Path,
-			"-device", "virtio-blk-pci,drive="+id)
+			"-device", o.Bus.device(id, i))
+	}
+	if o.USBKeyboard {
+		args = append(args, "-device", "usb-kbd,id=kbd0,bus=xhci.0")
 	}
 	return args, nil
 }
