@@ -114,6 +114,17 @@ func ParseClevisToken(data []byte) (*ClevisToken, error) {
 	return &ClevisToken{Keyslots: t.Keyslots, JWE: jwe}, nil
 }
 
+// ClevisPinError is a clevis token for a pin cryptinit cannot open (tang,
+// sss, ...); it is ErrClevisPinUnsupported, and names the pin.
+type ClevisPinError struct{ Pin string }
+
+func (e *ClevisPinError) Error() string {
+	return fmt.Sprintf("%v: pin %q", ErrClevisPinUnsupported, e.Pin)
+}
+
+// Is makes errors.Is(err, ErrClevisPinUnsupported) hold.
+func (e *ClevisPinError) Is(target error) bool { return target == ErrClevisPinUnsupported }
+
 // ParseClevisJWE decodes a JWE in flattened JSON form (as clevis luks bind
 // stores it), or a compact one as a JSON string or bare text (as clevis
 // encrypt prints it). Only the tpm2 pin (ErrClevisPinUnsupported for
@@ -157,7 +168,7 @@ func ParseClevisJWE(data []byte) (*ClevisJWE, error) {
 	// the pin first: a tang pin's JWE is ECDH-ES, an sss one's holds
 	// shares; both are clevis's, unsupported here, never malformed
 	if pin := j.Header.Clevis.Pin; pin != "tpm2" {
-		return nil, fmt.Errorf("jwe: %w: pin %q", ErrClevisPinUnsupported, pin)
+		return nil, fmt.Errorf("jwe: %w", &ClevisPinError{Pin: pin})
 	}
 	if j.Header.Alg != "dir" || j.Header.Enc != "A256GCM" {
 		return nil, fmt.Errorf("jwe: alg %q enc %q, want dir and A256GCM (what clevis writes)", j.Header.Alg, j.Header.Enc)
@@ -233,7 +244,7 @@ func (s *Sealer) unsealClevis(ctx context.Context, j *ClevisJWE) ([]byte, error)
 	c := j.Header.Clevis
 	switch {
 	case c.Pin != "tpm2":
-		return nil, fmt.Errorf("%w: pin %q", ErrClevisPinUnsupported, c.Pin)
+		return nil, &ClevisPinError{Pin: c.Pin}
 	case c.TPM2 == nil:
 		return nil, errors.New("clevis tpm2 pin without its tpm2 header")
 	}

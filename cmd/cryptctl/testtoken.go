@@ -207,13 +207,6 @@ func testSystemdToken(ctx context.Context, r io.ReaderAt, h *luks2.Header, seale
 	return slots, trySlots(r, h, pass, slots, res)
 }
 
-// unsupportedPinError: a clevis token whose pin cryptinit cannot open.
-type unsupportedPinError struct{ pin string }
-
-func (e *unsupportedPinError) Error() string {
-	return fmt.Sprintf("clevis pin %q: cryptinit opens only tpm2 pins; the boot uses another key slot", e.pin)
-}
-
 // testClevisToken unseals a clevis tpm2 pin's JWE (as clevis luks bind
 // writes it) and tries the passphrase on the token's key slots, as the
 // boot's clevisPassphrase does.
@@ -229,9 +222,6 @@ func testClevisToken(ctx context.Context, r io.ReaderAt, h *luks2.Header, sealer
 		}
 	}
 	pin := ct.JWE.Header.Clevis
-	if pin.Pin != "tpm2" {
-		return slots, &unsupportedPinError{pin: pin.Pin}
-	}
 	if sealer == nil {
 		return slots, noTPM(openErr)
 	}
@@ -407,10 +397,10 @@ func printTokenResults(w io.Writer, results []tokenResult) bool {
 // tokenReason names the cause of a failure in a few words.
 func tokenReason(err error) string {
 	var changed *tpm.PCRChangedError
-	var pin *unsupportedPinError
+	var pin *tpm.ClevisPinError
 	switch {
 	case errors.As(err, &pin):
-		return "not supported: " + pin.pin + " pin"
+		return "not supported: " + pin.Pin + " pin"
 	case errors.Is(err, tpm.ErrNoTPM):
 		return "no TPM"
 	case errors.Is(err, tpm.ErrSRKMismatch), errors.Is(err, tpm.ErrDifferentTPM):
