@@ -126,6 +126,9 @@ func syncPlan(w io.Writer, vol *config.Volume, rep *unlock.SyncReport) {
 	for _, s := range rep.Kept {
 		line("keep slot %d: not in the config, but marked as a recovery key", s)
 	}
+	for _, s := range rep.Foreign {
+		line("keep slot %d as it is: %s", s, rep.Reasons[s])
+	}
 	for _, s := range rep.Skipped {
 		line("skip: %s", s)
 	}
@@ -165,6 +168,10 @@ func syncPreview(vol *config.Volume, hdr *luks2.Header, res *unlock.Result) []st
 	slices.SortFunc(ks, func(a, b config.Key) int { return a.Slot - b.Slot })
 	for _, k := range ks {
 		configured[k.Slot] = true
+		if t := unlock.ForeignToken(hdr, k.Slot); t != "" {
+			out = append(out, foreignKeep(k.Slot, t))
+			continue
+		}
 		_, present := hdr.Keyslots[k.Slot]
 		err, wasTried := tried[k.Slot]
 		switch {
@@ -190,6 +197,8 @@ func syncPreview(vol *config.Volume, hdr *luks2.Header, res *unlock.Result) []st
 	for _, s := range luksSorted(hdr.Keyslots) {
 		switch {
 		case configured[s] || s == res.Slot:
+		case unlock.ForeignToken(hdr, s) != "":
+			out = append(out, foreignKeep(s, unlock.ForeignToken(hdr, s)))
 		case keys.IsRecovery(token(s)):
 			out = append(out, fmt.Sprintf("keep slot %d: not in the config, but marked as a recovery key", s))
 		default:
@@ -203,6 +212,11 @@ func syncPreview(vol *config.Volume, hdr *luks2.Header, res *unlock.Result) []st
 		out = append(out, fmt.Sprintf("(this config may not change key slots: %s)", vol.Trust.Why()))
 	}
 	return out
+}
+
+// foreignKeep says that sync leaves a slot another tool enrolled alone.
+func foreignKeep(slot int, tokenType string) string {
+	return fmt.Sprintf("keep slot %d as it is: a %s token (another tool's) names it; sync never re-keys, removes or marks it", slot, tokenType)
 }
 
 // printSyncPreview prints syncPreview for an opened volume.

@@ -198,3 +198,33 @@ func TestVolumeSyncDryRunMETA(t *testing.T) {
 		t.Errorf("after a sync, tag 9 still to update: %v\n%s", err, out)
 	}
 }
+
+// A slot another tool enrolled (here a clevis token names it) is kept by
+// sync, and both the dry-run plan and open's preview say so instead of
+// planning its removal.
+func TestSyncPlanKeepsForeignSlot(t *testing.T) {
+	img := luks2test.NewImage(t, 20<<20)
+	cfg := ephemeralConfig(t, map[int]string{0: "oldkey"})
+	if out, err := cryptctl(t, "volume", "format", "--config", cfg, "--volume", "EPHEMERAL", img); err != nil {
+		t.Fatalf("format: %v\n%s", err, out)
+	}
+	if out, code := cryptctlIn(nil, append([]string{"luks", "add-key", img, "--key-file", luks2test.KeyFile(t, []byte("oldkey")),
+		"--new-key-file", luks2test.KeyFile(t, []byte("clevis secret")), "--key-slot", "5"}, cheapKDF...)...); code != 0 {
+		t.Fatalf("add-key: %s", out)
+	}
+	tang := `{"type":"clevis","keyslots":["5"],"jwe":{"protected":"eyJhbGciOiJFQ0RILUVTIiwiY2xldmlzIjp7InBpbiI6InRhbmcifX0","iv":"AA","ciphertext":"AA","tag":"AA"}}`
+	luks2test.MustCryptsetup(t, []byte(tang), "token", "import", "--token-id", "1", img)
+	before, _ := os.ReadFile(img)
+	for _, c := range []struct{ op, want string }{
+		{"sync --dry-run", "keep slot 5 as it is:"},
+		{"open", "sync would: keep slot 5 as it is: a clevis token"},
+	} {
+		out, err := cryptctl(t, append(append([]string{"volume"}, strings.Fields(c.op)...), "--config", cfg, "--volume", "EPHEMERAL", img)...)
+		if err != nil || !strings.Contains(out, c.want) || strings.Contains(out, "remove slot 5") {
+			t.Errorf("%s: %v; want %q and no removal of slot 5:\n%s", c.op, err, c.want, out)
+		}
+	}
+	if after, _ := os.ReadFile(img); !bytes.Equal(before, after) {
+		t.Error("dry run or open wrote to the image")
+	}
+}
