@@ -143,7 +143,16 @@ type TPMKey struct {
 	// another key opened the volume and Secure Boot is on, sync re-seals the
 	// slot to the current PCR 7.
 	ReenrollOnPCRChange bool `yaml:"reenrollOnPCRChange,omitempty"`
+	// BindPCR15 (cryptinit addition, default true): a key enrolled for this
+	// slot is also bound to the PCR 15 latch. false leaves it out, so the
+	// token is exactly what Talos writes and Talos opens it (Talos refuses a
+	// token bound to a PCR that reads all zeros, as PCR 15 does when STATE
+	// is sealed), at the cost of the latch's protection for this slot.
+	BindPCR15 *bool `yaml:"bindPCR15,omitempty"`
 }
+
+// LatchBound reports whether keys enrolled for t bind the PCR 15 latch.
+func (t *TPMKey) LatchBound() bool { return t == nil || t.BindPCR15 == nil || *t.BindPCR15 }
 
 // TPMOptions are the tpm key's options.
 type TPMOptions struct {

@@ -198,6 +198,11 @@ func validateEncryption(v *Volume, add0 func(field string, line int, warning boo
 				}
 			}
 		}
+		if k.TPM != nil && !k.TPM.LatchBound() {
+			add(field+".tpm.bindPCR15", k.line, true,
+				"bindPCR15: false enrolls this slot without the PCR 15 latch, exactly as Talos does: Talos can open it, but a planted STATE or a second volume asking in the same boot can also unseal it",
+				"keep the default (true) unless the disk must open on Talos too")
+		}
 		if k.TPM != nil && k.TPM.ReenrollOnPCRChange {
 			// PCR 15 is bound to every enrolled key; the token's sealed
 			// values tell a PCR 7 change from a PCR 15 one

@@ -59,7 +59,7 @@ func FromConfig(k config.Key, env *Env) (Key, error) {
 	case k.KMS != nil:
 		key = &KMSKey{Endpoint: k.KMS.Endpoint, KMS: env.KMS, NodeUUID: env.NodeUUID, Rand: env.rand()}
 	case k.TPM != nil:
-		key = &TPMKey{PCRs: k.TPM.PCRs(), CheckSecureBoot: k.TPM.CheckSecurebootStatusOnEnroll,
+		key = &TPMKey{PCRs: k.TPM.PCRs(), NoLatch: !k.TPM.LatchBound(), CheckSecureBoot: k.TPM.CheckSecurebootStatusOnEnroll,
 			TPM: env.TPM, SecureBoot: env.SecureBoot, Rand: env.rand(), PIN: env.PIN}
 	default:
 		return nil, fmt.Errorf("slot %d: key has no kind", k.Slot)

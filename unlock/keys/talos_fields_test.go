@@ -306,3 +306,37 @@ func TestEnrolledTPMTokenOnTalos(t *testing.T) {
 		t.Errorf("Talos's PCR check on its own pcrs [7]: %v", err)
 	}
 }
+
+// With bindPCR15: false (NoLatch) the slot is enrolled exactly as Talos
+// enrolls it: pcrs [7], Talos's sealing policy, and Talos's PCR check
+// passes, so the slot opens on Talos too.
+func TestEnrolledNoLatchTokenOnTalos(t *testing.T) {
+	ctx := context.Background()
+	sim := openTPMSimulator(t)
+	signer, sigs := bootSimulator(t, sim)
+	k := &TPMKey{NoLatch: true, TPM: tpm.NewSealer(sim, &tpm.StaticSource{Key: &signer.PublicKey, Sigs: sigs}), Rand: rand.Reader}
+	e, err := k.Enroll(ctx, Slot{VolumeID: "STATE", Slot: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Zero()
+	ud := decodeAsTalos[talosTPMToken](t, e.Token, "talos-tpm2")
+	if !slices.Equal(ud.PCRs, []int{tpm.SecureBootPCR}) {
+		t.Fatalf("pcrs %v, want Talos's default [7]", ud.PCRs)
+	}
+	if err := talosCheckPCRs(t, sim, ud.PCRs); err != nil {
+		t.Errorf("Talos's PCR check: %v", err)
+	}
+	values, err := tpm.ReadPCRs(sim, ud.PCRs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := talosSealingPolicy(t, &signer.PublicKey, ud.PCRs, values); !bytes.Equal(ud.PolicyHash, want) {
+		t.Errorf("policy_hash %x, Talos's sealing policy for PCRs %v is %x", ud.PolicyHash, ud.PCRs, want)
+	}
+	// and it still opens with us
+	pass, err := k.Passphrase(ctx, Slot{VolumeID: "STATE", Slot: 0, Token: e.Token})
+	if err != nil || !bytes.Equal(pass, e.Passphrase) {
+		t.Fatalf("unseal of our own no-latch token: %v", err)
+	}
+}

@@ -13,7 +13,8 @@ import (
 // TPMKey is a 32-byte random key sealed in the TPM; the sealed object is
 // kept in a talos-tpm2 token and the passphrase is the key in standard base64.
 type TPMKey struct {
-	PCRs            []int // hash-bound PCRs (default [7]); Enroll always adds PCR 15
+	PCRs            []int // hash-bound PCRs (default [7]); Enroll adds PCR 15 unless NoLatch
+	NoLatch         bool  // enroll without the PCR 15 latch (config bindPCR15: false), as Talos does
 	CheckSecureBoot bool  // refuse to enroll with Secure Boot off
 	TPM             TPM
 	SecureBoot      SecureBoot
@@ -145,8 +146,8 @@ func (k *TPMKey) Enroll(ctx context.Context, s Slot) (*Enrollment, error) {
 }
 
 // enrollPCRs are the PCRs a new key is bound to by hash: the configured
-// ones ([7] by default) and always the PCR 15 latch, at the value it holds
-// when the key is enrolled. The boot enrolls a volume's key at the volume's
+// ones ([7] by default) and the PCR 15 latch (unless NoLatch), at the value
+// it holds when the key is enrolled. The boot enrolls a volume's key at the volume's
 // place in the sequence (STATE before any latch, the others after STATE's),
 // so a genuine later boot finds the same value there, while a planted or
 // swapped STATE latches another value and no later key unseals.
@@ -155,7 +156,7 @@ func (k *TPMKey) enrollPCRs() []int {
 	if len(pcrs) == 0 {
 		pcrs = tpm.DefaultPCRs()
 	}
-	if !slices.Contains(pcrs, tpm.LatchPCR) {
+	if !k.NoLatch && !slices.Contains(pcrs, tpm.LatchPCR) {
 		pcrs = append(pcrs, tpm.LatchPCR)
 	}
 	slices.Sort(pcrs)
