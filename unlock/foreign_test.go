@@ -261,3 +261,52 @@ func TestUnauthenticatedSyncDoesNotPlanForeignRemoval(t *testing.T) {
 		t.Errorf("skipped %q, want only \"remove slot 2\" (slot 1 is clevis's)", got)
 	}
 }
+
+// TestRecoveryMarkRespectsForeignTokens: a slot another tool's token names
+// under another token id is not marked (no token appears at id == slot),
+// and a recovery slot whose token id holds another tool's token for a
+// different slot is left unmarked with a problem saying so, the foreign
+// token byte for byte as it was.
+func TestRecoveryMarkRespectsForeignTokens(t *testing.T) {
+	const pass = "systemd's passphrase"
+	dev := image(t, imageSize)
+	first := "kind: UserVolumeConfig\nname: data\nencryption:\n  keys:\n    - {slot: 1, static: {passphrase: a}}\n" + smallKDF
+	r, err := (&Engine{}).Unlock(ctx, volume(t, first, "u-data"), dev, imageSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := luks2.AddKeyslot(dev, r.VolumeKey, []byte(pass), 0, luks2.KDF{Type: "pbkdf2", Hash: "sha256", Iterations: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	r.Zero()
+	// systemd-tpm2 for slot 0, stored at token id 1 (the first free id, as
+	// systemd-cryptenroll picks it)
+	tok := []byte(`{"type":"systemd-tpm2","keyslots":["0"],"tpm2-blob":"AAAA","tpm2-pcrs":[7],"tpm2-pcr-bank":"sha256","tpm2-primary-alg":"ecc","tpm2-policy-hash":"00","tpm2-pin":false}`)
+	if _, err := luks2.ImportToken(dev, 1, tok, false); err != nil {
+		t.Fatal(err)
+	}
+	hdr, _ := luks2.ReadHeader(dev)
+	before := bytes.Clone(hdr.Tokens[1].Raw)
+	// slot 0 (foreign, opened through token 1) and slot 1 (static) both
+	// configured as recovery keys
+	y := "kind: UserVolumeConfig\nname: data\nencryption:\n  keys:\n    - {slot: 0, tpm: {}, recovery: true}\n    - {slot: 1, static: {passphrase: a}, recovery: true}\n" + smallKDF
+	r, err = (&Engine{Env: keys.Env{TPM: &foreignTPM{pass: pass}}}).Unlock(ctx, volume(t, y, "u-data"), dev, imageSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Zero()
+	hdr, _ = luks2.ReadHeader(dev)
+	if _, ok := hdr.Tokens[0]; ok {
+		t.Errorf("a token was written at id 0 for the foreign slot 0:\n%s", hdr.Tokens[0].Raw)
+	}
+	if got := hdr.Tokens[1].Raw; !bytes.Equal(got, before) {
+		t.Errorf("the systemd-tpm2 token at id 1 was altered:\n%s", got)
+	}
+	found := false
+	for _, p := range r.Sync.Problems {
+		found = found || strings.Contains(p.Error(), "cannot mark as recovery key: token id 1 holds a systemd-tpm2 token")
+	}
+	if !found {
+		t.Errorf("no problem says slot 1 could not be marked: %v", r.Sync.Problems)
+	}
+}

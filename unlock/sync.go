@@ -459,8 +459,16 @@ func (e *Engine) dropOwnedToken(volID string, dev luks2.Device, slot int, proble
 // recovery mark, so that it survives being taken out of the config.
 func (e *Engine) markRecovery(volID string, dev luks2.Device, hdr *luks2.Header, ck config.Key, problem func(int, string, string, ...any)) {
 	cur := tokenFor(hdr, ck.Slot)
-	if !ck.Recovery || keys.IsRecovery(cur) || isForeign(keys.TokenType(cur)) {
-		return // another tool's token is not ours to alter (its slot is kept anyway)
+	switch {
+	case !ck.Recovery || keys.IsRecovery(cur):
+		return
+	case ForeignToken(hdr, ck.Slot) != "":
+		return // another tool enrolled the slot: sync keeps it, marked or not
+	case isForeign(keys.TokenType(cur)):
+		// the token id our mark would take holds another tool's token for
+		// another slot: never overwrite it; say so, as the slot stays unmarked
+		problem(ck.Slot, ck.Kind(), "cannot mark as recovery key: token id %d holds a %s token of another tool; keep the key in the config", ck.Slot, keys.TokenType(cur))
+		return
 	}
 	tok, err := keys.RecoveryToken(cur)
 	if err == nil {
@@ -505,7 +513,7 @@ func (e *Engine) syncUnauthenticated(vol *config.Volume, dev luks2.Device, ks []
 		switch {
 		case !present && ck.Slot != opened.Slot:
 			rep.Skipped = append(rep.Skipped, fmt.Sprintf("add slot %d (%s)", ck.Slot, ck.Kind()))
-		case ck.Recovery && !keys.IsRecovery(tokenFor(hdr, ck.Slot)):
+		case ck.Recovery && !keys.IsRecovery(tokenFor(hdr, ck.Slot)) && ForeignToken(hdr, ck.Slot) == "":
 			rep.Skipped = append(rep.Skipped, fmt.Sprintf("mark slot %d (%s) as recovery key", ck.Slot, ck.Kind()))
 		}
 	}
