@@ -11,6 +11,7 @@ PKGS=(
   swtpm swtpm-tools       # software TPM for host and boot tests
   systemd-boot-efi        # systemd-stub for the UKI; systemd-boot enrolls Secure Boot keys
   sbsigntool efitools     # Secure Boot signing; .auth files for enrollment
+  osslsigncode            # Secure Boot signing with a fixed signing time: reproducible UKIs
   dosfstools mtools       # the ESP's FAT image
   busybox-static          # the demo/test real root's userland
   xfsprogs e2fsprogs      # mkfs in the initramfs; debugfs edits test root images

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/cryptinit/cryptinit/boot/modules"
@@ -84,6 +85,13 @@ func newImageBuildCmd() *cobra.Command {
 			if o.Out == "" {
 				return errors.New("image: -o FILE is required")
 			}
+			if env := os.Getenv("SOURCE_DATE_EPOCH"); env != "" && !cmd.Flags().Changed("source-date-epoch") {
+				t, err := strconv.ParseInt(env, 10, 64)
+				if err != nil {
+					return fmt.Errorf("image: SOURCE_DATE_EPOCH=%q: want Unix seconds: %w", env, err)
+				}
+				o.SourceDateEpoch = t
+			}
 			return imagebuild.Run(cmd.Context(), o, cmd.OutOrStdout())
 		},
 	}
@@ -107,8 +115,9 @@ func newImageBuildCmd() *cobra.Command {
 	f.StringVar(&o.OSRelease, "osrel", "", "os-release file for the UKI's .osrel (default: a built-in one)")
 	f.StringVar(&o.Stub, "stub", "", "systemd-stub (default "+uki.DefaultStub+")")
 	f.StringVar(&o.PCRKey, "pcr-key", "", "RSA key (PEM) signing the PCR 11 policy (.pcrsig); without it tpm keys cannot unseal")
-	f.StringVar(&o.SBKey, "sb-key", "", "Secure Boot db key (PEM) the UKI is signed with (sbsign)")
+	f.StringVar(&o.SBKey, "sb-key", "", "Secure Boot db key (PEM) the UKI is signed with (osslsigncode)")
 	f.StringVar(&o.SBCert, "sb-cert", "", "Secure Boot db certificate (PEM)")
+	f.Int64Var(&o.SourceDateEpoch, "source-date-epoch", 0, "signing time written into the Secure Boot signature, Unix seconds (default $SOURCE_DATE_EPOCH, else 0)")
 	return cmd
 }
 

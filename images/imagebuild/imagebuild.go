@@ -1,7 +1,7 @@
 // Package imagebuild is `cryptctl image build`: from a kernel, a module
 // selection, a machine config and the operator's keys to an initramfs or a
 // signed UKI, in-process. It joins images/initramfs (the archive),
-// images/uki (the PE sections, objcopy and sbsign) and tpm (the signed
+// images/uki (the PE sections, objcopy and osslsigncode) and tpm (the signed
 // PCR 11 policy).
 package imagebuild
 
@@ -35,6 +35,10 @@ type Options struct {
 	PCRKey    string // RSA PEM key signing the PCR 11 policy (.pcrsig); optional
 	SBKey     string // Secure Boot db key (PEM); optional
 	SBCert    string // and its certificate
+
+	// SourceDateEpoch is the signing time, in Unix seconds, of the Secure
+	// Boot signature: fixed, so a signed UKI is as reproducible as the rest.
+	SourceDateEpoch int64
 }
 
 // HostRelease is the running kernel's release (uname -r).
@@ -77,7 +81,8 @@ func buildUKI(ctx context.Context, o Options, initrd []byte, log io.Writer) erro
 		return fmt.Errorf("image: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	spec := uki.Spec{Stub: o.Stub, Linux: o.Vmlinuz, Initrd: filepath.Join(tmp, "initrd"), Cmdline: o.Cmdline, OSRel: o.OSRelease}
+	spec := uki.Spec{Stub: o.Stub, Linux: o.Vmlinuz, Initrd: filepath.Join(tmp, "initrd"), Cmdline: o.Cmdline, OSRel: o.OSRelease,
+		SigningTime: o.SourceDateEpoch}
 	if err := os.WriteFile(spec.Initrd, initrd, 0o644); err != nil {
 		return fmt.Errorf("image: %w", err)
 	}

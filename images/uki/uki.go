@@ -1,6 +1,7 @@
 // Package uki assembles a Unified Kernel Image: systemd-stub with the kernel,
 // initramfs, command line and os-release added as PE sections, then signs it for
-// Secure Boot. Debian 12 has no ukify, so the sections are placed with objcopy
+// Secure Boot (osslsigncode, with a fixed signing time so the same inputs
+// give the same bytes). Debian 12 has no ukify, so the sections are placed with objcopy
 // at addresses computed here, leaving room for .pcrpkey and .pcrsig.
 package uki
 
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -26,6 +28,11 @@ type Spec struct {
 	OSRel   string // os-release file
 	PCRKey  string // optional: PEM public key of the PCR 11 policy signer (.pcrpkey)
 	PCRSig  string // optional: signed PCR policy JSON (.pcrsig)
+
+	// SigningTime is the Authenticode signingTime, in Unix seconds, written
+	// into the Secure Boot signature (SOURCE_DATE_EPOCH; 0 is 1970-01-01).
+	// A fixed value keeps signed UKIs reproducible; the firmware ignores it.
+	SigningTime int64
 }
 
 // pageAlign is the section placement granularity (the stub's own alignment is 512 bytes).
@@ -126,11 +133,24 @@ func Assemble(spec Spec, out string) error {
 	return nil
 }
 
-// Sign signs in with the db key and certificate using sbsign, writing out.
-func Sign(in, key, cert, out string) error {
-	cmd := exec.Command("sbsign", "--key", key, "--cert", cert, "--output", out, in)
+// Sign signs in for Secure Boot with the db key and certificate, writing out.
+// It uses osslsigncode rather than sbsign because sbsign always writes the
+// current time into the signature, so two signings of the same file differ;
+// osslsigncode (2.5 in Debian 12 and later) takes the signing time as
+// -time. The signature is otherwise the same kind sbsign makes: PKCS#7
+// SignedData over the SHA-256 Authenticode digest, with no timestamp server.
+// osslsigncode refuses to overwrite a file, so it writes beside out first.
+func Sign(in, key, cert, out string, signingTime int64) error {
+	tmp := out + ".signing"
+	os.Remove(tmp)
+	defer os.Remove(tmp)
+	cmd := exec.Command("osslsigncode", "sign", "-certs", cert, "-key", key, "-h", "sha256",
+		"-time", strconv.FormatInt(signingTime, 10), "-in", in, "-out", tmp)
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("uki: sbsign %s: %w: %s", in, err, b)
+		return fmt.Errorf("uki: osslsigncode sign %s: %w: %s", in, err, b)
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		return fmt.Errorf("uki: %w", err)
 	}
 	return nil
 }
@@ -186,7 +206,7 @@ func BuildWith(spec Spec, key, cert, out string, pcrSign func(in, out string) er
 	if key == "" {
 		return os.Rename(stage, out)
 	}
-	return Sign(stage, key, cert, out)
+	return Sign(stage, key, cert, out, spec.SigningTime)
 }
 
 // ClearTimestamp zeroes the PE header's TimeDateStamp, which objcopy sets
