@@ -170,7 +170,8 @@ func (b *Boot) Run(ctx context.Context) (_ *Result, err error) {
 	}
 	defer plan.close()
 
-	eng, lim := b.unlocker(plan), b.limiter()
+	lim := b.limiter()
+	eng := b.unlocker(plan, lim)
 	early := b.earlyVolumes(mc, plan)
 	b.latchWait = newLatchOrder()
 	b.latchWait.expect(early)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/cryptinit/cryptinit/unlock/config"
 	"github.com/cryptinit/cryptinit/unlock/luks2"
@@ -19,6 +20,16 @@ import (
 type memLimiter struct {
 	sem      *semaphore.Weighted
 	capacity int64
+
+	mu    sync.Mutex
+	holds map[string]*memHold // by volume: what pauseFor gives back
+}
+
+// memHold is one volume's reservation, made by acquireFor.
+type memHold struct {
+	ctx     context.Context
+	cost    int64
+	release func() // nil while paused
 }
 
 // minKDFCost is charged for KDFs that need next to no memory (pbkdf2).
@@ -44,6 +55,66 @@ func (l *memLimiter) acquire(ctx context.Context, cost int64) (release func(), e
 		return nil, err
 	}
 	return func() { l.sem.Release(cost) }, nil
+}
+
+// acquireFor is acquire for an unlock of volume that may stop to ask a
+// person (a TPM PIN): pauseFor gives the memory back while they are asked.
+func (l *memLimiter) acquireFor(ctx context.Context, volume string, cost int64) (release func(), err error) {
+	rel, err := l.acquire(ctx, cost)
+	if err != nil {
+		return nil, err
+	}
+	h := &memHold{ctx: ctx, cost: cost, release: rel}
+	l.mu.Lock()
+	if l.holds == nil {
+		l.holds = map[string]*memHold{}
+	}
+	l.holds[volume] = h
+	l.mu.Unlock()
+	return func() {
+		l.mu.Lock()
+		delete(l.holds, volume)
+		rel := h.release
+		h.release = nil
+		l.mu.Unlock()
+		if rel != nil {
+			rel()
+		}
+	}, nil
+}
+
+// pauseFor runs ask (a question to a person, who may take minutes or
+// never answer) without volume's reservation, so that other volumes'
+// KDFs run meanwhile and a volume that holds the console while it waits
+// for memory cannot wait on us. It then waits for the memory again; an
+// error means the boot's context ended first. Without a reservation (or
+// a limiter) it just runs ask.
+func (l *memLimiter) pauseFor(volume string, ask func()) error {
+	if l == nil {
+		ask()
+		return nil
+	}
+	l.mu.Lock()
+	h := l.holds[volume]
+	var rel func()
+	if h != nil {
+		rel, h.release = h.release, nil
+	}
+	l.mu.Unlock()
+	if rel == nil {
+		ask()
+		return nil
+	}
+	rel()
+	ask()
+	again, err := l.acquire(h.ctx, h.cost)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	h.release = again
+	l.mu.Unlock()
+	return nil
 }
 
 // kdfLimits bounds each keyslot's KDF (see luks2.CheckKDF): at most the

@@ -39,7 +39,7 @@ func TestTPMPINFromConsole(t *testing.T) {
 			b := &Boot{Root: t.TempDir(), Prompt: tc.prompt,
 				NewUnlocker: func(env keys.Env, _ *console.Logger) Unlocker { got = env; return nil }}
 			b.Cmdline.PromptTimeout = tc.timeout
-			b.unlocker(&plan{})
+			b.unlocker(&plan{}, nil)
 			if (got.PIN != nil) != tc.want {
 				t.Fatalf("PIN source %v, want one: %v", got.PIN, tc.want)
 			}

@@ -26,15 +26,17 @@ import (
 // promptTries is how many passphrases the console prompt accepts.
 const promptTries = 3
 
-// unlocker returns the engine for this boot's key environment.
-func (b *Boot) unlocker(p *plan) Unlocker {
+// unlocker returns the engine for this boot's key environment; a TPM PIN
+// asked on the console gives back the asking volume's KDF memory in lim
+// while a person types (consolePIN).
+func (b *Boot) unlocker(p *plan, lim *memLimiter) Unlocker {
 	env := b.Keys
 	if env.NodeUUID == nil {
 		env.NodeUUID = keys.MachineUUID(p.uuidOverride)
 	}
 	env.Salt = keys.SaltDir(b.stagingDir(config.StateVolume))
 	if pp, ok := b.Prompt.(keys.PINPrompt); ok && env.PIN == nil && b.Cmdline.PromptTimeout > 0 {
-		env.PIN = consolePIN{mu: &b.promptMu, p: pp}
+		env.PIN = consolePIN{mu: &b.promptMu, p: pp, lim: lim}
 	}
 	if b.NewUnlocker != nil {
 		return b.NewUnlocker(env, b.Log)
@@ -49,16 +51,30 @@ func (b *Boot) unlocker(p *plan) Unlocker {
 }
 
 // consolePIN asks the console for a TPM PIN, one question on the console
-// at a time (volumes open in parallel).
+// at a time (volumes open in parallel). The volume asks from inside its
+// unlock, which holds KDF memory: that memory is given back while it waits
+// for the console and the person (lim.pauseFor), so it never waits on the
+// console lock while holding memory that the volume asking on the console
+// may need next (promptOpen), and other volumes' KDFs go on meanwhile.
 type consolePIN struct {
-	mu *sync.Mutex
-	p  keys.PINPrompt
+	mu  *sync.Mutex
+	p   keys.PINPrompt
+	lim *memLimiter // nil: nothing to give back
 }
 
 func (c consolePIN) TPMPIN(volume string, try, tries int) ([]byte, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.p.TPMPIN(volume, try, tries)
+	var pin []byte
+	var err error
+	perr := c.lim.pauseFor(volume, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		pin, err = c.p.TPMPIN(volume, try, tries)
+	})
+	if perr != nil {
+		keys.Zero(pin)
+		return nil, fmt.Errorf("TPM PIN for %s: waiting for KDF memory: %w", volume, perr)
+	}
+	return pin, err
 }
 
 // engineLog passes the engine's warnings (interrupted format redone, damaged
@@ -279,7 +295,7 @@ func (b *Boot) openEncrypted(ctx context.Context, v *volume, eng Unlocker, lim *
 		// once its module is loaded
 		b.awaitModules(ctx, stageEarlyMounts, v.ID)
 	}
-	release, err := lim.acquire(ctx, kdfCost(dev, v.cfg, b.kdfLimits()))
+	release, err := lim.acquireFor(ctx, v.ID, kdfCost(dev, v.cfg, b.kdfLimits()))
 	if err != nil {
 		return err
 	}
@@ -456,8 +472,6 @@ func (b *Boot) promptOpen(ctx context.Context, v *volume, dev BlockDevice, lim *
 	if err != nil {
 		return nil, []console.SlotReport{{Slot: -1, Kind: "console passphrase", Err: err}}
 	}
-	b.promptMu.Lock() // one question on the console at a time
-	defer b.promptMu.Unlock()
 	var reports []console.SlotReport
 	kdfLim := b.kdfLimits()
 	for id := range luks2.MaxKeyslots {
@@ -468,7 +482,7 @@ func (b *Boot) promptOpen(ctx context.Context, v *volume, dev BlockDevice, lim *
 		}
 	}
 	for try := 1; try <= promptTries; try++ {
-		pass, err := b.Prompt.Passphrase(v.ID, try, promptTries)
+		pass, err := b.askPassphrase(v.ID, try)
 		if err != nil {
 			reports = append(reports, console.SlotReport{Slot: -1, Kind: "console passphrase", Err: err})
 			return nil, reports
@@ -507,6 +521,16 @@ func (b *Boot) promptOpen(ctx context.Context, v *volume, dev BlockDevice, lim *
 			Options: v.cfg.Encryption.Options, Slot: slot, Kind: "console passphrase"}, nil
 	}
 	return nil, reports
+}
+
+// askPassphrase asks the console for v's passphrase, one question on the
+// console at a time. The console lock is held only while asking, never
+// while waiting for KDF memory: a volume that holds memory may be waiting
+// for the console to ask for its TPM PIN, and both would wait forever.
+func (b *Boot) askPassphrase(volume string, try int) ([]byte, error) {
+	b.promptMu.Lock()
+	defer b.promptMu.Unlock()
+	return b.Prompt.Passphrase(volume, try, promptTries)
 }
 
 // Syncer is the engine's key slot sync; an Unlocker that has it gets to

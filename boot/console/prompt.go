@@ -42,15 +42,16 @@ func (p *Prompter) TPMPIN(volume string, try, tries int) ([]byte, error) {
 }
 
 // ask shows question on every terminal with echo off and returns the first
-// line typed on any of them.
+// line typed on any of them. An extra terminal (Others) that cannot be set
+// up is left out; the console (TTY) failing is an error.
 func (p *Prompter) ask(question string) ([]byte, error) {
 	var ttys []*os.File
-	for _, f := range append([]*os.File{p.TTY}, p.Others...) {
+	for i, f := range append([]*os.File{p.TTY}, p.Others...) {
 		if f == nil {
 			continue
 		}
 		restore, err := noEcho(f)
-		if errors.Is(err, ErrNoTerminal) {
+		if errors.Is(err, ErrNoTerminal) || (err != nil && i > 0) {
 			continue
 		}
 		if err != nil {
@@ -64,17 +65,18 @@ func (p *Prompter) ask(question string) ([]byte, error) {
 	}
 	// The question ends with a newline so that serial consoles and log
 	// readers that work line by line see it before anything is typed.
-	for _, f := range ttys {
-		fmt.Fprintf(f, "%s%s\n", Prefix, question)
-	}
+	line := []byte(Prefix + question + "\n")
 	if len(ttys) == 1 {
-		return readLine(ttys[0], p.Timeout)
+		return readLine(ttys[0], line, p.Timeout)
 	}
-	return firstLine(ttys, p.Timeout)
+	return firstLine(ttys, line, p.Timeout)
 }
 
 // noEcho turns f's echo off (keeping line editing and signals) and drops
-// anything typed before the question; restore puts the old mode back.
+// anything typed before the question; restore puts the old mode back and
+// drops what was typed but not read (half a passphrase typed here while
+// another terminal answered), so the next reader (a debug shell, a getty)
+// never gets it.
 func noEcho(f *os.File) (restore func() error, err error) {
 	var old *unix.Termios
 	err = withFD(f, func(fd int) error {
@@ -98,30 +100,39 @@ func noEcho(f *os.File) (restore func() error, err error) {
 		return nil, err
 	}
 	return func() error {
-		return withFD(f, func(fd int) error { return unix.IoctlSetTermios(fd, unix.TCSETS, old) })
+		return withFD(f, func(fd int) error {
+			flushErr := unix.IoctlSetInt(fd, unix.TCFLSH, unix.TCIFLUSH)
+			return errors.Join(unix.IoctlSetTermios(fd, unix.TCSETS, old), flushErr)
+		})
 	}, nil
 }
 
-// firstLine reads a line from every terminal at once and returns the first
-// one completed; the other reads are stopped (their partial input zeroed)
-// before it returns, so nothing reads a terminal after the prompt ends.
+// firstLine shows question on every terminal and reads a line from each
+// at once; it returns the first one completed. The other writes and reads
+// are stopped (their partial input zeroed) before it returns, so nothing
+// touches a terminal after the prompt ends. A terminal that cannot show
+// the question in time (output stopped by Scroll Lock or XOFF) is left out.
 // When no line comes, the timeout wins over other errors.
-func firstLine(ttys []*os.File, timeout time.Duration) ([]byte, error) {
+func firstLine(ttys []*os.File, question []byte, timeout time.Duration) ([]byte, error) {
 	type result struct {
 		line []byte
 		err  error
 	}
-	// Deadlines are set before any read starts, so stopping the reads
-	// below cannot be undone by a read that starts late.
+	// Deadlines are set before any write or read starts, so stopping them
+	// below cannot be undone by one that starts late.
 	for _, f := range ttys {
 		if err := setDeadline(f, timeout); err != nil {
 			return nil, err
 		}
-		defer f.SetReadDeadline(time.Time{})
+		defer f.SetDeadline(time.Time{})
 	}
 	results := make(chan result, len(ttys))
 	for _, f := range ttys {
 		go func() {
+			if err := show(f, question); err != nil {
+				results <- result{nil, err}
+				return
+			}
 			line, err := readUntilNewline(f)
 			results <- result{line, err}
 		}()
@@ -135,7 +146,7 @@ func firstLine(ttys []*os.File, timeout time.Duration) ([]byte, error) {
 		case r.err == nil && won == nil:
 			won = r.line
 			for _, f := range ttys {
-				f.SetReadDeadline(time.Now()) // stop the other reads
+				f.SetDeadline(time.Now()) // stop the other writes and reads
 			}
 		case r.err == nil:
 			clear(r.line) // a second answer after the first: drop it
@@ -155,6 +166,17 @@ func firstLine(ttys []*os.File, timeout time.Duration) ([]byte, error) {
 	}
 }
 
+// show writes question to f within f's write deadline.
+func show(f *os.File, question []byte) error {
+	if _, err := f.Write(question); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return ErrPromptTimeout
+		}
+		return fmt.Errorf("prompt: %w", err)
+	}
+	return nil
+}
+
 // withFD runs fn on f's descriptor without f.Fd(), which would switch the
 // file to blocking mode and so disable read deadlines.
 func withFD(f *os.File, fn func(fd int) error) error {
@@ -169,22 +191,27 @@ func withFD(f *os.File, fn func(fd int) error) error {
 	return ferr
 }
 
-// readLine reads up to a newline, giving up after timeout (0: wait forever).
-func readLine(f *os.File, timeout time.Duration) ([]byte, error) {
+// readLine shows question on f and reads up to a newline, giving up after
+// timeout (0: wait forever), writing included: a terminal whose output is
+// stopped (Scroll Lock, XOFF) cannot hold the boot.
+func readLine(f *os.File, question []byte, timeout time.Duration) ([]byte, error) {
 	if err := setDeadline(f, timeout); err != nil {
 		return nil, err
 	}
-	defer f.SetReadDeadline(time.Time{})
+	defer f.SetDeadline(time.Time{})
+	if err := show(f, question); err != nil {
+		return nil, err
+	}
 	return readUntilNewline(f)
 }
 
-// setDeadline makes reads of f give up after timeout (0: never).
+// setDeadline makes writes and reads of f give up after timeout (0: never).
 func setDeadline(f *os.File, timeout time.Duration) error {
 	if timeout <= 0 {
 		return nil
 	}
-	if err := f.SetReadDeadline(time.Now().Add(timeout)); err != nil {
-		return fmt.Errorf("prompt: %s has no read deadline: %w", f.Name(), err)
+	if err := f.SetDeadline(time.Now().Add(timeout)); err != nil {
+		return fmt.Errorf("prompt: %s has no deadline: %w", f.Name(), err)
 	}
 	return nil
 }
