@@ -14,7 +14,7 @@
 # init too (CGO_ENABLED=1, so the generator adds the libc it links), stripped
 # with -s -w as makepkg's strip would.
 #
-# Four images per tool, each with --compression none (the raw cpio), xz and zstd:
+# The images, each raw (--compress none), xz and zstd:
 #   virtio     ours: cryptctl image build --modules <the harness list of build.sh>;
 #              booster: host mode with modules "-*,<every module in our virtio
 #              image>", i.e. the same driver set, none of this host's drivers
@@ -24,7 +24,9 @@
 #              adds kernel/drivers/net/ethernet/ (our --universal has NIC drivers
 #              for the KMS; booster's universal has none without network)
 # Each tool compresses with its own compressor (ours: xz with the x86 BCJ
-# filter, zstd -19 in-process; booster: ulikunitz/xz and klauspost zstd).
+# filter, klauspost zstd at its best level; booster: ulikunitz/xz without BCJ,
+# klauspost zstd at its default level); the last column puts both raw cpios
+# through our xz, so it compares contents alone.
 # Prints a markdown table to stdout (sizes in MB = 10^6 bytes); progress on stderr.
 set -euo pipefail
 
@@ -102,18 +104,21 @@ done
 # --- the table ------------------------------------------------------------------
 mb() { awk -v b="$(stat -c %s "$1")" 'BEGIN { printf "%.2f", b / 1e6 }'; }
 row() { # tool, image, file prefix
-	printf '| %s | %s | %s | %s | %s | %s |\n' "$2" "$1" "$(mods "$3.none" | wc -l)" \
-		"$(mb "$3.none")" "$(mb "$3.xz")" "$(mb "$3.zstd")"
+	# the contents alone: both raw cpios through the same xz (ours: x86 BCJ)
+	nice -n 19 xz -T1 --x86 --lzma2=preset=6 --check=crc32 -c "$3.none" >"$3.samexz"
+	printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$2" "$1" "$(mods "$3.none" | wc -l)" \
+		"$(mb "$3.none")" "$(mb "$3.xz")" "$(mb "$3.zstd")" "$(mb "$3.samexz")"
 }
 ourcommit=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 cat <<EOT
 Kernel: Debian's $KVER (modules from \`$MODDIR\`).
 cryptinit: commit $ourcommit, \`cryptctl image build\`. booster: $REF, commit $COMMIT,
 generator and init built from source here (init CGO_ENABLED=1, -s -w, as Arch ships it).
-Made by \`images/bench/booster-sizes.sh OUT\`; MB = 10^6 bytes, each tool's own compressor.
+Made by \`images/bench/booster-sizes.sh OUT\`; MB = 10^6 bytes. xz and zstd: each tool's
+own compressor; same xz: both raw cpios through \`xz -T1 --x86 --lzma2=preset=6 --check=crc32\`.
 
-| image | tool | modules | raw cpio MB | xz MB | zstd MB |
-| --- | --- | --- | --- | --- | --- |
+| image | tool | modules | raw cpio MB | xz MB | zstd MB | same xz MB |
+| --- | --- | --- | --- | --- | --- | --- |
 EOT
 row cryptinit "virtio (harness set)" "$I/ours-virtio"
 row booster "virtio (harness set)" "$I/booster-virtio"
