@@ -72,14 +72,18 @@ test-vm: image
 	if [ "$$passed" -eq 0 ]; then echo "test-vm: FAIL: no VM test ran"; exit 1; fi
 
 # bench runs every Go benchmark, the QEMU boot benchmarks included (boot time
-# and its split, initramfs compression), three iterations each, and the
-# whole-process KDF comparison with cryptsetup; it writes $(OUT)/bench/results.md
+# and its split, initramfs compression), three iterations each, the
+# whole-process KDF comparison with cryptsetup, and the image sizes next to
+# booster's (images/bench/booster-sizes.sh: clones and builds booster, needs
+# network or BOOSTER_SRC=<path>); it writes $(OUT)/bench/results.md
 # (date, CPU, vCPUs, commit, every figure), which the README's "Measured" quotes.
 bench: setup image
 	mkdir -p $(OUT)/bench
 	set -o pipefail; CRYPTINIT_VM=1 CRYPTINIT_OUT=$(OUT) $(GO) test -p 1 -run '^$$' -bench . -benchtime 3x -timeout 60m ./... | tee $(OUT)/bench/go-bench.txt
 	bash images/bench/kdf.sh $(OUT) 5 | tee $(OUT)/bench/kdf.md
-	bash images/bench/results.sh $(OUT)/bench/go-bench.txt $(OUT)/bench/kdf.md >$(OUT)/bench/results.md
+	GO=$(GO) bash images/bench/booster-sizes.sh $(OUT) >$(OUT)/bench/booster-sizes.md 2>$(OUT)/bench/booster-sizes.log || \
+		echo "FAILED: images/bench/booster-sizes.sh (exit $$?), see $(OUT)/bench/booster-sizes.log" | tee $(OUT)/bench/booster-sizes.md
+	bash images/bench/results.sh $(OUT)/bench/go-bench.txt $(OUT)/bench/kdf.md $(OUT)/bench/booster-sizes.md >$(OUT)/bench/results.md
 	@echo "wrote $(OUT)/bench/results.md"
 
 image:

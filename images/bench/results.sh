@@ -1,14 +1,15 @@
 #!/bin/bash
 # results.sh: writes the results file of `make bench` (markdown) to stdout,
 # from the outputs of one run: the machine and commit it ran on, the
-# whole-process KDF table of kdf.sh, and every Go benchmark line, each
-# under the command that made it. The README's "Measured" section quotes
-# this file.
+# whole-process KDF table of kdf.sh, the image sizes next to booster's of
+# booster-sizes.sh (when given), and every Go benchmark line, each under
+# the command that made it. The README's "Measured" section quotes this file.
 #
-#   images/bench/results.sh GO_BENCH_OUTPUT KDF_TABLE
+#   images/bench/results.sh GO_BENCH_OUTPUT KDF_TABLE [BOOSTER_SIZES]
 set -euo pipefail
 gobench=$1
 kdf=$2
+sizes=${3:-}
 commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 if ! git diff --quiet HEAD 2>/dev/null; then
 	commit="$commit (with uncommitted changes)"
@@ -30,6 +31,17 @@ medians; ratio = ours / cryptsetup (below 1: we are faster).
 
 EOT
 cat "$kdf"
+if [ -n "$sizes" ]; then
+	cat <<'EOT'
+
+## Initramfs sizes against booster
+
+`images/bench/booster-sizes.sh OUT`: `cryptctl image build` and booster's
+generator, built from source, for the same kernel and the same driver sets.
+
+EOT
+	cat "$sizes"
+fi
 cat <<'EOT'
 
 ## Go benchmarks
