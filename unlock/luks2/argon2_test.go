@@ -11,7 +11,10 @@ import (
 
 // TestArgon2RFC9106 checks the three test vectors of RFC 9106 section 5
 // (secret and associated data included, t=3, m=32 KiB, p=4, 32 bytes).
-func TestArgon2RFC9106(t *testing.T) {
+// Each runs on every compression path this build and CPU have.
+func TestArgon2RFC9106(t *testing.T) { argon2Paths(t, testArgon2RFC9106) }
+
+func testArgon2RFC9106(t *testing.T) {
 	rep := func(b byte, n int) []byte { return bytes.Repeat([]byte{b}, n) }
 	for _, tc := range []struct {
 		name string
@@ -38,7 +41,10 @@ func TestArgon2RFC9106(t *testing.T) {
 // costs that exercise memory rounding (m not a multiple of 4p), several
 // address blocks per segment, one and many lanes, and key lengths below,
 // at and above 64 bytes (H' with one, two and several BLAKE2b calls).
-func TestArgon2MatchesXCrypto(t *testing.T) {
+// Each runs on every compression path this build and CPU have.
+func TestArgon2MatchesXCrypto(t *testing.T) { argon2Paths(t, testArgon2MatchesXCrypto) }
+
+func testArgon2MatchesXCrypto(t *testing.T) {
 	pass, salt := []byte("correct horse battery staple"), []byte("0123456789abcdef0123456789abcdef")
 	for _, c := range []struct{ time, mem, lanes, keyLen uint32 }{
 		{1, 8, 1, 32}, {1, 64, 2, 64}, {2, 1030, 3, 65}, {3, 2048, 4, 100}, {1, 4096, 1, 16}, {4, 777, 5, 200},
