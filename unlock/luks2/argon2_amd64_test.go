@@ -68,15 +68,17 @@ func TestArgon2GAVX2MatchesGeneric(t *testing.T) {
 		fill(&out)
 		for _, xor := range []bool{false, true} {
 			o1, o2 := out, out
-			argon2G(&o1, &x, &y, xor)
-			argon2GGeneric(&o2, &x, &y, xor)
+			var q argon2Block
+			argon2G(&o1, &x, &y, &q, xor)
+			argon2GGeneric(&o2, &x, &y, &q, xor)
 			if o1 != o2 {
 				t.Fatalf("block %d xor=%v: AVX2 and generic G differ", i, xor)
 			}
 		}
 		y1, y2 := y, y
-		argon2G(&y1, &x, &y1, false)
-		argon2GGeneric(&y2, &x, &y2, false)
+		var q argon2Block
+		argon2G(&y1, &x, &y1, &q, false)
+		argon2GGeneric(&y2, &x, &y2, &q, false)
 		if y1 != y2 {
 			t.Fatalf("block %d: G with out = y differs", i)
 		}

@@ -69,6 +69,33 @@ func testArgon2MatchesXCrypto(t *testing.T) {
 	}
 }
 
+// TestArgon2GWipesScratch: G leaves its scratch block, which held P(x^y),
+// zero again on both paths, in both modes and with out = y, so no
+// intermediate state of the KDF stays on a goroutine's stack.
+func TestArgon2GWipesScratch(t *testing.T) {
+	argon2Paths(t, func(t *testing.T) {
+		var x, y, out argon2Block
+		for i := range x {
+			x[i], y[i], out[i] = uint64(i)*0x9e3779b97f4a7c15, uint64(i)^0xdeadbeef, ^uint64(i)
+		}
+		for _, c := range []struct {
+			name string
+			out  *argon2Block
+			xor  bool
+		}{{"write", &out, false}, {"xor", &out, true}, {"out=y", &y, false}} {
+			var q argon2Block
+			before := *c.out
+			argon2G(c.out, &x, &y, &q, c.xor)
+			if *c.out == before {
+				t.Fatalf("%s: G wrote nothing", c.name)
+			}
+			if q != (argon2Block{}) {
+				t.Fatalf("%s: G left its scratch block non-zero", c.name)
+			}
+		}
+	})
+}
+
 // BenchmarkArgon2VsXCrypto compares the compression speed with
 // x/crypto's (SSE4 assembly on amd64) in one process, one lane so the
 // numbers are per core. 1 MiB, so that the blocks stay in cache and the
@@ -95,11 +122,11 @@ func BenchmarkArgon2VsXCrypto(b *testing.B) {
 
 // BenchmarkArgon2G is the compression function alone, hot in cache.
 func BenchmarkArgon2G(b *testing.B) {
-	var x, y, out argon2Block
+	var x, y, out, q argon2Block
 	for i := range x {
 		x[i], y[i] = uint64(i)*0x9e3779b97f4a7c15, uint64(i)^0xdeadbeef
 	}
 	for b.Loop() {
-		argon2G(&out, &x, &y, true)
+		argon2G(&out, &x, &y, &q, true)
 	}
 }
