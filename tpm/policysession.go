@@ -109,7 +109,7 @@ func (s *saltedPolicySession) hmac(pHash, nonceNewer, nonceOlder, addNonces []by
 // sessionAttrsByte is TPMA_SESSION as the one byte the TPM hashes.
 func sessionAttrsByte(a tpm2.TPMASession) byte {
 	var b byte
-	for bit, set := range map[uint]bool{0: a.ContinueSession, 1: a.AuditExclusive, 2: a.AuditReset, 5: a.Decrypt, 6: a.Encrypt, 7: a.Audit} {
+	for bit, set := range [8]bool{a.ContinueSession, a.AuditExclusive, a.AuditReset, false, false, a.Decrypt, a.Encrypt, a.Audit} {
 		if set {
 			b |= 1 << bit
 		}

@@ -67,3 +67,16 @@ func sha256Sum(b []byte) []byte {
 	h := sha256.Sum256(b)
 	return h[:]
 }
+
+// TestSessionAttrsByte: TPMA_SESSION's bits as go-tpm marshals them.
+func TestSessionAttrsByte(t *testing.T) {
+	for _, a := range []tpm2.TPMASession{
+		{}, {ContinueSession: true}, {AuditExclusive: true}, {AuditReset: true},
+		{Decrypt: true}, {Encrypt: true}, {Audit: true},
+		{ContinueSession: true, Decrypt: true, Encrypt: true, Audit: true},
+	} {
+		if got, want := sessionAttrsByte(a), tpm2.Marshal(a); len(want) != 1 || got != want[0] {
+			t.Errorf("%+v: %08b, go-tpm marshals %08b", a, got, want)
+		}
+	}
+}
