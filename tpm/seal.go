@@ -303,11 +303,9 @@ func unsealOnce(ctx context.Context, t transport.TPM, r unsealRequest) ([]byte, 
 	}
 	defer flush(t, load.ObjectHandle)
 
-	sessOpts := []tpm2.AuthOption{tpm2.Salted(r.parent.handle, r.parent.pub)}
-	if r.authValue != nil {
-		sessOpts = append(sessOpts, tpm2.Auth(r.authValue))
-	}
-	sess, closeSess, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16, sessOpts...)
+	// our own session, not tpm2.PolicySession: go-tpm v0.9.8 cuts a PIN's
+	// authValue at its first zero byte (see saltedPolicySession)
+	sess, closeSess, err := startSaltedPolicySession(t, r.parent, r.authValue)
 	if err != nil {
 		return nil, fmt.Errorf("start policy session: %w", err)
 	}

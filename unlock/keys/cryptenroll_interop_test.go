@@ -445,6 +445,37 @@ func TestCryptenrollInteropPIN(t *testing.T) {
 	}
 }
 
+// TestCryptenrollInteropPINZeroByte: a PIN whose SHA-256 (the authValue
+// systemd 252 seals with) has a zero byte inside opens on the first try and
+// costs no dictionary-attack strike. go-tpm v0.9.8 cuts such an authValue
+// at that byte, so its HMAC was wrong: ErrWrongPIN and a lockout strike on
+// every try.
+func TestCryptenrollInteropPINZeroByte(t *testing.T) {
+	const pin = "0005"
+	auth := tpm.SystemdPINAuth([]byte(pin))
+	if i := bytes.IndexByte(bytes.TrimRight(auth[:], "\x00"), 0); i < 0 {
+		t.Fatalf("SHA-256(%q) = %x has no zero byte inside: the test would prove nothing", pin, auth)
+	}
+	sd := startSdTPM(t)
+	img := luksImage(t)
+	cryptenroll(t, img, []string{"NEWPIN=" + pin}, "--tpm2-device="+sd.device(), "--tpm2-pcrs=", "--tpm2-with-pin=yes")
+	hdr, s, tok := systemdSlot(t, img)
+	if !tok.PIN {
+		t.Fatal("token as we read it has no PIN")
+	}
+	before, _ := lockoutCounter(t, sd)
+	typed := &pinsTyped{pins: []string{pin}}
+	if err := openWithUs(t, sd, img, hdr, s, nil, typed); err != nil {
+		t.Fatalf("open with the right PIN %q: %v (asked %v)", pin, err, typed.asked)
+	}
+	if len(typed.asked) != 1 {
+		t.Fatalf("asked %v, want one question", typed.asked)
+	}
+	if after, _ := lockoutCounter(t, sd); after != before {
+		t.Fatalf("the right PIN counted against the lockout: %d -> %d", before, after)
+	}
+}
+
 // TestCryptenrollInteropPINLockout: wrong PINs are asked again but never
 // sent when one more failure could lock the TPM out.
 func TestCryptenrollInteropPINLockout(t *testing.T) {

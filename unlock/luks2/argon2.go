@@ -167,15 +167,17 @@ type argon2State struct {
 // segment fills segment s of lane l in pass r (RFC 9106 section 3.4).
 func (a *argon2State) segment(r, s, l uint32) {
 	dataIndependent := a.mode == argon2i || (a.mode == argon2id && r == 0 && s < argon2SyncPts/2)
-	var addr, input, zero argon2Block
+	// q is G's scratch: P of the blocks, secret. G leaves it zero, so no
+	// intermediate state stays on the stack when the segment returns.
+	var addr, input, zero, q argon2Block
 	if dataIndependent {
 		input[0], input[1], input[2] = uint64(r), uint64(l), uint64(s)
 		input[3], input[4], input[5] = uint64(len(a.mem)), uint64(a.passes), uint64(a.mode)
 	}
 	nextAddresses := func() {
 		input[6]++
-		argon2G(&addr, &zero, &input, false)
-		argon2G(&addr, &zero, &addr, false)
+		argon2G(&addr, &zero, &input, &q, false)
+		argon2G(&addr, &zero, &addr, &q, false)
 	}
 	start := uint32(0)
 	if r == 0 && s == 0 {
@@ -203,7 +205,7 @@ func (a *argon2State) segment(r, s, l uint32) {
 		ref := a.refIndex(rand, r, s, l, i)
 		// The first pass writes without reading what was there: the
 		// page is fresh, and a read would fault it in twice.
-		argon2G(&a.mem[base+col], &a.mem[prev], &a.mem[ref], r > 0)
+		argon2G(&a.mem[base+col], &a.mem[prev], &a.mem[ref], &q, r > 0)
 	}
 }
 
@@ -236,22 +238,25 @@ func (a *argon2State) refIndex(rand uint64, r, s, l, i uint32) uint32 {
 
 // argon2GGeneric is the compression function G (RFC 9106 section 3.5):
 // out = P(x^y) ^ x ^ y, or out ^= that when xor is set (later passes).
-// argon2G picks it or an AVX2 one (argon2_amd64.go).
-func argon2GGeneric(out, x, y *argon2Block, xor bool) {
+// argon2G picks it or an AVX2 one (argon2_amd64.go). q is the caller's
+// zero scratch block; G leaves it zero again (it held P(x^y), secret). A
+// scratch of the caller's costs no more than a local, which Go zeroes on
+// every call, and leaves nothing behind on a freed stack.
+func argon2GGeneric(out, x, y, q *argon2Block, xor bool) {
 	// Slices of the arrays, so that Go checks each pointer for nil once
 	// rather than on every word.
-	var q argon2Block
 	qs, xs, ys := q[:], x[:], y[:]
 	for k := range qs {
 		qs[k] = xs[k] ^ ys[k]
 	}
-	argon2P(&q)
+	argon2P(q)
 	// x and y are read again rather than kept: out may be y.
 	if xor {
 		os := out[:]
 		for k := range os {
 			os[k] ^= qs[k] ^ xs[k] ^ ys[k]
 		}
+		clear(qs)
 		return
 	}
 	// A store first: slicing out checks it for nil with a load, and a
@@ -263,4 +268,5 @@ func argon2GGeneric(out, x, y *argon2Block, xor bool) {
 	for k := 1; k < len(os); k++ {
 		os[k] = qs[k] ^ xs[k] ^ ys[k]
 	}
+	clear(qs)
 }

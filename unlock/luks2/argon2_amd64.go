@@ -19,21 +19,22 @@ func argon2Xor3AVX2(dst, a, b, c *argon2Block)
 func argon2Xor4AVX2(dst, a, b, c *argon2Block)
 
 // argon2G is the compression function G: out = P(x^y) ^ x ^ y, or out ^=
-// that when xor is set. The AVX2 path only stores to out on the first
-// pass (no nil-check load: see argon2GGeneric), and out may be y.
-func argon2G(out, x, y *argon2Block, xor bool) {
+// that when xor is set; q is a zero scratch block it leaves zero (see
+// argon2GGeneric). The AVX2 path only stores to out on the first pass (no
+// nil-check load: see argon2GGeneric), and out may be y.
+func argon2G(out, x, y, q *argon2Block, xor bool) {
 	if !useAVX2 {
-		argon2GGeneric(out, x, y, xor)
+		argon2GGeneric(out, x, y, q, xor)
 		return
 	}
-	var q argon2Block
-	argon2Xor3AVX2(&q, x, y, &q) // q is zero: q = x ^ y
-	argon2PAVX2(&q)
+	argon2Xor3AVX2(q, x, y, q) // q is zero: q = x ^ y
+	argon2PAVX2(q)
 	if xor {
-		argon2Xor4AVX2(out, &q, x, y)
+		argon2Xor4AVX2(out, q, x, y)
 	} else {
-		argon2Xor3AVX2(out, &q, x, y)
+		argon2Xor3AVX2(out, q, x, y)
 	}
+	clear(q[:])
 }
 
 // argon2P applies the permutation P to the rows, then the columns, of q.

@@ -6,4 +6,4 @@ package luks2
 func argon2P(q *argon2Block) { argon2PGeneric(q) }
 
 // argon2G is the compression function G (argon2GGeneric).
-func argon2G(out, x, y *argon2Block, xor bool) { argon2GGeneric(out, x, y, xor) }
+func argon2G(out, x, y, q *argon2Block, xor bool) { argon2GGeneric(out, x, y, q, xor) }

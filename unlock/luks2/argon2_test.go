@@ -11,7 +11,10 @@ import (
 
 // TestArgon2RFC9106 checks the three test vectors of RFC 9106 section 5
 // (secret and associated data included, t=3, m=32 KiB, p=4, 32 bytes).
-func TestArgon2RFC9106(t *testing.T) {
+// Each runs on every compression path this build and CPU have.
+func TestArgon2RFC9106(t *testing.T) { argon2Paths(t, testArgon2RFC9106) }
+
+func testArgon2RFC9106(t *testing.T) {
 	rep := func(b byte, n int) []byte { return bytes.Repeat([]byte{b}, n) }
 	for _, tc := range []struct {
 		name string
@@ -38,7 +41,10 @@ func TestArgon2RFC9106(t *testing.T) {
 // costs that exercise memory rounding (m not a multiple of 4p), several
 // address blocks per segment, one and many lanes, and key lengths below,
 // at and above 64 bytes (H' with one, two and several BLAKE2b calls).
-func TestArgon2MatchesXCrypto(t *testing.T) {
+// Each runs on every compression path this build and CPU have.
+func TestArgon2MatchesXCrypto(t *testing.T) { argon2Paths(t, testArgon2MatchesXCrypto) }
+
+func testArgon2MatchesXCrypto(t *testing.T) {
 	pass, salt := []byte("correct horse battery staple"), []byte("0123456789abcdef0123456789abcdef")
 	for _, c := range []struct{ time, mem, lanes, keyLen uint32 }{
 		{1, 8, 1, 32}, {1, 64, 2, 64}, {2, 1030, 3, 65}, {3, 2048, 4, 100}, {1, 4096, 1, 16}, {4, 777, 5, 200},
@@ -61,6 +67,33 @@ func TestArgon2MatchesXCrypto(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestArgon2GWipesScratch: G leaves its scratch block, which held P(x^y),
+// zero again on both paths, in both modes and with out = y, so no
+// intermediate state of the KDF stays on a goroutine's stack.
+func TestArgon2GWipesScratch(t *testing.T) {
+	argon2Paths(t, func(t *testing.T) {
+		var x, y, out argon2Block
+		for i := range x {
+			x[i], y[i], out[i] = uint64(i)*0x9e3779b97f4a7c15, uint64(i)^0xdeadbeef, ^uint64(i)
+		}
+		for _, c := range []struct {
+			name string
+			out  *argon2Block
+			xor  bool
+		}{{"write", &out, false}, {"xor", &out, true}, {"out=y", &y, false}} {
+			var q argon2Block
+			before := *c.out
+			argon2G(c.out, &x, &y, &q, c.xor)
+			if *c.out == before {
+				t.Fatalf("%s: G wrote nothing", c.name)
+			}
+			if q != (argon2Block{}) {
+				t.Fatalf("%s: G left its scratch block non-zero", c.name)
+			}
+		}
+	})
 }
 
 // BenchmarkArgon2VsXCrypto compares the compression speed with
@@ -89,11 +122,11 @@ func BenchmarkArgon2VsXCrypto(b *testing.B) {
 
 // BenchmarkArgon2G is the compression function alone, hot in cache.
 func BenchmarkArgon2G(b *testing.B) {
-	var x, y, out argon2Block
+	var x, y, out, q argon2Block
 	for i := range x {
 		x[i], y[i] = uint64(i)*0x9e3779b97f4a7c15, uint64(i)^0xdeadbeef
 	}
 	for b.Loop() {
-		argon2G(&out, &x, &y, true)
+		argon2G(&out, &x, &y, &q, true)
 	}
 }

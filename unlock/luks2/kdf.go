@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash"
+	"math"
 )
 
 // hashByName maps LUKS hash names to Go hashes.
@@ -39,8 +40,8 @@ func deriveKey(k KDF, passphrase []byte, keyLen int) ([]byte, error) {
 		return pbkdf2Key(h, passphrase, k.Salt, k.Iterations, keyLen), nil
 	case "argon2id", "argon2i":
 		// cryptsetup's bounds; they also keep a hostile header from asking
-		// for more than 4 GiB.
-		if k.Time < 1 || k.Memory < 8 || k.Memory > 4<<20 || k.Parallel < 1 || k.Parallel > 255 {
+		// for more than 4 GiB, or a time that uint32 would wrap.
+		if k.Time < 1 || uint64(k.Time) > math.MaxUint32 || k.Memory < 8 || k.Memory > 4<<20 || k.Parallel < 1 || k.Parallel > 255 {
 			return nil, fmt.Errorf("%s costs time=%d memory=%d parallel=%d: %w", k.Type, k.Time, k.Memory, k.Parallel, ErrInvalidParameter)
 		}
 		mode := argon2i
