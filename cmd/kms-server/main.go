@@ -319,19 +319,34 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	if o.requireCert && !cfg.BindClientCert {
 		log.Warn("client certificates are required but not bound to node UUIDs (--unbound-client-certs): any node's certificate opens every node's blobs")
 	}
-	select {
-	case err = <-errc:
-	case <-ctx.Done():
-		log.Info("shutting down", "grace", o.grace)
-		sctx, scancel := context.WithTimeout(context.Background(), o.grace)
-		defer scancel()
-		srv.Shutdown(sctx)
-		err = <-errc
-	}
+	err = awaitEnd(ctx, srv, errc, o.grace, log)
 	if hsrv != nil {
 		hctx, hcancel := context.WithTimeout(context.Background(), time.Second)
 		defer hcancel()
 		hsrv.Shutdown(hctx)
+	}
+	return err
+}
+
+// awaitEnd waits until Serve ends (its error arrives on errc) or ctx is
+// cancelled, then shuts srv down either way, giving running requests grace
+// to finish: also after Serve failed, so the audit records queued so far
+// are written out.
+func awaitEnd(ctx context.Context, srv *server.Server, errc <-chan error, grace time.Duration, log *slog.Logger) error {
+	var err error
+	served := false
+	select {
+	case err = <-errc:
+		served = true
+		log.Info("serving failed; shutting down", "grace", grace)
+	case <-ctx.Done():
+		log.Info("shutting down", "grace", grace)
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), grace)
+	defer scancel()
+	srv.Shutdown(sctx)
+	if !served {
+		err = <-errc
 	}
 	return err
 }

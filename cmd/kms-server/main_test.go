@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cryptinit/cryptinit/cmd/kms-server/internal/keyring"
+	"github.com/cryptinit/cryptinit/cmd/kms-server/internal/server"
 	"github.com/cryptinit/cryptinit/netboot/kms"
 )
 
@@ -134,5 +137,31 @@ func TestRunRefusesUnsafeSetups(t *testing.T) {
 	os.WriteFile(k, []byte(`{"version":1,"keys":[]}`), 0o644)
 	if err := run(context.Background(), []string{"--keyring", k, "--insecure-plaintext"}, log); err == nil || !strings.Contains(err.Error(), "chmod 600") {
 		t.Errorf("world-readable keyring: %v", err)
+	}
+}
+
+// TestAwaitEndShutsDownWhenServeFails: when Serve fails (not a signal),
+// the server is still shut down, so the audit records queued so far are
+// written out and /healthz stops saying ok.
+func TestAwaitEndShutsDownWhenServeFails(t *testing.T) {
+	ring, err := keyring.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var audit bytes.Buffer
+	srv, err := server.New(server.Config{Keyring: ring, Audit: &audit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	errc <- errors.New("accept: too many open files")
+	err = awaitEnd(context.Background(), srv, errc, time.Second, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "too many open files") {
+		t.Errorf("awaitEnd = %v, want Serve's error", err)
+	}
+	rec := httptest.NewRecorder()
+	srv.HTTPHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "shutting down") {
+		t.Errorf("/healthz after Serve failed = %d %q, want 503 shutting down: the server was not shut down", rec.Code, rec.Body.String())
 	}
 }

@@ -131,7 +131,10 @@ func buildUKI(ctx context.Context, o Options, initrd []byte, log io.Writer) erro
 }
 
 // writeAtomic writes b to path through a temporary file in the same
-// directory, so a failed build never leaves half an image behind.
+// directory, so a failed build never leaves half an image behind, nor a
+// crash a renamed but empty one (the file, then the directory, is synced).
+// The image is mode 0600 whatever was there before: it may hold the KMS
+// client key and the machine config.
 func writeAtomic(path string, b []byte) error {
 	f, err := os.CreateTemp(filepath.Dir(path), ".image-*")
 	if err != nil {
@@ -142,12 +145,27 @@ func writeAtomic(path string, b []byte) error {
 		f.Close()
 		return fmt.Errorf("image: %w", err)
 	}
-	if err := f.Chmod(0o644); err != nil {
+	if err := f.Chmod(0o600); err != nil {
 		f.Close()
 		return fmt.Errorf("image: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("image: %s: %w", path, err)
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("image: %w", err)
 	}
-	return os.Rename(f.Name(), path)
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("image: %w", err)
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return fmt.Errorf("image: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("image: sync %s: %w", filepath.Dir(path), err)
+	}
+	return nil
 }

@@ -103,3 +103,55 @@ func TestRunRefusesHalfSigning(t *testing.T) {
 		t.Errorf("--pcr-key without --uki: err = %v", err)
 	}
 }
+
+// TestRunWritesPrivateImage: an initramfs holding the KMS client key is
+// written mode 0600, also over an existing 0644 file (a rename keeps the
+// new file's mode), and holds the key.
+func TestRunWritesPrivateImage(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{
+		"modules/modules.dep":          "kernel/fs/xfs/xfs.ko:\n",
+		"modules/kernel/fs/xfs/xfs.ko": "xfs module",
+		"cryptinit":                    "#!/bin/false\n",
+		"kms-key.pem":                  "-----BEGIN PRIVATE KEY-----\nnot a real key\n-----END PRIVATE KEY-----\n",
+	}
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := filepath.Join(dir, "initrd.img")
+	for _, existing := range []bool{false, true} {
+		if existing {
+			if err := os.WriteFile(out, []byte("old image"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(out, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		o := Options{Out: out, Initramfs: initramfs.Options{KernelVersion: "6.1.0-test", ModulesDir: filepath.Join(dir, "modules"),
+			Init: filepath.Join(dir, "cryptinit"), Tools: []initramfs.Tool{}, KMSKey: filepath.Join(dir, "kms-key.pem"), Compress: "none"}}
+		if err := Run(context.Background(), o, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != 0o600 {
+			t.Errorf("existing file %v: image mode %v, want 0600: it holds the KMS client key", existing, st.Mode().Perm())
+		}
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(b, []byte("not a real key")) {
+			t.Errorf("existing file %v: the image lacks the KMS key", existing)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"math"
 	"path"
 	"sort"
 	"strings"
@@ -19,21 +20,46 @@ type Entry struct {
 	dir  bool   // a directory
 }
 
-// Archive is a set of entries by path; adding a path twice replaces it.
+// Archive is a set of entries by path. Each path comes from one source:
+// adding a path twice is an error (but for the same directory twice), so a
+// module or library can never silently replace /init or another file.
 type Archive map[string]Entry
 
 // File adds a regular file.
-func (a Archive) File(p string, mode uint32, data []byte) {
-	a[clean(p)] = Entry{Path: clean(p), Mode: mode, Data: data}
+func (a Archive) File(p string, mode uint32, data []byte) error {
+	if err := checkSize(clean(p), int64(len(data))); err != nil {
+		return err
+	}
+	return a.add(Entry{Path: clean(p), Mode: mode, Data: data})
 }
 
 // Symlink adds a symbolic link.
-func (a Archive) Symlink(p, target string) {
-	a[clean(p)] = Entry{Path: clean(p), Mode: 0o777, Link: target}
+func (a Archive) Symlink(p, target string) error {
+	return a.add(Entry{Path: clean(p), Mode: 0o777, Link: target})
 }
 
-// Dir adds an (empty) directory.
-func (a Archive) Dir(p string) { a[clean(p)] = Entry{Path: clean(p), Mode: 0o755, dir: true} }
+// Dir adds an (empty) directory with permission bits mode (01777 for a
+// sticky, world-writable /tmp).
+func (a Archive) Dir(p string, mode uint32) error {
+	return a.add(Entry{Path: clean(p), Mode: mode, dir: true})
+}
+
+// checkSize refuses a file too large for newc's 32-bit size field.
+func checkSize(p string, n int64) error {
+	if n > math.MaxUint32 {
+		return fmt.Errorf("archive: %s is %d bytes; a newc cpio holds files below 4 GiB", p, n)
+	}
+	return nil
+}
+
+// add refuses a second entry at a path, unless both are the same directory.
+func (a Archive) add(e Entry) error {
+	if old, ok := a[e.Path]; ok && !(old.dir && e.dir && old.Mode == e.Mode) {
+		return fmt.Errorf("archive: %s added twice (two sources for one path)", e.Path)
+	}
+	a[e.Path] = e
+	return nil
+}
 
 func clean(p string) string { return strings.TrimPrefix(path.Clean("/"+p), "/") }
 
@@ -48,12 +74,17 @@ func (a Archive) Size() int64 {
 
 // WriteTo writes a as a newc cpio archive that depends on nothing but its
 // entries: paths sorted, parents before children, owner 0:0, mtime 0,
-// inode numbers in path order. The same entries give the same bytes.
+// inode numbers in path order. The same entries give the same bytes. A
+// path that is a file or a symlink and also the parent of another entry is
+// an error: an unpacker would follow the link or fail.
 func (a Archive) WriteTo(w io.Writer) (int64, error) {
 	all := map[string]Entry{}
 	for p, e := range a {
 		all[p] = e
 		for d := path.Dir(p); d != "." && d != "/"; d = path.Dir(d) {
+			if parent, ok := a[d]; ok && !parent.dir {
+				return 0, fmt.Errorf("archive: %s is a file and the directory of %s", d, p)
+			}
 			if _, ok := all[d]; !ok {
 				if _, ok := a[d]; !ok {
 					all[d] = Entry{Path: d, Mode: 0o755, dir: true}

@@ -56,6 +56,9 @@ func Build(o Options) (*Image, error) {
 	if o.KernelVersion == "" {
 		return nil, fmt.Errorf("initramfs: no kernel version")
 	}
+	if strings.Contains(o.KernelVersion, "/") || strings.Contains(o.KernelVersion, "..") {
+		return nil, fmt.Errorf("initramfs: kernel version %q is not a release name (as uname -r prints it): it must not hold / or ..", o.KernelVersion)
+	}
 	if o.ModulesDir == "" {
 		o.ModulesDir = filepath.Join("/lib/modules", o.KernelVersion)
 	}
@@ -68,17 +71,19 @@ func Build(o Options) (*Image, error) {
 	}
 	sel := Select(l, o.Classes, o.Omit)
 	a := Archive{}
-	for _, d := range []string{"proc", "sys", "dev", "run", "tmp", "sysroot", "etc/cryptinit"} {
-		a.Dir(d)
+	for _, d := range []string{"proc", "sys", "dev", "run", "sysroot", "etc/cryptinit"} {
+		a.Dir(d, 0o755)
 	}
+	a.Dir("tmp", 0o1777) // sticky and world-writable, as tmpfs mounts it
 	if err := addFile(a, o.Init, "init", 0o755); err != nil {
 		return nil, fmt.Errorf("initramfs: the init: %w", err)
 	}
 	if err := addModules(a, o.ModulesDir, o.KernelVersion, sel.Modules); err != nil {
 		return nil, err
 	}
+	done := map[string]bool{} // libraries already added, shared by the tools
 	for _, t := range o.Tools {
-		if err := addProgram(a, t); err != nil {
+		if err := addProgram(a, t, done); err != nil {
 			return nil, err
 		}
 	}
@@ -117,8 +122,7 @@ func addFile(a Archive, host, image string, mode uint32) error {
 	if err != nil {
 		return err
 	}
-	a.File(image, mode, b)
-	return nil
+	return a.File(image, mode, b)
 }
 
 // tables are depmod's text tables; each is cut down to the shipped modules
@@ -142,6 +146,9 @@ func addModules(a Archive, dir, release string, c modules.Closure) error {
 	root := path.Join("lib/modules", release)
 	for _, m := range c.Modules {
 		rel := c.Paths[m]
+		if !filepath.IsLocal(rel) || !strings.Contains(path.Base(rel), ".ko") {
+			return fmt.Errorf("initramfs: module %s: modules.dep in %s names it %q, not a .ko file inside the module tree; refusing it (regenerate the tables with depmod)", m, dir, rel)
+		}
 		if err := addFile(a, filepath.Join(dir, rel), path.Join(root, rel), 0o644); err != nil {
 			return fmt.Errorf("initramfs: module %s: %w", m, err)
 		}
@@ -157,7 +164,9 @@ func addModules(a Archive, dir, release string, c modules.Closure) error {
 		if t.byField >= 0 {
 			b = filterTable(b, t.byField, c.Paths)
 		}
-		a.File(path.Join(root, t.name), 0o644, b)
+		if err := a.File(path.Join(root, t.name), 0o644, b); err != nil {
+			return fmt.Errorf("initramfs: %w", err)
+		}
 	}
 	return nil
 }
@@ -185,12 +194,12 @@ var libDirs = []string{"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/l
 
 // addProgram copies a dynamically linked program with its ELF interpreter
 // and every library it needs, each at the path the loader will look in.
-func addProgram(a Archive, t Tool) error {
+// done holds the libraries and interpreters added already (by other tools).
+func addProgram(a Archive, t Tool, done map[string]bool) error {
 	if err := addFile(a, t.Host, t.Image, 0o755); err != nil {
 		return fmt.Errorf("initramfs: tool: %w", err)
 	}
 	todo := []string{t.Host}
-	done := map[string]bool{}
 	for len(todo) > 0 {
 		p := todo[0]
 		todo = todo[1:]

@@ -2,6 +2,7 @@ package initramfs
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -166,6 +167,143 @@ func TestCompressAligned(t *testing.T) {
 			if err != nil || !bytes.Equal(got, raw.Bytes()) {
 				t.Errorf("zstd: padded image does not decompress to the archive: %v", err)
 			}
+		}
+	}
+}
+
+// TestBuildRefusesModulePathsOutsideTree: a modules.dep line naming a file
+// outside the module tree ("../../../init:"), reached by name, through an
+// alias or a soft dependency, is refused: it would read a host file into
+// the image at /init, replacing cryptinit.
+func TestBuildRefusesModulePathsOutsideTree(t *testing.T) {
+	tests := []struct {
+		name, alias, softdep, dep string
+		want                      string // --modules
+	}{
+		{name: "by name", dep: "../../../init:\n", want: "init"},
+		{name: "alias", dep: "../../../init:\n", alias: "alias evil init\n", want: "evil"},
+		{name: "softdep", dep: "../../../init:\n", softdep: "softdep xfs pre: init\n", want: "xfs"},
+		{name: "not a module", dep: "kernel/init:\n", want: "init"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			top := t.TempDir()
+			dir := filepath.Join(top, "lib", "modules", "6.1.0-test")
+			files := map[string]string{
+				"init":                                        "EVIL, a host file",
+				"kernel/init":                                 "EVIL, not a module",
+				"lib/modules/6.1.0-test/modules.dep":          "kernel/fs/xfs/xfs.ko:\n" + tt.dep,
+				"lib/modules/6.1.0-test/modules.alias":        tt.alias,
+				"lib/modules/6.1.0-test/modules.softdep":      tt.softdep,
+				"lib/modules/6.1.0-test/kernel/init":          "EVIL, not a module",
+				"lib/modules/6.1.0-test/kernel/fs/xfs/xfs.ko": "xfs module",
+				"cryptinit":                                   "#!/bin/false\n",
+			}
+			for name, content := range files {
+				p := filepath.Join(top, name)
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			img, err := Build(Options{KernelVersion: "6.1.0-test", ModulesDir: dir, Init: filepath.Join(top, "cryptinit"), Tools: []Tool{},
+				Classes: []Class{{Name: "modules", Modules: []string{tt.want}}}, Compress: "none"})
+			if err == nil {
+				t.Fatalf("built an image with modules %v from modules.dep %q; want an error", img.Selection.Modules.Modules, tt.dep)
+			}
+			if !strings.Contains(err.Error(), "module init") {
+				t.Errorf("error %q does not name the module", err)
+			}
+		})
+	}
+}
+
+// TestBuildRefusesBadKernelVersion: the release is a path element of the
+// module tree and of the image; "/" or ".." in it is refused.
+func TestBuildRefusesBadKernelVersion(t *testing.T) {
+	dir := fakeKernel(t)
+	for _, v := range []string{"../../etc", "6.1/../../x", "..", "a/b"} {
+		_, err := Build(Options{KernelVersion: v, ModulesDir: dir, Init: filepath.Join(dir, "modules.dep"), Tools: []Tool{}, Compress: "none"})
+		if err == nil || !strings.Contains(err.Error(), "not a release name") {
+			t.Errorf("kernel version %q: err = %v, want a refusal", v, err)
+		}
+	}
+}
+
+// TestArchiveOneSourcePerPath: a path added twice, or a file that is also
+// the directory of another entry, is an error, not a silent replacement.
+func TestArchiveOneSourcePerPath(t *testing.T) {
+	a := Archive{}
+	if err := a.File("init", 0o755, []byte("cryptinit")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.File("/lib/../init", 0o644, []byte("other")); err == nil {
+		t.Errorf("second file at init: no error")
+	}
+	if err := a.Symlink("init", "bin/sh"); err == nil {
+		t.Errorf("symlink over init: no error")
+	}
+	if err := a.Dir("init", 0o755); err == nil {
+		t.Errorf("directory over init: no error")
+	}
+	if string(a["init"].Data) != "cryptinit" {
+		t.Errorf("init replaced: %q", a["init"].Data)
+	}
+	if err := a.Dir("tmp", 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Dir("tmp", 0o1777); err != nil {
+		t.Errorf("same directory twice: %v", err)
+	}
+	if err := a.Dir("tmp", 0o755); err == nil {
+		t.Errorf("directory with another mode: no error")
+	}
+	if err := a.File("init/x", 0o644, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.WriteTo(io.Discard); err == nil {
+		t.Errorf("init is a file and a directory: WriteTo gave no error")
+	}
+}
+
+// TestBuildTmpSticky: /tmp in the image is 01777 (drwxrwxrwt), so a tool
+// run by the init as another user can use it, as on a tmpfs /tmp.
+func TestBuildTmpSticky(t *testing.T) {
+	dir := fakeKernel(t)
+	img, err := Build(Options{KernelVersion: "6.1.0-test", ModulesDir: dir, Init: filepath.Join(dir, "modules.dep"), Tools: []Tool{}, Compress: "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpio := testenv.NeedTool(t, "cpio", "apt-get install cpio")
+	cmd := exec.Command(cpio, "-itv", "--quiet")
+	cmd.Stdin = bytes.NewReader(img.Data)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("cpio -itv: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[len(f)-1] == "tmp" {
+			if f[0] != "drwxrwxrwt" {
+				t.Errorf("tmp is %s, want drwxrwxrwt", f[0])
+			}
+			return
+		}
+	}
+	t.Errorf("no tmp in the image:\n%s", out)
+}
+
+// TestFileTooLarge: a file of 4 GiB or more does not fit newc's 32-bit
+// size field; it is refused, not written with its size cut to 32 bits.
+// (checkSize is what File calls; no 4 GiB buffer is allocated here.)
+func TestFileTooLarge(t *testing.T) {
+	for _, tt := range []struct {
+		n  int64
+		ok bool
+	}{{0, true}, {1<<32 - 1, true}, {1 << 32, false}, {1<<32 + 5, false}} {
+		if err := checkSize("big", tt.n); (err == nil) != tt.ok {
+			t.Errorf("%d bytes: err = %v, want ok %v", tt.n, err, tt.ok)
 		}
 	}
 }

@@ -82,6 +82,9 @@ type Server struct {
 	// reloadErr is the last Reload's failure, nil after a good one:
 	// /healthz reports it until a reload succeeds.
 	reloadErr atomic.Pointer[error]
+	// handleHook, when set before Serve (tests only), runs in handle
+	// after its audit record is armed: a test holds a request there.
+	handleHook func()
 }
 
 // New builds a Server. It does not listen yet.
@@ -127,6 +130,11 @@ func New(cfg Config) (*Server, error) {
 		grpc.MaxSendMsgSize(cfg.MaxData + keyring.Overhead + 64),
 		grpc.ConnectionTimeout(10 * time.Second),
 		grpc.StatsHandler(auditStats{s}),
+		// Stop, too, returns only once every handler (and the stats End
+		// callback after it) has returned, so its audit record is queued
+		// before Shutdown closes the audit log. (GracefulStop, which
+		// Shutdown also waits for, does so by itself in this grpc-go.)
+		grpc.WaitForHandlers(true),
 	}
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
@@ -150,7 +158,8 @@ func (s *Server) Serve(lis net.Listener) error {
 }
 
 // Shutdown reports NOT_SERVING, lets running requests finish until ctx ends,
-// then closes every connection and writes out every queued audit record
+// then closes every connection, waits for the handlers still running (their
+// requests' contexts are cancelled) and writes out every queued audit record
 // (however long a stalled audit writer takes: no record is dropped).
 func (s *Server) Shutdown(ctx context.Context) {
 	s.stopped.Store(true)
@@ -321,6 +330,9 @@ func (s *Server) handle(ctx context.Context, op string, dec func(any) error) (re
 		s.metrics.duration.WithLabelValues(op).Observe(d.Seconds())
 		s.audit.log(&ev)
 	}()
+	if s.handleHook != nil {
+		s.handleHook()
+	}
 
 	if !s.limiter.allow(limitKey) {
 		return nil, status.Errorf(codes.ResourceExhausted, "rate limit for client %s exceeded (%.0f requests/s, burst %d); retry later", limitKey, s.cfg.Rate, s.cfg.Burst)

@@ -634,3 +634,67 @@ func TestGRPCGoClientTLS(t *testing.T) {
 		t.Fatalf("node A's certificate asking for node B: %v, want PermissionDenied", err)
 	}
 }
+
+// TestShutdownWaitsForRunningHandler: a request still in its handler when
+// the grace period is over (Shutdown with an expired context) is audited:
+// Shutdown waits for the handler before it closes the audit log, so the
+// record is written, not dropped.
+func TestShutdownWaitsForRunningHandler(t *testing.T) {
+	var buf syncBuffer
+	r, err := keyring.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Keyring: r, Audit: &buf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	s.handleHook = func() {
+		once.Do(func() { close(entered) })
+		<-release
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(lis) }()
+	called := make(chan error, 1)
+	go func() {
+		_, err := kms.New(kms.Options{Attempts: 1}).Seal(context.Background(), "grpc://"+lis.Addr().String(), nodeA, secret)
+		called <- err
+	}()
+	select {
+	case <-entered:
+	case err := <-called:
+		t.Fatalf("the request never reached the handler: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request never reached the handler")
+	}
+	expired, cancel := context.WithCancel(context.Background())
+	cancel()
+	stopped := make(chan struct{})
+	go func() { s.Shutdown(expired); close(stopped) }()
+	select {
+	case <-stopped: // too early: the handler still runs
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return after the handler did")
+	}
+	if err := <-served; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+	<-called
+	if n := s.audit.droppedCount(); n != 0 {
+		t.Errorf("%d audit records dropped; the handler's record must be written", n)
+	}
+	if out := buf.String(); !strings.Contains(out, `"op":"seal"`) {
+		t.Errorf("audit log lacks the request that was running at shutdown:\n%s", out)
+	}
+}
