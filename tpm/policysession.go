@@ -23,7 +23,11 @@ import (
 // dictionary-attack strike on every try.
 //
 // The session is salted with the parent key, so the HMAC key (sessionKey ||
-// authValue) cannot be attacked offline from a bus trace. It carries no
+// authValue) cannot be attacked offline from a passive bus trace. Against an
+// active interposer that holds only while the parent is pinned (a token's
+// key_name or tpm2_srk): a systemd 252 token records no SRK, so an
+// interposer answering CreatePrimary with its own key learns the salt and
+// can test PINs offline. It carries no
 // parameter encryption itself; the unseal adds a separate encryption
 // session for that.
 type saltedPolicySession struct {
@@ -53,7 +57,12 @@ func startSaltedPolicySession(t transport.TPM, parent *primaryKey, auth []byte) 
 		nonceCaller: tpm2.TPM2BNonce{Buffer: make([]byte, 16)},
 		attrs:       tpm2.TPMASession{ContinueSession: true},
 	}
-	if _, err := rand.Read(s.nonceCaller.Buffer); err != nil {
+	defer func(ps *saltedPolicySession) {
+		if err != nil {
+			clear(ps.auth) // a copy of the PIN's hash: never left behind
+		}
+	}(s)
+	if _, err = rand.Read(s.nonceCaller.Buffer); err != nil {
 		return nil, nil, err
 	}
 	rsp, err := tpm2.StartAuthSession{

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"time"
 
 	"github.com/cryptinit/cryptinit/tpm"
 )
@@ -299,6 +300,25 @@ func (k *TPMKey) clevisPassphrase(ctx context.Context, s Slot, raw []byte) ([]by
 	return pass, nil
 }
 
+// PINUnsealTimeout bounds the TPM's work on one typed PIN.
+const PINUnsealTimeout = 30 * time.Second
+
+// unsealContext is the context for one unseal after a PIN was typed: the
+// key budget in ctx (the engine's per-key timeout) is for machines, not for
+// a person who waited for the console and typed, so the unseal gets its own
+// PINUnsealTimeout and keeps only ctx's cancellation, not its deadline.
+func unsealContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), PINUnsealTimeout)
+	cancelled := func() {
+		if errors.Is(ctx.Err(), context.Canceled) {
+			cancel()
+		}
+	}
+	stop := context.AfterFunc(ctx, cancelled)
+	cancelled() // AfterFunc on a done ctx runs later, in its own goroutine
+	return uctx, func() { stop(); cancel() }
+}
+
 // systemdPINPassphrase asks for the TPM PIN of a systemd-tpm2 token and
 // unseals with it, asking again after a wrong PIN up to PINTries times. An
 // empty PIN is not sent to the TPM (it would count as a failure).
@@ -320,7 +340,9 @@ func (k *TPMKey) systemdPINPassphrase(ctx context.Context, s Slot, tok *tpm.Syst
 			last = errors.New("no PIN typed")
 			continue
 		}
-		pass, err := st.UnsealSystemdPIN(ctx, tok, pin)
+		uctx, cancel := unsealContext(ctx)
+		pass, err := st.UnsealSystemdPIN(uctx, tok, pin)
+		cancel()
 		Zero(pin)
 		if err == nil {
 			return pass, nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/cryptinit/cryptinit/tpm"
 )
@@ -22,7 +23,10 @@ func (p *pinTPM) UnsealSystemd(ctx context.Context, tok *tpm.SystemdToken) ([]by
 	return p.UnsealSystemdPIN(ctx, tok, nil)
 }
 
-func (p *pinTPM) UnsealSystemdPIN(_ context.Context, tok *tpm.SystemdToken, pin []byte) ([]byte, error) {
+func (p *pinTPM) UnsealSystemdPIN(ctx context.Context, tok *tpm.SystemdToken, pin []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err // as the real Sealer does
+	}
 	if tok.PIN && pin == nil {
 		return nil, tpm.ErrPINRequired
 	}
@@ -71,5 +75,36 @@ func TestSystemdPINTries(t *testing.T) {
 	tp := &pinTPM{pin: "1234"}
 	if _, err := (&TPMKey{TPM: tp}).Passphrase(context.Background(), slot); !errors.Is(err, ErrKeyUnavailable) || len(tp.sent) != 0 {
 		t.Fatalf("without a console: %v, sent %q", err, tp.sent)
+	}
+}
+
+// slowPINs types its PIN only after a delay, as a person who waited for the
+// console behind another volume's question does.
+type slowPINs struct {
+	delay time.Duration
+	pin   string
+}
+
+func (s *slowPINs) TPMPIN(volume string, try, tries int) ([]byte, error) {
+	time.Sleep(s.delay)
+	return []byte(s.pin), nil
+}
+
+// The key budget (the engine's per-key timeout) does not run out while a
+// person is asked: a right PIN typed after it opens, and a cancelled boot
+// still stops the unseal.
+func TestSystemdPINAfterKeyTimeout(t *testing.T) {
+	slot := Slot{VolumeID: "u-data", Slot: 1, Assigned: [][]byte{[]byte(`{"type":"systemd-tpm2","keyslots":["1"],"tpm2-blob":"AA==","tpm2-pin":true}`)}}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	tp := &pinTPM{pin: "1234"}
+	k := &TPMKey{TPM: tp, PIN: &slowPINs{delay: 60 * time.Millisecond, pin: "1234"}}
+	if pass, err := k.Passphrase(ctx, slot); err != nil || string(pass) != "cGFzcw==" {
+		t.Fatalf("a right PIN typed after the key timeout: %q, %v", pass, err)
+	}
+	cctx, ccancel := context.WithCancel(context.Background())
+	ccancel()
+	if _, err := (&TPMKey{TPM: &pinTPM{pin: "1234"}, PIN: &slowPINs{pin: "1234"}}).Passphrase(cctx, slot); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a cancelled boot: %v, want context.Canceled", err)
 	}
 }
