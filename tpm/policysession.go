@@ -82,7 +82,10 @@ func startSaltedPolicySession(t transport.TPM, parent *primaryKey, auth []byte) 
 	// Part 1, 19.6.8: sessionKey = KDFa(hash, bindAuth || salt, "ATH", nonceTPM, nonceCaller)
 	s.sessionKey = tpm2.KDFa(crypto.SHA256, salt, "ATH", s.nonceTPM.Buffer, s.nonceCaller.Buffer, sha256.Size*8)
 	flushSess = func() error {
-		_, err := tpm2.FlushContext{FlushHandle: s.handle}.Execute(t)
+		var err error
+		if s.handle != tpm2.TPMRHNull {
+			_, err = tpm2.FlushContext{FlushHandle: s.handle}.Execute(t)
+		}
 		clear(s.sessionKey)
 		clear(s.auth)
 		return err
@@ -162,14 +165,18 @@ func (s *saltedPolicySession) Authorize(cc tpm2.TPMCC, parms, addNonces []byte, 
 // parms); it proves the response came from a TPM that knows the
 // sessionKey and the authValue.
 func (s *saltedPolicySession) Validate(rc tpm2.TPMRC, cc tpm2.TPMCC, parms []byte, _ []tpm2.TPM2BName, _ int, auth *tpm2.TPMSAuthResponse) error {
-	s.nonceTPM = auth.Nonce
 	h := sha256.New()
 	_ = binary.Write(h, binary.BigEndian, uint32(rc))
 	_ = binary.Write(h, binary.BigEndian, uint32(cc))
 	h.Write(parms)
-	want := s.hmac(h.Sum(nil), s.nonceTPM.Buffer, s.nonceCaller.Buffer, nil, auth.Attributes)
+	want := s.hmac(h.Sum(nil), auth.Nonce.Buffer, s.nonceCaller.Buffer, nil, auth.Attributes)
 	if !hmac.Equal(want, auth.Authorization.Buffer) {
 		return errors.New("incorrect response authorization HMAC from the TPM")
+	}
+	// only a verified response moves the session on
+	s.nonceTPM = auth.Nonce
+	if !auth.Attributes.ContinueSession {
+		s.handle = tpm2.TPMRHNull // the TPM has ended the session: nothing to flush
 	}
 	return nil
 }

@@ -63,6 +63,36 @@ func TestSaltedPolicySessionValidate(t *testing.T) {
 	}
 }
 
+// A refused response does not move the session's nonce on; a verified one
+// that ends the session leaves no handle to flush.
+func TestSaltedPolicySessionValidateState(t *testing.T) {
+	s := &saltedPolicySession{
+		handle:      0x03000000,
+		sessionKey:  bytes.Repeat([]byte{7}, 32),
+		nonceCaller: tpm2.TPM2BNonce{Buffer: bytes.Repeat([]byte{1}, 16)},
+		nonceTPM:    tpm2.TPM2BNonce{Buffer: bytes.Repeat([]byte{9}, 16)},
+	}
+	parms := []byte("p")
+	next := tpm2.TPM2BNonce{Buffer: bytes.Repeat([]byte{2}, 16)}
+	h := sha256Sum(append([]byte{0, 0, 0, 0, 0, 0, 1, 0x5e}, parms...))
+	ended := tpm2.TPMASession{} // ContinueSession clear: the TPM ends it
+	if err := s.Validate(tpm2.TPMRCSuccess, tpm2.TPMCCUnseal, parms, nil, 0,
+		&tpm2.TPMSAuthResponse{Nonce: next, Attributes: ended, Authorization: tpm2.TPM2BData{Buffer: []byte("forged")}}); err == nil {
+		t.Fatal("forged HMAC accepted")
+	}
+	if !bytes.Equal(s.nonceTPM.Buffer, bytes.Repeat([]byte{9}, 16)) || s.handle == tpm2.TPMRHNull {
+		t.Fatalf("a refused response changed the session: nonce %x handle %v", s.nonceTPM.Buffer, s.handle)
+	}
+	good := s.hmac(h, next.Buffer, s.nonceCaller.Buffer, nil, ended)
+	if err := s.Validate(tpm2.TPMRCSuccess, tpm2.TPMCCUnseal, parms, nil, 0,
+		&tpm2.TPMSAuthResponse{Nonce: next, Attributes: ended, Authorization: tpm2.TPM2BData{Buffer: good}}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(s.nonceTPM.Buffer, next.Buffer) || s.handle != tpm2.TPMRHNull {
+		t.Fatalf("after a verified response that ends the session: nonce %x handle %v", s.nonceTPM.Buffer, s.handle)
+	}
+}
+
 func sha256Sum(b []byte) []byte {
 	h := sha256.Sum256(b)
 	return h[:]

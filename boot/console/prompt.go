@@ -217,13 +217,29 @@ func setDeadline(f *os.File, timeout time.Duration) error {
 }
 
 // readUntilNewline reads f up to a newline, within f's read deadline.
+// appendClearing appends b to line; when line must grow, the old buffer is
+// zeroed after the copy.
+func appendClearing(line, b []byte) []byte {
+	if len(line)+len(b) <= cap(line) {
+		return append(line, b...)
+	}
+	grown := make([]byte, len(line), 2*(len(line)+len(b)))
+	copy(grown, line)
+	clear(line[:cap(line)])
+	return append(grown, b...)
+}
+
 func readUntilNewline(f *os.File) ([]byte, error) {
-	var line []byte
+	// A canonical-mode line is at most 4096 bytes (MAX_CANON), so line
+	// never grows past its first allocation and no unzeroed copy of a
+	// passphrase is left behind; a longer read (not a terminal) grows it
+	// by hand and clears the old buffer.
+	line := make([]byte, 0, 4096)
 	buf := make([]byte, 256)
 	defer clear(buf)
 	for {
 		n, err := f.Read(buf)
-		line = append(line, buf[:n]...)
+		line = appendClearing(line, buf[:n])
 		if i := bytes.IndexByte(line, '\n'); i >= 0 {
 			rest := line[i:]
 			out := bytes.TrimRight(line[:i], "\r")

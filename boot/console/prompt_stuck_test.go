@@ -117,3 +117,19 @@ func TestPromptDropsHalfTyped(t *testing.T) {
 		t.Errorf("the VT's next reader got %q, want only the newline", buf[:n])
 	}
 }
+
+// appendClearing never leaves an unzeroed copy behind when it grows.
+func TestAppendClearing(t *testing.T) {
+	line := make([]byte, 0, 4)
+	line = appendClearing(line, []byte("abc"))
+	old := line[:cap(line)]
+	line = appendClearing(line, []byte("defgh"))
+	if string(line) != "abcdefgh" {
+		t.Fatalf("line %q", line)
+	}
+	for _, c := range old {
+		if c != 0 {
+			t.Fatalf("the old buffer still holds %q", old)
+		}
+	}
+}
