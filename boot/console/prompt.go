@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -107,12 +108,19 @@ func noEcho(f *os.File) (restore func() error, err error) {
 	}, nil
 }
 
-// firstLine shows question on every terminal and reads a line from each
-// at once; it returns the first one completed. The other writes and reads
-// are stopped (their partial input zeroed) before it returns, so nothing
-// touches a terminal after the prompt ends. A terminal that cannot show
-// the question in time (output stopped by Scroll Lock or XOFF) is left out.
-// When no line comes, the timeout wins over other errors.
+// showTimeout bounds how long a terminal may take to show the question
+// before the others start reading: a terminal whose output is stopped
+// (Scroll Lock, XOFF) is left out after it.
+const showTimeout = 2 * time.Second
+
+// firstLine shows question on every terminal, then reads a line from each
+// at once; it returns the first one completed. The question goes to every
+// terminal before any read starts, so every terminal shows it even when
+// another answers at once; a terminal that cannot show it within
+// showTimeout (or timeout, if shorter) is left out. The other reads are
+// stopped (their partial input zeroed) before it returns, so nothing
+// touches a terminal after the prompt ends. When no line comes, the
+// timeout wins over other errors.
 func firstLine(ttys []*os.File, question []byte, timeout time.Duration) ([]byte, error) {
 	type result struct {
 		line []byte
@@ -126,27 +134,53 @@ func firstLine(ttys []*os.File, question []byte, timeout time.Duration) ([]byte,
 		}
 		defer f.SetDeadline(time.Time{})
 	}
-	results := make(chan result, len(ttys))
-	for _, f := range ttys {
+	showBy := time.Now().Add(showTimeout)
+	if timeout > 0 && timeout < showTimeout {
+		showBy = time.Now().Add(timeout)
+	}
+	shown := make([]error, len(ttys))
+	var wg sync.WaitGroup
+	for i, f := range ttys {
+		wg.Add(1)
 		go func() {
-			if err := show(f, question); err != nil {
-				results <- result{nil, err}
+			defer wg.Done()
+			if err := f.SetWriteDeadline(showBy); err != nil {
+				shown[i] = fmt.Errorf("prompt: %s has no deadline: %w", f.Name(), err)
 				return
 			}
+			shown[i] = show(f, question)
+		}()
+	}
+	wg.Wait()
+	var live []*os.File
+	var firstErr error
+	for i, f := range ttys {
+		if shown[i] == nil {
+			live = append(live, f)
+		} else if firstErr == nil {
+			firstErr = shown[i]
+		}
+	}
+	if len(live) == 0 {
+		return nil, firstErr
+	}
+	results := make(chan result, len(live))
+	for _, f := range live {
+		go func() {
 			line, err := readUntilNewline(f)
 			results <- result{line, err}
 		}()
 	}
 	var won []byte
-	var firstErr error
+	firstErr = nil
 	timedOut := false
-	for range ttys {
+	for range live {
 		r := <-results
 		switch {
 		case r.err == nil && won == nil:
 			won = r.line
-			for _, f := range ttys {
-				f.SetDeadline(time.Now()) // stop the other writes and reads
+			for _, f := range live {
+				f.SetDeadline(time.Now()) // stop the other reads
 			}
 		case r.err == nil:
 			clear(r.line) // a second answer after the first: drop it
