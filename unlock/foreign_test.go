@@ -197,16 +197,7 @@ func TestSyncDoesNotOverwriteForeignToken(t *testing.T) {
 // anyway, marked or not).
 func TestSyncDoesNotMarkForeignToken(t *testing.T) {
 	const pass = "systemd's passphrase"
-	dev := image(t, imageSize)
-	first := "kind: UserVolumeConfig\nname: data\nencryption:\n  keys:\n    - {slot: 1, static: {passphrase: a}}\n" + smallKDF
-	r, err := (&Engine{}).Unlock(ctx, volume(t, first, "u-data"), dev, imageSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := luks2.AddKeyslot(dev, r.VolumeKey, []byte(pass), 0, luks2.KDF{Type: "pbkdf2", Hash: "sha256", Iterations: 1000}); err != nil {
-		t.Fatal(err)
-	}
-	r.Zero()
+	dev := withForeignSlot0(t, pass)
 	tok := []byte(`{"type":"systemd-tpm2","keyslots":["0"],"tpm2-blob":"AAAA","tpm2-pcrs":[7,15],"tpm2-pcr-bank":"sha256","tpm2-primary-alg":"ecc","tpm2-policy-hash":"00","tpm2-pin":false}`)
 	if _, err := luks2.ImportToken(dev, 0, tok, false); err != nil {
 		t.Fatal(err)
@@ -214,7 +205,7 @@ func TestSyncDoesNotMarkForeignToken(t *testing.T) {
 	hdr, _ := luks2.ReadHeader(dev)
 	before := bytes.Clone(hdr.Tokens[0].Raw)
 	y := "kind: UserVolumeConfig\nname: data\nencryption:\n  keys:\n    - {slot: 0, tpm: {}, recovery: true}\n    - {slot: 1, static: {passphrase: a}}\n" + smallKDF
-	r, err = (&Engine{Env: keys.Env{TPM: &foreignTPM{pass: pass}}}).Unlock(ctx, volume(t, y, "u-data"), dev, imageSize)
+	r, err := (&Engine{Env: keys.Env{TPM: &foreignTPM{pass: pass}}}).Unlock(ctx, volume(t, y, "u-data"), dev, imageSize)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,16 +260,7 @@ func TestUnauthenticatedSyncDoesNotPlanForeignRemoval(t *testing.T) {
 // token byte for byte as it was.
 func TestRecoveryMarkRespectsForeignTokens(t *testing.T) {
 	const pass = "systemd's passphrase"
-	dev := image(t, imageSize)
-	first := "kind: UserVolumeConfig\nname: data\nencryption:\n  keys:\n    - {slot: 1, static: {passphrase: a}}\n" + smallKDF
-	r, err := (&Engine{}).Unlock(ctx, volume(t, first, "u-data"), dev, imageSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := luks2.AddKeyslot(dev, r.VolumeKey, []byte(pass), 0, luks2.KDF{Type: "pbkdf2", Hash: "sha256", Iterations: 1000}); err != nil {
-		t.Fatal(err)
-	}
-	r.Zero()
+	dev := withForeignSlot0(t, pass)
 	// systemd-tpm2 for slot 0, stored at token id 1 (the first free id, as
 	// systemd-cryptenroll picks it)
 	tok := []byte(`{"type":"systemd-tpm2","keyslots":["0"],"tpm2-blob":"AAAA","tpm2-pcrs":[7],"tpm2-pcr-bank":"sha256","tpm2-primary-alg":"ecc","tpm2-policy-hash":"00","tpm2-pin":false}`)
@@ -290,7 +272,7 @@ func TestRecoveryMarkRespectsForeignTokens(t *testing.T) {
 	// slot 0 (foreign, opened through token 1) and slot 1 (static) both
 	// configured as recovery keys
 	y := "kind: UserVolumeConfig\nname: data\nencryption:\n  keys:\n    - {slot: 0, tpm: {}, recovery: true}\n    - {slot: 1, static: {passphrase: a}, recovery: true}\n" + smallKDF
-	r, err = (&Engine{Env: keys.Env{TPM: &foreignTPM{pass: pass}}}).Unlock(ctx, volume(t, y, "u-data"), dev, imageSize)
+	r, err := (&Engine{Env: keys.Env{TPM: &foreignTPM{pass: pass}}}).Unlock(ctx, volume(t, y, "u-data"), dev, imageSize)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,4 +291,21 @@ func TestRecoveryMarkRespectsForeignTokens(t *testing.T) {
 	if !found {
 		t.Errorf("no problem says slot 1 could not be marked: %v", r.Sync.Problems)
 	}
+}
+
+// withForeignSlot0 is u-data formatted with a static key in slot 1 and
+// another tool's passphrase in slot 0 (its token is the caller's to add).
+func withForeignSlot0(t *testing.T, pass string) luks2.Device {
+	t.Helper()
+	dev := image(t, imageSize)
+	first := "kind: UserVolumeConfig\nname: data\nencryption:\n  keys:\n    - {slot: 1, static: {passphrase: a}}\n" + smallKDF
+	r, err := (&Engine{}).Unlock(ctx, volume(t, first, "u-data"), dev, imageSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Zero()
+	if _, err := luks2.AddKeyslot(dev, r.VolumeKey, []byte(pass), 0, luks2.KDF{Type: "pbkdf2", Hash: "sha256", Iterations: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	return dev
 }
