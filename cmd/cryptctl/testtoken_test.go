@@ -242,28 +242,10 @@ func TestTestTokensNoTPMAndPIN(t *testing.T) {
 // 7 changes test-token exits 2 naming PCR 7; another TPM is a wrong SRK and
 // a TPM that is not there is "no TPM".
 func TestLuksTestTokenSwtpm(t *testing.T) {
-	sw := swtpmtest.Start(t, "")
-	tp := tpm.NewStreamTransport(sw.Conn)
-	key, sigs := bootTPM(t, tp)
-	port := sw.Port()
-	tp.Close() // swtpm serves one connection at a time
-	dir := t.TempDir()
-	pub, sig := filepath.Join(dir, "pcr.pem"), filepath.Join(dir, "pcr.sig")
-	pemKey, err := tpm.MarshalPublicKeyPEM(&key.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, err := sigs.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(pub, pemKey, 0o644)
-	os.WriteFile(sig, js, 0o644)
-	cfg := filepath.Join(dir, "tpm.yaml")
+	spec, policy := swtpmVolume(t)
+	cfg := filepath.Join(t.TempDir(), "tpm.yaml")
 	os.WriteFile(cfg, []byte("kind: VolumeConfig\nname: EPHEMERAL\nencryption:\n  keys:\n    - {slot: 0, tpm: {options: {pcrs: [7]}}}\n"+
 		"  kdf: {type: pbkdf2, iterations: 1000}\n"), 0o600)
-	spec := fmt.Sprintf("swtpm:host=127.0.0.1,port=%d", port)
-	policy := []string{"--pcr-public-key", pub, "--pcr-signature", sig}
 
 	img := luks2test.NewImage(t, 20<<20)
 	vol := append([]string{"--config", cfg, "--volume", "EPHEMERAL", img, "--tpm", spec}, policy...)
